@@ -1,0 +1,45 @@
+//! brim's wire vocabulary: the `brim.v1` protobuf messages and gRPC services, and
+//! [`Resources`], the resource arithmetic (scalars, ranges, sets) that master, agent and
+//! frameworks all share.
+#![forbid(unsafe_code)]
+
+/// Generated protobuf messages and tonic clients/servers for package `brim.v1`.
+#[allow(unreachable_pub, clippy::all, clippy::unwrap_used, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("brim.v1");
+}
+
+pub mod resources;
+
+pub use resources::{RangeSet, ResourceError, Resources};
+
+/// Largest gRPC message master and agent accept (4 MiB, gRPC's usual default).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Capability a framework declares to receive revocable (oversubscribed) resources.
+pub const CAPABILITY_REVOCABLE_RESOURCES: &str = "REVOCABLE_RESOURCES";
+/// Capability a framework declares to see TASK_UNREACHABLE instead of TASK_LOST.
+pub const CAPABILITY_PARTITION_AWARE: &str = "PARTITION_AWARE";
+
+impl v1::TaskState {
+    /// True for states after which the task never changes again.
+    pub fn is_terminal(self) -> bool {
+        use v1::TaskState::*;
+        matches!(
+            self,
+            TaskFinished
+                | TaskFailed
+                | TaskKilled
+                | TaskError
+                | TaskLost
+                | TaskDropped
+                | TaskGone
+                | TaskGoneByOperator
+        )
+    }
+
+    /// Mesos-style short name, e.g. `TASK_RUNNING`.
+    pub fn name(self) -> &'static str {
+        self.as_str_name()
+    }
+}
