@@ -1,12 +1,244 @@
-//! `brim master` and `brim agent` (placeholder).
-#[derive(clap::Args)]
-pub(crate) struct MasterArgs {}
-#[derive(clap::Args)]
-pub(crate) struct AgentArgs {}
+//! `brim master` and `brim agent`: the long-running daemons.
 
-pub(crate) async fn master(_a: MasterArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use brim_proto::Resources;
+
+/// Parses `1s`, `500ms`, `2m`, `1.5` (seconds).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 1s, 500ms or 2m"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => {
+            return Err(format!(
+                "`{s}` has unknown unit `{unit}`: use ms, s, m or h"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
-pub(crate) async fn agent(_a: AgentArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+
+fn parse_resources(s: &str) -> Result<Resources, String> {
+    Resources::parse(s).map_err(|e| e.to_string())
+}
+
+/// Parses `rack:r1;zone:z2`.
+pub(crate) fn parse_attributes(s: &str) -> Result<Vec<(String, String)>, String> {
+    s.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("attribute `{p}` must look like name:value"))
+        })
+        .collect()
+}
+
+/// Default work dir: `$HOME/.brim/<what>`, or `/var/lib/brim/<what>` without a home.
+pub(crate) fn default_work_dir(what: &str) -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(h) if !h.is_empty() => PathBuf::from(h).join(".brim").join(what),
+        _ => PathBuf::from("/var/lib/brim").join(what),
+    }
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct MasterTuning {
+    /// Maximum time between full allocation cycles.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub(crate) allocation_interval: Duration,
+    /// Offers not used within this time are rescinded.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) offer_timeout: Duration,
+    /// Interval agents heartbeat at.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub(crate) agent_heartbeat_interval: Duration,
+    /// Missed heartbeats before an agent is marked unreachable (its tasks LOST/UNREACHABLE).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) max_missed_heartbeats: u32,
+    /// Heartbeat interval of framework event streams.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub(crate) framework_heartbeat_interval: Duration,
+    /// Failover timeout for frameworks that declare none.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) default_failover_timeout: Duration,
+}
+
+impl MasterTuning {
+    pub(crate) fn config(
+        &self,
+        listen: SocketAddr,
+        work_dir: PathBuf,
+    ) -> brim_master::MasterConfig {
+        let mut c = brim_master::MasterConfig::new(listen, work_dir);
+        c.allocation_interval = self.allocation_interval;
+        c.state.offer_timeout = self.offer_timeout;
+        c.state.agent_heartbeat_interval = self.agent_heartbeat_interval;
+        c.state.max_missed_heartbeats = self.max_missed_heartbeats.max(1);
+        c.state.framework_heartbeat_interval = self.framework_heartbeat_interval;
+        c.state.default_failover_timeout = self.default_failover_timeout;
+        c
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct MasterArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub(crate) ip: IpAddr,
+    /// Port for gRPC and HTTP (Mesos' default 5050).
+    #[arg(long, default_value_t = 5050)]
+    pub(crate) port: u16,
+    /// Registry and other durable state (default ~/.brim/master).
+    #[arg(long)]
+    pub(crate) work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) tuning: MasterTuning,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct AgentTuning {
+    /// Override auto-detected resources, e.g. `cpus:4;mem:8192;ports:[31000-32000]`.
+    #[arg(long, value_parser = parse_resources)]
+    pub(crate) resources: Option<Resources>,
+    /// Attributes offered with this agent's resources, e.g. `rack:r1;zone:z2`.
+    #[arg(long, value_parser = parse_attributes, default_value = "")]
+    pub(crate) attributes: Vec<(String, String)>,
+    /// Name of the agent's root cgroup (tasks live under it).
+    #[arg(long, default_value = "brim")]
+    pub(crate) cgroup_name: String,
+    /// Host name to advertise to the master and frameworks.
+    #[arg(long)]
+    pub(crate) hostname: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct AgentArgs {
+    /// Master address host:port.
+    #[arg(long, env = "BRIM_MASTER", default_value = super::DEFAULT_MASTER)]
+    pub(crate) master: String,
+    /// Address to listen on for the agent's HTTP API.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub(crate) ip: IpAddr,
+    /// HTTP port (Mesos' default 5051).
+    #[arg(long, default_value_t = 5051)]
+    pub(crate) port: u16,
+    /// Sandboxes and checkpoints (default ~/.brim/agent).
+    #[arg(long)]
+    pub(crate) work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) tuning: AgentTuning,
+}
+
+impl AgentTuning {
+    pub(crate) fn config(
+        &self,
+        master: String,
+        work_dir: PathBuf,
+        http: SocketAddr,
+    ) -> brim_agent::AgentConfig {
+        let mut c = brim_agent::AgentConfig::new(master, work_dir);
+        c.http_addr = http;
+        c.resources = self.resources.clone();
+        c.attributes = self.attributes.clone();
+        c.cgroup_name = self.cgroup_name.clone();
+        if self.hostname.is_some() {
+            c.advertise_host = self.hostname.clone();
+        }
+        c
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+pub(crate) async fn master(a: MasterArgs) -> anyhow::Result<()> {
+    let work_dir = a.work_dir.unwrap_or_else(|| default_work_dir("master"));
+    let config = a.tuning.config(SocketAddr::new(a.ip, a.port), work_dir);
+    let mut running = brim_master::start(config).await?;
+    tokio::select! {
+        r = running.wait() => r.context("master stopped")?,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            running.stop().await?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn agent(a: AgentArgs) -> anyhow::Result<()> {
+    let work_dir = a.work_dir.unwrap_or_else(|| default_work_dir("agent"));
+    let config = a
+        .tuning
+        .config(a.master, work_dir, SocketAddr::new(a.ip, a.port));
+    brim_agent::run(config, shutdown_signal())
+        .await
+        .context("agent failed")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (s, ms) in [("1s", 1000), ("500ms", 500), ("2m", 120_000), ("1.5", 1500)] {
+            assert_eq!(parse_duration(s), Ok(Duration::from_millis(ms)), "{s}");
+        }
+        for bad in ["", "x", "1y", "-1s", "nan"] {
+            assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn attributes() {
+        assert_eq!(
+            parse_attributes("rack:r1; zone:z2"),
+            Ok(vec![
+                ("rack".into(), "r1".into()),
+                ("zone".into(), "z2".into())
+            ])
+        );
+        assert!(parse_attributes("rack").is_err());
+        assert_eq!(parse_attributes(""), Ok(vec![]));
+    }
 }

@@ -1,0 +1,328 @@
+//! Network edge: gRPC (scheduler + agent services) and HTTP (`/health`, `/version`,
+//! `/metrics`, `/state`) on one port. Handlers decode, then hand the work to the state actor.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use brim_proto::v1::{
+    self, agent_message,
+    agent_service_server::{AgentService, AgentServiceServer},
+    scheduler_server::{Scheduler, SchedulerServer},
+    AgentMessage, Event, MasterMessage,
+};
+use brim_proto::MAX_MESSAGE_BYTES;
+use futures::{Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response as GrpcResponse, Status, Streaming};
+
+use crate::actor::{Call, Command, MasterHandle};
+
+/// How long a new agent stream may take to send `register`.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Queue depth per connected agent / framework.
+const STREAM_QUEUE: usize = 1024;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// An outbound stream that tells the actor when the peer goes away (the stream is dropped).
+struct WatchedStream<T> {
+    inner: ReceiverStream<Result<T, Status>>,
+    on_drop: Option<(MasterHandle, Command)>,
+}
+
+impl<T> Stream for WatchedStream<T> {
+    type Item = Result<T, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+impl<T> Drop for WatchedStream<T> {
+    fn drop(&mut self) {
+        if let Some((handle, cmd)) = self.on_drop.take() {
+            handle.try_send(cmd);
+        }
+    }
+}
+
+#[derive(Clone)]
+struct SchedulerApi {
+    master: MasterHandle,
+}
+
+fn fw_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument(
+            "framework_id is empty; use the id from the SUBSCRIBED event",
+        ));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Scheduler for SchedulerApi {
+    type SubscribeStream = BoxStream<Event>;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<GrpcResponse<Self::SubscribeStream>, Status> {
+        let info = request
+            .into_inner()
+            .framework_info
+            .ok_or_else(|| Status::invalid_argument("subscribe needs framework_info"))?;
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let (reply, reply_rx) = oneshot::channel();
+        self.master
+            .send(Command::Subscribe { info, tx, reply })
+            .await?;
+        let (framework_id, conn) = reply_rx
+            .await
+            .map_err(|_| Status::internal("master dropped the subscription; retry"))??;
+        let stream = WatchedStream {
+            inner: ReceiverStream::new(rx),
+            on_drop: Some((
+                self.master.clone(),
+                Command::FrameworkDisconnected { framework_id, conn },
+            )),
+        };
+        Ok(GrpcResponse::new(Box::pin(stream)))
+    }
+
+    async fn accept(
+        &self,
+        r: Request<v1::AcceptRequest>,
+    ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let r = r.into_inner();
+        fw_id(&r.framework_id)?;
+        self.master.call(Call::Accept(r)).await?;
+        Ok(GrpcResponse::new(v1::CallResponse {}))
+    }
+
+    async fn decline(
+        &self,
+        r: Request<v1::DeclineRequest>,
+    ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let r = r.into_inner();
+        fw_id(&r.framework_id)?;
+        self.master.call(Call::Decline(r)).await?;
+        Ok(GrpcResponse::new(v1::CallResponse {}))
+    }
+
+    async fn kill(
+        &self,
+        r: Request<v1::KillRequest>,
+    ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let r = r.into_inner();
+        fw_id(&r.framework_id)?;
+        self.master.call(Call::Kill(r)).await?;
+        Ok(GrpcResponse::new(v1::CallResponse {}))
+    }
+
+    async fn acknowledge(
+        &self,
+        r: Request<v1::AcknowledgeRequest>,
+    ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let r = r.into_inner();
+        fw_id(&r.framework_id)?;
+        self.master.call(Call::Acknowledge(r)).await?;
+        Ok(GrpcResponse::new(v1::CallResponse {}))
+    }
+
+    async fn reconcile(
+        &self,
+        r: Request<v1::ReconcileRequest>,
+    ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let r = r.into_inner();
+        fw_id(&r.framework_id)?;
+        self.master.call(Call::Reconcile(r)).await?;
+        Ok(GrpcResponse::new(v1::CallResponse {}))
+    }
+
+    async fn revive(
+        &self,
+        r: Request<v1::ReviveRequest>,
+    ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let r = r.into_inner();
+        fw_id(&r.framework_id)?;
+        self.master.call(Call::Revive(r.framework_id)).await?;
+        Ok(GrpcResponse::new(v1::CallResponse {}))
+    }
+
+    async fn suppress(
+        &self,
+        r: Request<v1::SuppressRequest>,
+    ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let r = r.into_inner();
+        fw_id(&r.framework_id)?;
+        self.master.call(Call::Suppress(r.framework_id)).await?;
+        Ok(GrpcResponse::new(v1::CallResponse {}))
+    }
+
+    async fn teardown(
+        &self,
+        r: Request<v1::TeardownRequest>,
+    ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let r = r.into_inner();
+        fw_id(&r.framework_id)?;
+        self.master.call(Call::Teardown(r.framework_id)).await?;
+        Ok(GrpcResponse::new(v1::CallResponse {}))
+    }
+}
+
+#[derive(Clone)]
+struct AgentApi {
+    master: MasterHandle,
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    type AttachStream = BoxStream<MasterMessage>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<GrpcResponse<Self::AttachStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.next())
+            .await
+            .map_err(|_| Status::deadline_exceeded("agent did not send register within 10 s"))?
+            .ok_or_else(|| Status::invalid_argument("agent stream closed before register"))??;
+        let register = match first.message {
+            Some(agent_message::Message::Register(r)) => r,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on an agent stream must be `register`",
+                ))
+            }
+        };
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let (reply, reply_rx) = oneshot::channel();
+        self.master
+            .send(Command::RegisterAgent {
+                register,
+                tx,
+                reply,
+            })
+            .await?;
+        let (agent_id, conn) = reply_rx
+            .await
+            .map_err(|_| Status::internal("master dropped the registration; retry"))??;
+        let master = self.master.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.next().await {
+                    Some(Ok(msg)) => {
+                        let Some(message) = msg.message else { continue };
+                        if master
+                            .send(Command::AgentMessage {
+                                agent_id: agent_id.clone(),
+                                conn,
+                                message,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(%agent_id, "agent stream error: {e}");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let _ = master
+                .send(Command::AgentDisconnected { agent_id, conn })
+                .await;
+        });
+        Ok(GrpcResponse::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+async fn version() -> Response {
+    axum::Json(serde_json::json!({
+        "name": "brim",
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
+
+async fn state(State(master): State<MasterHandle>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    if master.send(Command::State { reply }).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "master is shutting down\n").into_response();
+    }
+    match rx.await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "master is shutting down\n").into_response(),
+    }
+}
+
+async fn metrics(State(master): State<MasterHandle>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    if master.send(Command::Metrics { reply }).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "master is shutting down\n").into_response();
+    }
+    match rx.await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "master is shutting down\n").into_response(),
+    }
+}
+
+/// Builds the combined gRPC + HTTP router.
+pub(crate) fn router(master: MasterHandle) -> Router {
+    let scheduler = SchedulerServer::new(SchedulerApi {
+        master: master.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let agents = AgentServiceServer::new(AgentApi {
+        master: master.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let grpc = tonic::service::Routes::new(scheduler)
+        .add_service(agents)
+        .into_axum_router();
+    let http = Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .route("/state", get(state))
+        .route("/metrics", get(metrics))
+        .with_state(master);
+    grpc.merge(http)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::debug!(?addr, "serving");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,1743 @@
+//! The master's cluster state and its transitions.
+//!
+//! [`Master`] owns every agent, framework, offer and task. It is driven by one tokio task (the
+//! state actor in `actor.rs`); API handlers never touch it directly, they send commands and
+//! await replies. Methods here take the current time as a parameter (`now`, a monotonic
+//! `Duration`; `wall`, seconds since the Unix epoch for user-visible timestamps), so tests drive
+//! them with a fake clock.
+//!
+//! Architecture Invariants:
+//! - a registry change is written (fsync'd) before anyone is told about it;
+//! - an offer's resources are held by the allocator until the offer is used, declined,
+//!   rescinded or expires — exactly one of those, exactly once;
+//! - a task's resources are recovered exactly once, when it first becomes terminal;
+//! - a bad call returns an error `Status` and changes nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use brim_proto::v1::{
+    self, agent_message, event, master_message, operation, AgentInfo, Event, FrameworkInfo,
+    MasterMessage, TaskInfo, TaskState, TaskStatus, TaskStatusReason, TaskStatusSource,
+};
+use brim_proto::{Resources, CAPABILITY_PARTITION_AWARE};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::allocator::{Allocation, Allocator, AllocatorConfig};
+use crate::metrics::MasterMetrics;
+use crate::registry::{
+    AgentRecord, AgentRegistryState, FrameworkRecord, RegistryError, RegistrySnapshot,
+    RegistryStore, RoleRecord,
+};
+
+/// Channel to one agent's stream.
+pub type AgentTx = mpsc::Sender<Result<MasterMessage, Status>>;
+/// Channel to one framework's event stream.
+pub type FrameworkTx = mpsc::Sender<Result<Event, Status>>;
+
+/// Tunables of the master state machine.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// Interval agents are told to heartbeat at.
+    pub agent_heartbeat_interval: Duration,
+    /// An agent silent for this many intervals is marked unreachable.
+    pub max_missed_heartbeats: u32,
+    /// Interval of heartbeat events to frameworks.
+    pub framework_heartbeat_interval: Duration,
+    /// An offer not used within this time is rescinded.
+    pub offer_timeout: Duration,
+    /// Failover timeout for frameworks that declare none (0).
+    pub default_failover_timeout: Duration,
+    /// Default refuse filter for declines and for the unused part of accepts.
+    pub default_refuse: Duration,
+    /// How many terminal tasks `/state` keeps.
+    pub max_completed_tasks: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            agent_heartbeat_interval: Duration::from_secs(15),
+            max_missed_heartbeats: 5,
+            framework_heartbeat_interval: Duration::from_secs(15),
+            offer_timeout: Duration::from_secs(60),
+            default_failover_timeout: Duration::from_secs(10),
+            default_refuse: Duration::from_secs(5),
+            max_completed_tasks: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AgentLink {
+    Connected,
+    Disconnected,
+    Unreachable,
+}
+
+impl AgentLink {
+    fn as_str(self) -> &'static str {
+        match self {
+            AgentLink::Connected => "connected",
+            AgentLink::Disconnected => "disconnected",
+            AgentLink::Unreachable => "unreachable",
+        }
+    }
+}
+
+struct AgentEntry {
+    info: AgentInfo,
+    total: Resources,
+    attributes: Vec<(String, String)>,
+    tx: Option<AgentTx>,
+    conn: u64,
+    link: AgentLink,
+    last_seen: Duration,
+    registered_time: f64,
+    /// Tasks the master reported LOST/UNREACHABLE when the agent became unreachable.
+    partitioned_tasks: HashSet<TaskKey>,
+}
+
+struct FrameworkEntry {
+    info: FrameworkInfo,
+    tx: Option<FrameworkTx>,
+    conn: u64,
+    disconnected_at: Option<Duration>,
+    offers: HashSet<String>,
+    registered_time: f64,
+    suppressed: bool,
+}
+
+impl FrameworkEntry {
+    fn partition_aware(&self) -> bool {
+        self.info
+            .capabilities
+            .iter()
+            .any(|c| c == CAPABILITY_PARTITION_AWARE)
+    }
+}
+
+type TaskKey = (String, String); // (framework id, task id)
+
+#[derive(Clone)]
+struct TaskEntry {
+    info: TaskInfo,
+    framework_id: String,
+    agent_id: String,
+    resources: Resources,
+    state: TaskState,
+    status: Option<TaskStatus>,
+    updated_time: f64,
+    usage: Option<v1::ContainerUsage>,
+}
+
+struct OfferEntry {
+    framework_id: String,
+    agent_id: String,
+    resources: Resources,
+    expires: Duration,
+}
+
+/// Task ids and names: printable, bounded, safe to use in paths on the agent.
+fn validate_task_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() || id.len() > 255 {
+        return Err(Status::invalid_argument("task id must be 1-255 characters"));
+    }
+    if id == "."
+        || id == ".."
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(Status::invalid_argument(format!(
+            "task id `{id}` may contain only letters, digits, `.`, `_` and `-`"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_role(role: &str) -> Result<(), Status> {
+    if role == "*" {
+        return Ok(());
+    }
+    if role.is_empty()
+        || role.len() > 128
+        || role.starts_with('.')
+        || !role
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+    {
+        return Err(Status::invalid_argument(format!(
+            "role `{role}` is invalid: use `*` or letters, digits, `.`, `_`, `-`, `/`"
+        )));
+    }
+    Ok(())
+}
+
+fn refuse_duration(filters: Option<&v1::Filters>, default: Duration) -> Result<Duration, Status> {
+    match filters.and_then(|f| f.refuse_seconds) {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s >= 0.0 => {
+            Ok(Duration::from_secs_f64(s.min(365.0 * 24.0 * 3600.0)))
+        }
+        Some(s) => Err(Status::invalid_argument(format!(
+            "refuse_seconds {s} is invalid: use a finite number >= 0"
+        ))),
+    }
+}
+
+fn registry_status(e: RegistryError) -> Status {
+    Status::unavailable(format!("master could not persist the change: {e}"))
+}
+
+/// All cluster state owned by the master.
+pub struct Master {
+    config: StateConfig,
+    master_id: String,
+    allocator: Allocator,
+    registry: Box<dyn RegistryStore>,
+    known: RegistrySnapshot,
+    agents: HashMap<String, AgentEntry>,
+    frameworks: HashMap<String, FrameworkEntry>,
+    tasks: HashMap<TaskKey, TaskEntry>,
+    completed: VecDeque<TaskEntry>,
+    offers: HashMap<String, OfferEntry>,
+    next_id: u64,
+    next_conn: u64,
+    last_framework_heartbeat: Duration,
+    pub(crate) metrics: MasterMetrics,
+}
+
+impl Master {
+    /// Builds the state from the registry. Known frameworks start disconnected, within their
+    /// failover timeout; known agents are admitted again when they re-register with their
+    /// tasks (agents, not the registry, are the source of truth for tasks).
+    pub fn new(
+        config: StateConfig,
+        master_id: String,
+        registry: Box<dyn RegistryStore>,
+        now: Duration,
+    ) -> Result<Self, RegistryError> {
+        let known = registry.load()?;
+        let mut allocator = Allocator::new(AllocatorConfig {
+            default_refuse: config.default_refuse,
+        });
+        for role in known.roles.values() {
+            allocator.set_weight(&role.name, role.weight);
+            if role.quota_guarantee.is_some() || role.quota_limit.is_some() {
+                let parse = |s: &Option<String>| {
+                    s.as_deref().map(Resources::parse).transpose().map_err(|e| {
+                        RegistryError::Corrupt {
+                            key: role.name.clone(),
+                            why: e.to_string(),
+                        }
+                    })
+                };
+                allocator.set_quota(
+                    &role.name,
+                    crate::allocator::Quota {
+                        guarantee: parse(&role.quota_guarantee)?.unwrap_or_default(),
+                        limit: parse(&role.quota_limit)?,
+                    },
+                );
+            }
+        }
+        let mut frameworks = HashMap::new();
+        for f in known.frameworks.values() {
+            let info = FrameworkInfo {
+                user: f.user.clone(),
+                name: f.name.clone(),
+                id: f.id.clone(),
+                role: f.role.clone(),
+                failover_timeout: f.failover_timeout,
+                capabilities: f.capabilities.clone(),
+                hostname: f.hostname.clone(),
+                principal: f.principal.clone(),
+            };
+            allocator.add_framework(&f.id, &f.role);
+            allocator.set_framework_active(&f.id, false);
+            frameworks.insert(
+                f.id.clone(),
+                FrameworkEntry {
+                    info,
+                    tx: None,
+                    conn: 0,
+                    disconnected_at: Some(now),
+                    offers: HashSet::new(),
+                    registered_time: f.registered_time,
+                    suppressed: false,
+                },
+            );
+        }
+        Ok(Master {
+            config,
+            master_id,
+            allocator,
+            registry,
+            known,
+            agents: HashMap::new(),
+            frameworks,
+            tasks: HashMap::new(),
+            completed: VecDeque::new(),
+            offers: HashMap::new(),
+            next_id: 0,
+            next_conn: 0,
+            last_framework_heartbeat: now,
+            metrics: MasterMetrics::new(),
+        })
+    }
+
+    pub fn master_id(&self) -> &str {
+        &self.master_id
+    }
+
+    fn fresh_id(&mut self, kind: &str) -> String {
+        self.next_id += 1;
+        format!("{}-{kind}{}", self.master_id, self.next_id)
+    }
+
+    fn fresh_conn(&mut self) -> u64 {
+        self.next_conn += 1;
+        self.next_conn
+    }
+
+    // ----------------------------------------------------------------- agents
+
+    /// Registers or re-registers an agent. Replies with the agent id and the connection id
+    /// that later messages from this stream must carry.
+    pub fn register_agent(
+        &mut self,
+        reg: agent_message::Register,
+        tx: AgentTx,
+        now: Duration,
+        wall: f64,
+    ) -> Result<(String, u64), Status> {
+        let mut info = reg
+            .agent_info
+            .ok_or_else(|| Status::invalid_argument("register needs agent_info"))?;
+        let total = Resources::from_proto(&info.resources)
+            .map_err(|e| Status::invalid_argument(format!("agent resources are invalid: {e}")))?;
+        if total.scalar("cpus") <= 0.0 && total.scalar("mem") <= 0.0 {
+            return Err(Status::invalid_argument(
+                "agent offers neither cpus nor mem: start it with --resources cpus:N;mem:MiB",
+            ));
+        }
+        if info.hostname.is_empty() {
+            info.hostname = "unknown".into();
+        }
+        // Validate the reported tasks before changing anything.
+        let mut reported: Vec<(TaskKey, TaskEntry)> = Vec::new();
+        for t in &reg.tasks {
+            let task = t
+                .task
+                .clone()
+                .ok_or_else(|| Status::invalid_argument("re-registered task without task info"))?;
+            validate_task_id(&task.task_id)?;
+            let resources = Resources::from_proto(&task.resources).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "task {} has invalid resources: {e}",
+                    task.task_id
+                ))
+            })?;
+            let state = TaskState::try_from(t.state).unwrap_or(TaskState::TaskUnknown);
+            reported.push((
+                (t.framework_id.clone(), task.task_id.clone()),
+                TaskEntry {
+                    info: task,
+                    framework_id: t.framework_id.clone(),
+                    agent_id: String::new(),
+                    resources,
+                    state,
+                    status: None,
+                    updated_time: wall,
+                    usage: None,
+                },
+            ));
+        }
+
+        let id = if info.id.is_empty() {
+            self.fresh_id("S")
+        } else {
+            if let Some(rec) = self.known.agents.get(&info.id) {
+                if rec.state == AgentRegistryState::Gone {
+                    return Err(Status::failed_precondition(format!(
+                        "agent {} was marked gone; wipe the agent's work dir so it registers as a new agent",
+                        info.id
+                    )));
+                }
+            }
+            info.id.clone()
+        };
+        info.id = id.clone();
+        let attributes: Vec<(String, String)> = info
+            .attributes
+            .iter()
+            .map(|a| (a.name.clone(), a.value.clone()))
+            .collect();
+        let record = AgentRecord {
+            id: id.clone(),
+            hostname: info.hostname.clone(),
+            http_address: info.http_address.clone(),
+            resources: total.to_string(),
+            attributes: attributes.clone(),
+            state: AgentRegistryState::Admitted,
+            since: wall,
+        };
+        self.registry.put_agent(&record).map_err(registry_status)?;
+        self.known.agents.insert(id.clone(), record);
+
+        // A previous incarnation of this agent: forget its offers and allocation.
+        let previous = self.agents.remove(&id);
+        if previous.is_some() {
+            self.rescind_offers_on_agent(&id);
+            self.allocator.remove_agent(&id);
+        }
+        let partitioned = previous
+            .as_ref()
+            .map(|p| p.partitioned_tasks.clone())
+            .unwrap_or_default();
+
+        // Frameworks named by the agent that this master does not know (master failover).
+        for f in &reg.frameworks {
+            if !f.id.is_empty() && !self.frameworks.contains_key(&f.id) {
+                let mut finfo = f.clone();
+                if finfo.role.is_empty() {
+                    finfo.role = "*".into();
+                }
+                self.allocator.add_framework(&finfo.id, &finfo.role);
+                self.allocator.set_framework_active(&finfo.id, false);
+                self.frameworks.insert(
+                    finfo.id.clone(),
+                    FrameworkEntry {
+                        info: finfo,
+                        tx: None,
+                        conn: 0,
+                        disconnected_at: Some(now),
+                        offers: HashSet::new(),
+                        registered_time: wall,
+                        suppressed: false,
+                    },
+                );
+            }
+        }
+
+        // Reconcile tasks: the agent is the source of truth.
+        let reported_keys: HashSet<TaskKey> = reported.iter().map(|(k, _)| k.clone()).collect();
+        let vanished: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(k, t)| t.agent_id == id && !reported_keys.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in vanished {
+            // Already out of the allocator (agent removed above); do not recover again.
+            if let Some(mut t) = self.tasks.remove(&key) {
+                let status = self.master_status(
+                    &t,
+                    TaskState::TaskLost,
+                    TaskStatusReason::ReasonAgentRestarted,
+                    "the agent re-registered without this task",
+                    wall,
+                );
+                t.state = TaskState::TaskLost;
+                t.status = Some(status.clone());
+                self.send_update(&t.framework_id.clone(), status);
+                self.push_completed(t);
+            }
+        }
+        let mut used: BTreeMap<String, Resources> = BTreeMap::new();
+        let mut to_kill: Vec<(String, String)> = Vec::new();
+        for (key, mut t) in reported {
+            t.agent_id = id.clone();
+            if t.state.is_terminal() {
+                // Finished while we were apart; its final update is on its way. Keep for /state.
+                self.tasks.remove(&key);
+                self.push_completed(t);
+                continue;
+            }
+            let fw_partition_aware = self
+                .frameworks
+                .get(&t.framework_id)
+                .map(|f| f.partition_aware());
+            if partitioned.contains(&key) && fw_partition_aware != Some(true) {
+                // The framework was told TASK_LOST; Mesos semantics: kill it now.
+                to_kill.push(key.clone());
+            } else if partitioned.contains(&key) {
+                let status = self.master_status(
+                    &t,
+                    t.state,
+                    TaskStatusReason::ReasonUnspecified,
+                    "agent re-registered after being unreachable",
+                    wall,
+                );
+                t.status = Some(status.clone());
+                self.send_update(&t.framework_id.clone(), status);
+            }
+            if !self.frameworks.contains_key(&t.framework_id) {
+                self.allocator.add_framework(&t.framework_id, "*");
+                self.allocator.set_framework_active(&t.framework_id, false);
+            }
+            used.entry(t.framework_id.clone())
+                .or_default()
+                .add(&t.resources);
+            if let Some(old) = self.tasks.get(&key) {
+                t.status = old.status.clone();
+                t.usage = old.usage.clone();
+            }
+            self.tasks.insert(key, t);
+        }
+        let used: Vec<(String, Resources)> = used.into_iter().collect();
+        self.allocator.add_agent(&id, total.clone(), &used);
+        self.allocator.set_agent_active(&id, true);
+        let conn = self.fresh_conn();
+        let registered_time = previous.as_ref().map_or(wall, |p| p.registered_time);
+        let registered = MasterMessage {
+            message: Some(master_message::Message::Registered(
+                master_message::Registered {
+                    agent_id: id.clone(),
+                    heartbeat_interval_seconds: self.config.agent_heartbeat_interval.as_secs_f64(),
+                    master_id: self.master_id.clone(),
+                },
+            )),
+        };
+        let _ = tx.try_send(Ok(registered));
+        for (fw, task) in to_kill {
+            let _ = tx.try_send(Ok(kill_message(&fw, &task, None)));
+        }
+        self.agents.insert(
+            id.clone(),
+            AgentEntry {
+                info,
+                total,
+                attributes,
+                tx: Some(tx),
+                conn,
+                link: AgentLink::Connected,
+                last_seen: now,
+                registered_time,
+                partitioned_tasks: HashSet::new(),
+            },
+        );
+        self.metrics.agent_registrations.inc();
+        tracing::info!(agent_id = %id, "agent registered");
+        Ok((id, conn))
+    }
+
+    /// A message on an agent's stream after registration.
+    pub fn agent_message(
+        &mut self,
+        agent_id: &str,
+        conn: u64,
+        msg: agent_message::Message,
+        now: Duration,
+        wall: f64,
+    ) {
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        if agent.conn != conn {
+            return; // a stale stream of an agent that has reconnected
+        }
+        agent.last_seen = now;
+        match msg {
+            agent_message::Message::Register(_) => {
+                if let Some(tx) = &agent.tx {
+                    let _ = tx.try_send(Ok(MasterMessage {
+                        message: Some(master_message::Message::Error(master_message::Error {
+                            message: "already registered on this stream; open a new stream to re-register".into(),
+                        })),
+                    }));
+                }
+            }
+            agent_message::Message::Heartbeat(_) => {}
+            agent_message::Message::StatusUpdate(u) => {
+                if let Some(status) = u.status {
+                    self.status_update(agent_id, status, wall);
+                }
+            }
+            agent_message::Message::Usage(u) => {
+                for c in u.containers {
+                    if let Some(t) = self
+                        .tasks
+                        .get_mut(&(c.framework_id.clone(), c.task_id.clone()))
+                    {
+                        if t.agent_id == agent_id {
+                            t.usage = Some(c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn status_update(&mut self, agent_id: &str, mut status: TaskStatus, wall: f64) {
+        self.metrics.status_updates.inc();
+        status.agent_id = agent_id.to_string();
+        if status.timestamp == 0.0 {
+            status.timestamp = wall;
+        }
+        let key = (status.framework_id.clone(), status.task_id.clone());
+        let state = TaskState::try_from(status.state).unwrap_or(TaskState::TaskUnknown);
+        if let Some(t) = self.tasks.get_mut(&key) {
+            if t.agent_id == agent_id {
+                let was_terminal = t.state.is_terminal();
+                t.state = state;
+                t.status = Some(status.clone());
+                t.updated_time = wall;
+                if state.is_terminal() && !was_terminal {
+                    let (fw, ag, res) = (
+                        t.framework_id.clone(),
+                        t.agent_id.clone(),
+                        t.resources.clone(),
+                    );
+                    if let Some(t) = self.tasks.remove(&key) {
+                        self.push_completed(t);
+                    }
+                    if self.agents.contains_key(&ag) {
+                        self.allocator.recover(&fw, &ag, &res, None, Duration::ZERO);
+                    }
+                }
+            }
+        }
+        let framework_known = self.frameworks.contains_key(&status.framework_id);
+        if framework_known {
+            self.send_update(&status.framework_id.clone(), status);
+        } else if !status.uuid.is_empty() {
+            // Nobody will ever acknowledge it: acknowledge on the framework's behalf so the
+            // agent stops retrying.
+            if let Some(tx) = self.agents.get(agent_id).and_then(|a| a.tx.as_ref()) {
+                let _ = tx.try_send(Ok(ack_message(
+                    &status.framework_id,
+                    &status.task_id,
+                    status.uuid,
+                )));
+            }
+        }
+    }
+
+    /// The agent's stream ended. It keeps its tasks until it is declared unreachable.
+    pub fn agent_disconnected(&mut self, agent_id: &str, conn: u64) {
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        if agent.conn != conn || agent.link != AgentLink::Connected {
+            return;
+        }
+        agent.tx = None;
+        agent.link = AgentLink::Disconnected;
+        tracing::warn!(agent_id, "agent disconnected");
+        self.allocator.set_agent_active(agent_id, false);
+        self.rescind_offers_on_agent(agent_id);
+    }
+
+    fn mark_unreachable(&mut self, agent_id: &str, wall: f64) {
+        let keys: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.agent_id == agent_id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.rescind_offers_on_agent(agent_id);
+        self.allocator.remove_agent(agent_id);
+        if let Some(rec) = self.known.agents.get_mut(agent_id) {
+            rec.state = AgentRegistryState::Unreachable;
+            rec.since = wall;
+            let rec = rec.clone();
+            if let Err(e) = self.registry.put_agent(&rec) {
+                tracing::error!(agent_id, "cannot record agent as unreachable: {e}");
+            }
+        }
+        let mut partitioned = HashSet::new();
+        for key in keys {
+            let Some(mut t) = self.tasks.remove(&key) else {
+                continue;
+            };
+            let aware = self
+                .frameworks
+                .get(&t.framework_id)
+                .is_some_and(FrameworkEntry::partition_aware);
+            let state = if aware {
+                TaskState::TaskUnreachable
+            } else {
+                TaskState::TaskLost
+            };
+            let status = self.master_status(
+                &t,
+                state,
+                TaskStatusReason::ReasonAgentUnreachable,
+                "agent stopped heartbeating and was marked unreachable",
+                wall,
+            );
+            t.state = state;
+            t.status = Some(status.clone());
+            t.updated_time = wall;
+            self.send_update(&t.framework_id.clone(), status);
+            partitioned.insert(key);
+            self.push_completed(t);
+        }
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.link = AgentLink::Unreachable;
+            agent.tx = None;
+            agent.partitioned_tasks = partitioned;
+        }
+        self.metrics.agents_marked_unreachable.inc();
+        tracing::warn!(agent_id, "agent marked unreachable");
+    }
+
+    // -------------------------------------------------------------- frameworks
+
+    /// Subscribes a framework (new, or failing over to a new connection when its id is set).
+    pub fn subscribe(
+        &mut self,
+        mut info: FrameworkInfo,
+        tx: FrameworkTx,
+        now: Duration,
+        wall: f64,
+    ) -> Result<(String, u64), Status> {
+        if info.role.is_empty() {
+            info.role = "*".into();
+        }
+        validate_role(&info.role)?;
+        if info.name.len() > 256 || info.user.len() > 256 {
+            return Err(Status::invalid_argument(
+                "framework name and user must be at most 256 bytes",
+            ));
+        }
+        if !info.failover_timeout.is_finite() || info.failover_timeout < 0.0 {
+            return Err(Status::invalid_argument(format!(
+                "failover_timeout {} is invalid: use a finite number of seconds >= 0",
+                info.failover_timeout
+            )));
+        }
+        if info.user.is_empty() {
+            info.user = "root".into();
+        }
+        let id = if info.id.is_empty() {
+            self.fresh_id("F")
+        } else {
+            if info.id.len() > 255 {
+                return Err(Status::invalid_argument(
+                    "framework id is longer than 255 bytes",
+                ));
+            }
+            info.id.clone()
+        };
+        info.id = id.clone();
+        if let Some(existing) = self.frameworks.get(&id) {
+            if existing.info.role != info.role {
+                return Err(Status::invalid_argument(format!(
+                    "framework {id} is subscribed with role `{}`; changing roles on failover is not supported",
+                    existing.info.role
+                )));
+            }
+        }
+        let registered_time = self.frameworks.get(&id).map_or(wall, |f| f.registered_time);
+        let record = FrameworkRecord {
+            id: id.clone(),
+            name: info.name.clone(),
+            user: info.user.clone(),
+            role: info.role.clone(),
+            principal: info.principal.clone(),
+            capabilities: info.capabilities.clone(),
+            failover_timeout: info.failover_timeout,
+            hostname: info.hostname.clone(),
+            registered_time,
+        };
+        self.registry
+            .put_framework(&record)
+            .map_err(registry_status)?;
+        self.known.frameworks.insert(id.clone(), record);
+        let conn = self.fresh_conn();
+        match self.frameworks.get_mut(&id) {
+            Some(f) => {
+                if let Some(old) = f.tx.take() {
+                    let _ = old.try_send(Ok(Event {
+                        event: Some(event::Event::Error(event::Error {
+                            message: "framework failed over to a new connection".into(),
+                        })),
+                    }));
+                }
+                f.info = info;
+                f.conn = conn;
+                f.disconnected_at = None;
+                f.tx = Some(tx.clone());
+                self.allocator.set_framework_active(&id, true);
+            }
+            None => {
+                self.allocator.add_framework(&id, &info.role);
+                self.frameworks.insert(
+                    id.clone(),
+                    FrameworkEntry {
+                        info,
+                        tx: Some(tx.clone()),
+                        conn,
+                        disconnected_at: None,
+                        offers: HashSet::new(),
+                        registered_time,
+                        suppressed: false,
+                    },
+                );
+            }
+        }
+        let _ = tx.try_send(Ok(Event {
+            event: Some(event::Event::Subscribed(event::Subscribed {
+                framework_id: id.clone(),
+                heartbeat_interval_seconds: self.config.framework_heartbeat_interval.as_secs_f64(),
+                master_id: self.master_id.clone(),
+            })),
+        }));
+        let _ = now;
+        tracing::info!(framework_id = %id, "framework subscribed");
+        Ok((id, conn))
+    }
+
+    /// The framework's event stream was dropped.
+    pub fn framework_disconnected(&mut self, framework_id: &str, conn: u64, now: Duration) {
+        let Some(f) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
+        if f.conn != conn || f.tx.is_none() {
+            return;
+        }
+        f.tx = None;
+        f.disconnected_at = Some(now);
+        self.allocator.set_framework_active(framework_id, false);
+        self.rescind_framework_offers(framework_id, now);
+        tracing::info!(framework_id, "framework disconnected");
+    }
+
+    fn remove_framework(&mut self, framework_id: &str, wall: f64) {
+        let Some(_f) = self.frameworks.remove(framework_id) else {
+            return;
+        };
+        let offer_ids: Vec<String> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| o.framework_id == framework_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in offer_ids {
+            self.offers.remove(&id);
+        }
+        self.allocator.remove_framework(framework_id);
+        if let Err(e) = self.registry.remove_framework(framework_id) {
+            tracing::error!(
+                framework_id,
+                "cannot remove framework from the registry: {e}"
+            );
+        }
+        self.known.frameworks.remove(framework_id);
+        // Kill its tasks on every agent; they leave the task table now.
+        let keys: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(k, _)| k.0 == framework_id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut agents = HashSet::new();
+        for key in keys {
+            if let Some(mut t) = self.tasks.remove(&key) {
+                agents.insert(t.agent_id.clone());
+                t.state = TaskState::TaskKilled;
+                t.updated_time = wall;
+                t.status = Some(self.master_status(
+                    &t,
+                    TaskState::TaskKilled,
+                    TaskStatusReason::ReasonFrameworkRemoved,
+                    "framework was removed",
+                    wall,
+                ));
+                self.push_completed(t);
+            }
+        }
+        for agent_id in agents {
+            if let Some(tx) = self.agents.get(&agent_id).and_then(|a| a.tx.as_ref()) {
+                let _ = tx.try_send(Ok(MasterMessage {
+                    message: Some(master_message::Message::ShutdownFramework(
+                        master_message::ShutdownFramework {
+                            framework_id: framework_id.to_string(),
+                        },
+                    )),
+                }));
+            }
+        }
+        tracing::info!(framework_id, "framework removed");
+    }
+
+    /// Checks that `framework_id` names a subscribed framework.
+    fn subscribed(&self, framework_id: &str) -> Result<&FrameworkEntry, Status> {
+        match self.frameworks.get(framework_id) {
+            None => Err(Status::not_found(format!(
+                "framework {framework_id:?} is unknown; call Subscribe first"
+            ))),
+            Some(f) if f.tx.is_none() => Err(Status::failed_precondition(format!(
+                "framework {framework_id} is not subscribed; call Subscribe to re-subscribe"
+            ))),
+            Some(f) => Ok(f),
+        }
+    }
+
+    /// Accept offers, running the given operations on them.
+    pub fn accept(
+        &mut self,
+        req: v1::AcceptRequest,
+        now: Duration,
+        wall: f64,
+    ) -> Result<(), Status> {
+        self.subscribed(&req.framework_id)?;
+        let refuse = refuse_duration(req.filters.as_ref(), self.config.default_refuse)?;
+        let agent_id = self.check_offers(&req.framework_id, &req.offer_ids)?;
+        let mut offered = Resources::new();
+        for id in &req.offer_ids {
+            if let Some(o) = self.offers.get(id) {
+                offered.add(&o.resources);
+            }
+        }
+        // Validate every operation before acting on any.
+        let mut launches: Vec<(TaskInfo, Resources)> = Vec::new();
+        let mut ids_seen = HashSet::new();
+        let mut remaining = offered.clone();
+        for op in &req.operations {
+            match &op.operation {
+                Some(operation::Operation::Launch(l)) => {
+                    if l.task_infos.is_empty() {
+                        return Err(Status::invalid_argument("launch operation has no tasks"));
+                    }
+                    for task in &l.task_infos {
+                        validate_task_id(&task.task_id)?;
+                        if task.name.len() > 1024 {
+                            return Err(Status::invalid_argument(format!(
+                                "task {} name is longer than 1024 bytes",
+                                task.task_id
+                            )));
+                        }
+                        if !ids_seen.insert(task.task_id.clone())
+                            || self
+                                .tasks
+                                .contains_key(&(req.framework_id.clone(), task.task_id.clone()))
+                        {
+                            return Err(Status::already_exists(format!(
+                                "task id {} is already in use by this framework",
+                                task.task_id
+                            )));
+                        }
+                        if !task.agent_id.is_empty() && task.agent_id != agent_id {
+                            return Err(Status::invalid_argument(format!(
+                                "task {} names agent {} but the offers are for agent {agent_id}",
+                                task.task_id, task.agent_id
+                            )));
+                        }
+                        let cmd = task.command.as_ref().ok_or_else(|| {
+                            Status::invalid_argument(format!(
+                                "task {} has no command",
+                                task.task_id
+                            ))
+                        })?;
+                        if cmd.value.is_empty() {
+                            return Err(Status::invalid_argument(format!(
+                                "task {} has an empty command",
+                                task.task_id
+                            )));
+                        }
+                        if !task.kill_grace_period_seconds.is_finite()
+                            || task.kill_grace_period_seconds < 0.0
+                        {
+                            return Err(Status::invalid_argument(format!(
+                                "task {} kill grace period must be a finite number >= 0",
+                                task.task_id
+                            )));
+                        }
+                        if task.resources.iter().any(|r| r.revocable) {
+                            return Err(Status::invalid_argument(format!(
+                                "task {} asks for revocable resources, which this offer does not carry",
+                                task.task_id
+                            )));
+                        }
+                        let res = Resources::from_proto(&task.resources).map_err(|e| {
+                            Status::invalid_argument(format!("task {}: {e}", task.task_id))
+                        })?;
+                        if res.scalar("cpus") <= 0.0 && res.scalar("mem") <= 0.0 {
+                            return Err(Status::invalid_argument(format!(
+                                "task {} must ask for some cpus or mem",
+                                task.task_id
+                            )));
+                        }
+                        remaining = remaining.checked_sub(&res).ok_or_else(|| {
+                            Status::invalid_argument(format!(
+                                "task {} asks for {res} but only {remaining} is left in the offers",
+                                task.task_id
+                            ))
+                        })?;
+                        launches.push((task.clone(), res));
+                    }
+                }
+                None => return Err(Status::invalid_argument("operation has no type")),
+            }
+        }
+        // Act.
+        let framework_info = self
+            .frameworks
+            .get(&req.framework_id)
+            .map(|f| f.info.clone())
+            .unwrap_or_default();
+        for id in &req.offer_ids {
+            self.offers.remove(id);
+            if let Some(f) = self.frameworks.get_mut(&req.framework_id) {
+                f.offers.remove(id);
+            }
+        }
+        let agent_tx = self.agents.get(&agent_id).and_then(|a| a.tx.clone());
+        for (mut task, res) in launches {
+            task.agent_id = agent_id.clone();
+            let entry = TaskEntry {
+                info: task.clone(),
+                framework_id: req.framework_id.clone(),
+                agent_id: agent_id.clone(),
+                resources: res,
+                state: TaskState::TaskStaging,
+                status: None,
+                updated_time: wall,
+                usage: None,
+            };
+            let key = (req.framework_id.clone(), task.task_id.clone());
+            let msg = MasterMessage {
+                message: Some(master_message::Message::RunTask(master_message::RunTask {
+                    framework: Some(framework_info.clone()),
+                    task: Some(task),
+                })),
+            };
+            let sent = agent_tx
+                .as_ref()
+                .is_some_and(|tx| tx.try_send(Ok(msg)).is_ok());
+            if sent {
+                self.tasks.insert(key, entry);
+                self.metrics.tasks_launched.inc();
+            } else {
+                let status = self.master_status(
+                    &entry,
+                    TaskState::TaskDropped,
+                    TaskStatusReason::ReasonAgentDisconnected,
+                    "agent is not connected; task was not launched",
+                    wall,
+                );
+                remaining.add(&entry.resources);
+                self.send_update(&req.framework_id, status);
+            }
+        }
+        if !remaining.is_empty() {
+            self.allocator
+                .recover(&req.framework_id, &agent_id, &remaining, Some(refuse), now);
+        }
+        Ok(())
+    }
+
+    /// Checks the offers exist, belong to the framework and are on one agent; returns the agent.
+    fn check_offers(&self, framework_id: &str, offer_ids: &[String]) -> Result<String, Status> {
+        if offer_ids.is_empty() {
+            return Err(Status::invalid_argument("no offer ids given"));
+        }
+        let mut seen = HashSet::new();
+        let mut agent: Option<&str> = None;
+        for id in offer_ids {
+            if !seen.insert(id) {
+                return Err(Status::invalid_argument(format!(
+                    "offer {id} is listed twice"
+                )));
+            }
+            let o = self.offers.get(id).ok_or_else(|| {
+                Status::not_found(format!(
+                    "offer {id} is not outstanding (unknown, expired, rescinded or already used); wait for a new offer"
+                ))
+            })?;
+            if o.framework_id != framework_id {
+                return Err(Status::permission_denied(format!(
+                    "offer {id} was made to another framework"
+                )));
+            }
+            match agent {
+                Some(a) if a != o.agent_id => {
+                    return Err(Status::invalid_argument(
+                        "offers from different agents cannot be accepted together",
+                    ))
+                }
+                _ => agent = Some(&o.agent_id),
+            }
+        }
+        Ok(agent.unwrap_or_default().to_string())
+    }
+
+    pub fn decline(&mut self, req: v1::DeclineRequest, now: Duration) -> Result<(), Status> {
+        self.subscribed(&req.framework_id)?;
+        let refuse = refuse_duration(req.filters.as_ref(), self.config.default_refuse)?;
+        for id in &req.offer_ids {
+            let o = self.offers.get(id).ok_or_else(|| {
+                Status::not_found(format!(
+                    "offer {id} is not outstanding (unknown, expired or used)"
+                ))
+            })?;
+            if o.framework_id != req.framework_id {
+                return Err(Status::permission_denied(format!(
+                    "offer {id} was made to another framework"
+                )));
+            }
+        }
+        for id in &req.offer_ids {
+            if let Some(o) = self.offers.remove(id) {
+                if let Some(f) = self.frameworks.get_mut(&o.framework_id) {
+                    f.offers.remove(id);
+                }
+                self.allocator.recover(
+                    &o.framework_id,
+                    &o.agent_id,
+                    &o.resources,
+                    Some(refuse),
+                    now,
+                );
+                self.metrics.offers_declined.inc();
+            }
+        }
+        Ok(())
+    }
+
+    pub fn kill(&mut self, req: v1::KillRequest) -> Result<(), Status> {
+        self.subscribed(&req.framework_id)?;
+        if let Some(g) = req.grace_period_seconds {
+            if !g.is_finite() || g < 0.0 {
+                return Err(Status::invalid_argument(
+                    "grace_period_seconds must be finite and >= 0",
+                ));
+            }
+        }
+        let key = (req.framework_id.clone(), req.task_id.clone());
+        let t = self.tasks.get_mut(&key).ok_or_else(|| {
+            Status::not_found(format!(
+                "task {:?} of framework {} is unknown or already terminal",
+                req.task_id, req.framework_id
+            ))
+        })?;
+        let tx = self
+            .agents
+            .get(&t.agent_id)
+            .and_then(|a| a.tx.clone())
+            .ok_or_else(|| {
+                Status::unavailable(format!(
+                    "agent {} of task {} is not connected; retry the kill later",
+                    t.agent_id, req.task_id
+                ))
+            })?;
+        tx.try_send(Ok(kill_message(
+            &req.framework_id,
+            &req.task_id,
+            req.grace_period_seconds,
+        )))
+        .map_err(|_| Status::unavailable("agent channel is full; retry the kill"))?;
+        if !t.state.is_terminal() {
+            t.state = TaskState::TaskKilling;
+        }
+        Ok(())
+    }
+
+    pub fn acknowledge(&mut self, req: v1::AcknowledgeRequest) -> Result<(), Status> {
+        self.subscribed(&req.framework_id)?;
+        if req.uuid.len() != 16 {
+            return Err(Status::invalid_argument(
+                "uuid must be the 16 bytes of the update",
+            ));
+        }
+        let key = (req.framework_id.clone(), req.task_id.clone());
+        let agent_id = if !req.agent_id.is_empty() {
+            req.agent_id.clone()
+        } else if let Some(t) = self.tasks.get(&key) {
+            t.agent_id.clone()
+        } else if let Some(t) = self.completed.iter().rev().find(|t| {
+            (t.framework_id.as_str(), t.info.task_id.as_str()) == (key.0.as_str(), key.1.as_str())
+        }) {
+            t.agent_id.clone()
+        } else {
+            return Err(Status::not_found(format!(
+                "task {:?} is unknown",
+                req.task_id
+            )));
+        };
+        let agent = self
+            .agents
+            .get(&agent_id)
+            .ok_or_else(|| Status::not_found(format!("agent {agent_id:?} is unknown")))?;
+        if let Some(tx) = &agent.tx {
+            let _ = tx.try_send(Ok(ack_message(&req.framework_id, &req.task_id, req.uuid)));
+        }
+        // A disconnected agent resends the update when it is back; that one gets acked.
+        Ok(())
+    }
+
+    pub fn reconcile(&mut self, req: v1::ReconcileRequest, wall: f64) -> Result<(), Status> {
+        let f = self.subscribed(&req.framework_id)?;
+        let aware = f.partition_aware();
+        let mut statuses = Vec::new();
+        if req.tasks.is_empty() {
+            for t in self
+                .tasks
+                .values()
+                .filter(|t| t.framework_id == req.framework_id)
+            {
+                statuses.push(self.reconciliation_status(t, wall));
+            }
+        } else {
+            for rt in &req.tasks {
+                let key = (req.framework_id.clone(), rt.task_id.clone());
+                if let Some(t) = self.tasks.get(&key) {
+                    statuses.push(self.reconciliation_status(t, wall));
+                } else if let Some(t) =
+                    self.completed.iter().rev().find(|t| {
+                        t.framework_id == req.framework_id && t.info.task_id == rt.task_id
+                    })
+                {
+                    statuses.push(self.reconciliation_status(t, wall));
+                } else {
+                    let state = if aware {
+                        TaskState::TaskUnknown
+                    } else {
+                        TaskState::TaskLost
+                    };
+                    statuses.push(TaskStatus {
+                        task_id: rt.task_id.clone(),
+                        state: state as i32,
+                        message: "task is unknown to the master".into(),
+                        reason: TaskStatusReason::ReasonReconciliation as i32,
+                        source: TaskStatusSource::SourceMaster as i32,
+                        agent_id: rt.agent_id.clone(),
+                        framework_id: req.framework_id.clone(),
+                        timestamp: wall,
+                        uuid: Vec::new(),
+                        exit_code: None,
+                    });
+                }
+            }
+        }
+        for s in statuses {
+            self.send_update(&req.framework_id, s);
+        }
+        Ok(())
+    }
+
+    fn reconciliation_status(&self, t: &TaskEntry, wall: f64) -> TaskStatus {
+        let mut s = t.status.clone().unwrap_or_else(|| TaskStatus {
+            task_id: t.info.task_id.clone(),
+            state: t.state as i32,
+            agent_id: t.agent_id.clone(),
+            framework_id: t.framework_id.clone(),
+            source: TaskStatusSource::SourceMaster as i32,
+            ..Default::default()
+        });
+        s.state = t.state as i32;
+        s.reason = TaskStatusReason::ReasonReconciliation as i32;
+        s.uuid = Vec::new();
+        s.timestamp = wall;
+        s
+    }
+
+    pub fn revive(&mut self, framework_id: &str) -> Result<(), Status> {
+        self.subscribed(framework_id)?;
+        self.allocator.revive(framework_id);
+        if let Some(f) = self.frameworks.get_mut(framework_id) {
+            f.suppressed = false;
+        }
+        Ok(())
+    }
+
+    pub fn suppress(&mut self, framework_id: &str) -> Result<(), Status> {
+        self.subscribed(framework_id)?;
+        self.allocator.suppress(framework_id);
+        if let Some(f) = self.frameworks.get_mut(framework_id) {
+            f.suppressed = true;
+        }
+        Ok(())
+    }
+
+    pub fn teardown(&mut self, framework_id: &str, wall: f64) -> Result<(), Status> {
+        if !self.frameworks.contains_key(framework_id) {
+            return Err(Status::not_found(format!(
+                "framework {framework_id:?} is unknown"
+            )));
+        }
+        if let Some(tx) = self.frameworks.get(framework_id).and_then(|f| f.tx.clone()) {
+            let _ = tx.try_send(Ok(Event {
+                event: Some(event::Event::Error(event::Error {
+                    message: "framework was torn down".into(),
+                })),
+            }));
+        }
+        self.remove_framework(framework_id, wall);
+        Ok(())
+    }
+
+    /// Sets a role's weight (operator call), durably.
+    pub fn set_weight(&mut self, role: &str, weight: f64) -> Result<(), Status> {
+        validate_role(role)?;
+        if !weight.is_finite() || weight <= 0.0 {
+            return Err(Status::invalid_argument(
+                "weight must be a finite number > 0",
+            ));
+        }
+        let mut rec = self.known.roles.get(role).cloned().unwrap_or(RoleRecord {
+            name: role.into(),
+            weight: 1.0,
+            quota_guarantee: None,
+            quota_limit: None,
+        });
+        rec.weight = weight;
+        self.registry.put_role(&rec).map_err(registry_status)?;
+        self.known.roles.insert(role.into(), rec);
+        self.allocator.set_weight(role, weight);
+        Ok(())
+    }
+
+    /// Sets a role's quota (operator call), durably.
+    pub fn set_quota(
+        &mut self,
+        role: &str,
+        guarantee: Resources,
+        limit: Option<Resources>,
+    ) -> Result<(), Status> {
+        validate_role(role)?;
+        if let Some(l) = &limit {
+            if !l.contains(&guarantee) {
+                return Err(Status::invalid_argument(
+                    "quota guarantee must not exceed its limit",
+                ));
+            }
+        }
+        let mut rec = self.known.roles.get(role).cloned().unwrap_or(RoleRecord {
+            name: role.into(),
+            weight: 1.0,
+            quota_guarantee: None,
+            quota_limit: None,
+        });
+        rec.quota_guarantee = Some(guarantee.to_string());
+        rec.quota_limit = limit.as_ref().map(ToString::to_string);
+        self.registry.put_role(&rec).map_err(registry_status)?;
+        self.known.roles.insert(role.into(), rec);
+        self.allocator
+            .set_quota(role, crate::allocator::Quota { guarantee, limit });
+        Ok(())
+    }
+
+    // ------------------------------------------------------------- allocation
+
+    /// Runs one allocation cycle and sends the resulting offers.
+    pub fn allocate(&mut self, now: Duration) {
+        let allocations = self.allocator.allocate(now);
+        self.make_offers(allocations, now);
+    }
+
+    fn make_offers(&mut self, allocations: Vec<Allocation>, now: Duration) {
+        let mut per_framework: BTreeMap<String, Vec<v1::Offer>> = BTreeMap::new();
+        for a in allocations {
+            let Some(agent) = self.agents.get(&a.agent_id) else {
+                self.allocator
+                    .recover(&a.framework_id, &a.agent_id, &a.resources, None, now);
+                continue;
+            };
+            let offer = v1::Offer {
+                id: String::new(),
+                framework_id: a.framework_id.clone(),
+                agent_id: a.agent_id.clone(),
+                hostname: agent.info.hostname.clone(),
+                resources: a.resources.to_proto(),
+                attributes: agent.info.attributes.clone(),
+                agent_http_address: agent.info.http_address.clone(),
+                region: agent.info.region.clone(),
+                zone: agent.info.zone.clone(),
+            };
+            per_framework.entry(a.framework_id).or_default().push(offer);
+        }
+        for (fw, mut offers) in per_framework {
+            let tx = self.frameworks.get(&fw).and_then(|f| f.tx.clone());
+            for o in &mut offers {
+                o.id = self.fresh_id("O");
+            }
+            let event = Event {
+                event: Some(event::Event::Offers(event::Offers {
+                    offers: offers.clone(),
+                })),
+            };
+            let delivered = tx.as_ref().is_some_and(|tx| tx.try_send(Ok(event)).is_ok());
+            for o in offers {
+                let resources = Resources::from_proto(&o.resources).unwrap_or_default();
+                if delivered {
+                    self.offers.insert(
+                        o.id.clone(),
+                        OfferEntry {
+                            framework_id: fw.clone(),
+                            agent_id: o.agent_id.clone(),
+                            resources,
+                            expires: now + self.config.offer_timeout,
+                        },
+                    );
+                    if let Some(f) = self.frameworks.get_mut(&fw) {
+                        f.offers.insert(o.id);
+                    }
+                    self.metrics.offers_sent.inc();
+                } else {
+                    self.allocator
+                        .recover(&fw, &o.agent_id, &resources, None, now);
+                }
+            }
+        }
+    }
+
+    fn rescind(&mut self, offer_id: &str, now: Duration) {
+        if let Some(o) = self.offers.remove(offer_id) {
+            if let Some(f) = self.frameworks.get_mut(&o.framework_id) {
+                f.offers.remove(offer_id);
+                if let Some(tx) = &f.tx {
+                    let _ = tx.try_send(Ok(Event {
+                        event: Some(event::Event::Rescind(event::Rescind {
+                            offer_id: offer_id.to_string(),
+                        })),
+                    }));
+                }
+            }
+            if self
+                .agents
+                .get(&o.agent_id)
+                .is_some_and(|a| a.link != AgentLink::Unreachable)
+            {
+                self.allocator
+                    .recover(&o.framework_id, &o.agent_id, &o.resources, None, now);
+            }
+            self.metrics.offers_rescinded.inc();
+        }
+    }
+
+    fn rescind_offers_on_agent(&mut self, agent_id: &str) {
+        let ids: Vec<String> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| o.agent_id == agent_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.rescind(&id, Duration::ZERO);
+        }
+    }
+
+    fn rescind_framework_offers(&mut self, framework_id: &str, now: Duration) {
+        let ids: Vec<String> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| o.framework_id == framework_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.rescind(&id, now);
+        }
+    }
+
+    /// Periodic housekeeping: agent timeouts, offer expiry, framework failover timeouts,
+    /// framework heartbeats.
+    pub fn tick(&mut self, now: Duration, wall: f64) {
+        let agent_timeout =
+            self.config.agent_heartbeat_interval * self.config.max_missed_heartbeats;
+        let silent: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| {
+                a.link != AgentLink::Unreachable && now.saturating_sub(a.last_seen) > agent_timeout
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in silent {
+            self.mark_unreachable(&id, wall);
+        }
+        let expired: Vec<String> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| o.expires <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.rescind(&id, now);
+        }
+        let gone: Vec<String> = self
+            .frameworks
+            .iter()
+            .filter_map(|(id, f)| {
+                let since = f.disconnected_at?;
+                let timeout = if f.info.failover_timeout > 0.0 {
+                    Duration::from_secs_f64(f.info.failover_timeout.min(1e9))
+                } else {
+                    self.config.default_failover_timeout
+                };
+                (now.saturating_sub(since) > timeout).then(|| id.clone())
+            })
+            .collect();
+        for id in gone {
+            tracing::info!(framework_id = %id, "framework failover timeout expired");
+            self.remove_framework(&id, wall);
+        }
+        if now.saturating_sub(self.last_framework_heartbeat)
+            >= self.config.framework_heartbeat_interval
+        {
+            self.last_framework_heartbeat = now;
+            for f in self.frameworks.values() {
+                if let Some(tx) = &f.tx {
+                    let _ = tx.try_send(Ok(Event {
+                        event: Some(event::Event::Heartbeat(event::Heartbeat {})),
+                    }));
+                }
+            }
+            for a in self.agents.values() {
+                if let Some(tx) = &a.tx {
+                    let _ = tx.try_send(Ok(MasterMessage {
+                        message: Some(master_message::Message::Ping(master_message::Ping {})),
+                    }));
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    fn master_status(
+        &self,
+        t: &TaskEntry,
+        state: TaskState,
+        reason: TaskStatusReason,
+        message: &str,
+        wall: f64,
+    ) -> TaskStatus {
+        TaskStatus {
+            task_id: t.info.task_id.clone(),
+            state: state as i32,
+            message: message.to_string(),
+            reason: reason as i32,
+            source: TaskStatusSource::SourceMaster as i32,
+            agent_id: t.agent_id.clone(),
+            framework_id: t.framework_id.clone(),
+            timestamp: wall,
+            uuid: Vec::new(),
+            exit_code: t.status.as_ref().and_then(|s| s.exit_code),
+        }
+    }
+
+    fn send_update(&self, framework_id: &str, status: TaskStatus) {
+        if let Some(tx) = self
+            .frameworks
+            .get(framework_id)
+            .and_then(|f| f.tx.as_ref())
+        {
+            let _ = tx.try_send(Ok(Event {
+                event: Some(event::Event::Update(event::Update {
+                    status: Some(status),
+                })),
+            }));
+        }
+    }
+
+    fn push_completed(&mut self, t: TaskEntry) {
+        self.metrics
+            .tasks_terminal
+            .get_or_create(&crate::metrics::StateLabel {
+                state: t.state.name().to_string(),
+            })
+            .inc();
+        self.completed.push_back(t);
+        while self.completed.len() > self.config.max_completed_tasks {
+            self.completed.pop_front();
+        }
+    }
+
+    /// `/state` JSON (shape documented in docs/ARCHITECTURE.md).
+    pub fn state_json(&self, started: f64, leader: &str) -> serde_json::Value {
+        use serde_json::json;
+        let mut agents: Vec<_> = self
+            .agents
+            .iter()
+            .map(|(id, a)| {
+                let used = self.agent_used(id);
+                json!({
+                    "id": id,
+                    "hostname": a.info.hostname,
+                    "http_address": a.info.http_address,
+                    "active": a.link == AgentLink::Connected,
+                    "status": a.link.as_str(),
+                    "resources": a.total,
+                    "used": used,
+                    "attributes": a.attributes.iter().cloned().collect::<BTreeMap<_, _>>(),
+                    "region": a.info.region,
+                    "zone": a.info.zone,
+                    "registered_time": a.registered_time,
+                })
+            })
+            .collect();
+        agents.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        let mut frameworks: Vec<_> = self
+            .frameworks
+            .iter()
+            .map(|(id, f)| {
+                let offered = f.offers.iter().filter_map(|o| self.offers.get(o)).fold(
+                    Resources::new(),
+                    |mut acc, o| {
+                        acc.add(&o.resources);
+                        acc
+                    },
+                );
+                json!({
+                    "id": id,
+                    "name": f.info.name,
+                    "role": f.info.role,
+                    "user": f.info.user,
+                    "principal": f.info.principal,
+                    "active": f.tx.is_some() && !f.suppressed,
+                    "connected": f.tx.is_some(),
+                    "suppressed": f.suppressed,
+                    "capabilities": f.info.capabilities,
+                    "failover_timeout": f.info.failover_timeout,
+                    "allocated": self.allocator.framework_allocated(id),
+                    "offered": offered,
+                    "tasks": self.tasks.values().filter(|t| &t.framework_id == id).count(),
+                    "registered_time": f.registered_time,
+                })
+            })
+            .collect();
+        frameworks.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        let task_json = |t: &TaskEntry| {
+            json!({
+                "id": t.info.task_id,
+                "name": t.info.name,
+                "framework_id": t.framework_id,
+                "agent_id": t.agent_id,
+                "state": t.state.name(),
+                "resources": t.resources,
+                "exit_code": t.status.as_ref().and_then(|s| s.exit_code),
+                "message": t.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+                "reason": t.status.as_ref().and_then(|s| TaskStatusReason::try_from(s.reason).ok()).map(|r| r.as_str_name()),
+                "updated_time": t.updated_time,
+                "usage": t.usage.as_ref().map(|u| json!({
+                    "cpu_ns": u.cpu_ns,
+                    "mem_current_bytes": u.mem_current_bytes,
+                    "timestamp": u.timestamp,
+                })),
+            })
+        };
+        let mut tasks: Vec<_> = self.tasks.values().map(task_json).collect();
+        tasks.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        let completed: Vec<_> = self.completed.iter().map(task_json).collect();
+        let mut role_names: HashSet<&str> = self
+            .frameworks
+            .values()
+            .map(|f| f.info.role.as_str())
+            .collect();
+        role_names.extend(self.known.roles.keys().map(String::as_str));
+        let mut roles: Vec<_> = role_names
+            .into_iter()
+            .map(|r| {
+                let rec = self.known.roles.get(r);
+                json!({
+                    "name": r,
+                    "weight": rec.map_or(1.0, |x| x.weight),
+                    "share": self.allocator.role_share(r),
+                    "quota": rec.and_then(|x| x.quota_guarantee.clone().map(|g| json!({"guarantee": g, "limit": x.quota_limit}))),
+                })
+            })
+            .collect();
+        roles.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "master_id": self.master_id,
+            "start_time": started,
+            "leader": leader,
+            "agents": agents,
+            "frameworks": frameworks,
+            "tasks": tasks,
+            "completed_tasks": completed,
+            "roles": roles,
+            "outstanding_offers": self.offers.len(),
+        })
+    }
+
+    fn agent_used(&self, agent_id: &str) -> Resources {
+        let mut used = Resources::new();
+        for t in self.tasks.values().filter(|t| t.agent_id == agent_id) {
+            used.add(&t.resources);
+        }
+        used
+    }
+
+    /// Refreshes gauges and renders Prometheus text.
+    pub fn metrics_text(&mut self, uptime: Duration) -> String {
+        let m = &self.metrics;
+        m.uptime_secs.set(uptime.as_secs_f64());
+        m.elected.set(1);
+        let count =
+            |link: AgentLink| self.agents.values().filter(|a| a.link == link).count() as i64;
+        m.agents_connected.set(count(AgentLink::Connected));
+        m.agents_disconnected.set(count(AgentLink::Disconnected));
+        m.agents_unreachable.set(count(AgentLink::Unreachable));
+        m.agents_active.set(count(AgentLink::Connected));
+        m.frameworks_connected
+            .set(self.frameworks.values().filter(|f| f.tx.is_some()).count() as i64);
+        m.frameworks_disconnected
+            .set(self.frameworks.values().filter(|f| f.tx.is_none()).count() as i64);
+        m.outstanding_offers.set(self.offers.len() as i64);
+        let mut by_state: HashMap<&'static str, i64> = HashMap::new();
+        for t in self.tasks.values() {
+            *by_state.entry(t.state.name()).or_default() += 1;
+        }
+        for s in [
+            TaskState::TaskStaging,
+            TaskState::TaskStarting,
+            TaskState::TaskRunning,
+            TaskState::TaskKilling,
+        ] {
+            m.set_tasks(s.name(), by_state.get(s.name()).copied().unwrap_or(0));
+        }
+        let mut total = Resources::new();
+        for a in self
+            .agents
+            .values()
+            .filter(|a| a.link != AgentLink::Unreachable)
+        {
+            total.add(&a.total);
+        }
+        let mut used = Resources::new();
+        for t in self.tasks.values() {
+            used.add(&t.resources);
+        }
+        for r in ["cpus", "mem", "disk", "gpus"] {
+            m.set_resource(r, total.scalar(r), used.scalar(r));
+        }
+        m.encode()
+    }
+
+    /// Counts a terminal task by state for the `tasks_*_total` counters (called by the actor).
+    pub(crate) fn record_call_error(&self) {
+        self.metrics.invalid_calls.inc();
+    }
+}
+
+fn kill_message(framework_id: &str, task_id: &str, grace: Option<f64>) -> MasterMessage {
+    MasterMessage {
+        message: Some(master_message::Message::KillTask(
+            master_message::KillTask {
+                framework_id: framework_id.to_string(),
+                task_id: task_id.to_string(),
+                grace_period_seconds: grace,
+            },
+        )),
+    }
+}
+
+fn ack_message(framework_id: &str, task_id: &str, uuid: Vec<u8>) -> MasterMessage {
+    MasterMessage {
+        message: Some(master_message::Message::Acknowledge(
+            master_message::AcknowledgeUpdate {
+                framework_id: framework_id.to_string(),
+                task_id: task_id.to_string(),
+                uuid,
+            },
+        )),
+    }
+}
