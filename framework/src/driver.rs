@@ -1,0 +1,601 @@
+//! The driver: subscription, event loop, acknowledgements, heartbeat watchdog, failover,
+//! and the calls a framework makes.
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use brim_proto::v1::scheduler_client::SchedulerClient;
+use brim_proto::v1::{self, event, operation, reconcile_request, Filters, FrameworkInfo};
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{DriverError, Scheduler};
+
+/// Largest event the driver accepts (one event can carry many offers).
+const MAX_EVENT_BYTES: usize = 4 * brim_proto::MAX_MESSAGE_BYTES;
+/// Heartbeat interval assumed when the master announces none.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// How the driver connects and behaves. Build with [`DriverConfig::new`], then adjust fields.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// Master address, `host:port` (the gRPC and HTTP port, default 5050).
+    pub master: String,
+    /// Sent on every subscription; `id` is filled in by the driver on re-subscription.
+    pub framework: FrameworkInfo,
+    /// Deadline of each unary call (accept, decline, ...).
+    pub call_timeout: Duration,
+    /// Deadline to open a connection and get the subscription answered.
+    pub connect_timeout: Duration,
+    /// First and largest delay between reconnection attempts (doubling in between).
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Give up (and return [`DriverError::ReconnectTimeout`]) after being unable to
+    /// subscribe for this long; `None` retries forever.
+    pub reconnect_timeout: Option<Duration>,
+    /// Reconnect when no event (heartbeats included) arrived for this many heartbeat intervals.
+    pub heartbeat_misses: u32,
+    /// Ask for implicit reconciliation after every re-subscription, to learn what changed
+    /// while disconnected.
+    pub reconcile_on_resubscribe: bool,
+}
+
+impl DriverConfig {
+    /// Defaults: role `*`, the current `$USER`, failover timeout 60 s, 10 s call timeout,
+    /// backoff 250 ms..10 s, retry forever, 3 missed heartbeats, reconcile on failover.
+    pub fn new(master: impl Into<String>, framework_name: impl Into<String>) -> Self {
+        DriverConfig {
+            master: master.into(),
+            framework: FrameworkInfo {
+                user: std::env::var("USER").unwrap_or_default(),
+                name: framework_name.into(),
+                id: String::new(),
+                role: "*".to_string(),
+                failover_timeout: 60.0,
+                capabilities: Vec::new(),
+                hostname: hostname(),
+                principal: String::new(),
+            },
+            call_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(10),
+            reconnect_timeout: None,
+            heartbeat_misses: 3,
+            reconcile_on_resubscribe: true,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}
+
+/// Checks `host:port` (a leading `http://` is tolerated) and returns `http://host:port`.
+pub(crate) fn master_uri(address: &str) -> Result<String, DriverError> {
+    let invalid = |why: &str| DriverError::InvalidMaster {
+        address: address.to_string(),
+        why: why.to_string(),
+    };
+    let hostport = address.strip_prefix("http://").unwrap_or(address);
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("no port"))?;
+    if host.is_empty() || host.contains('/') {
+        return Err(invalid("bad host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| invalid(&format!("`{port}` is not a port number")))?;
+    Ok(format!("http://{hostport}"))
+}
+
+/// Runs a [`Scheduler`] against a master. Create it, keep a [`DriverHandle`] if calls must be
+/// made from outside the callbacks, then `run` it.
+pub struct Driver {
+    config: DriverConfig,
+    endpoint: Endpoint,
+    handle: DriverHandle,
+}
+
+impl Driver {
+    /// Validates the configuration. Nothing connects until [`Driver::run`].
+    pub fn new(config: DriverConfig) -> Result<Self, DriverError> {
+        let uri = master_uri(&config.master)?;
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| DriverError::InvalidMaster {
+                address: config.master.clone(),
+                why: e.to_string(),
+            })?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true);
+        let (stop, _) = watch::channel(false);
+        let handle = DriverHandle {
+            inner: Arc::new(Inner {
+                master: config.master.clone(),
+                call_timeout: config.call_timeout,
+                client: RwLock::new(None),
+                framework_id: RwLock::new(non_empty(&config.framework.id)),
+                stop,
+            }),
+        };
+        Ok(Driver {
+            config,
+            endpoint,
+            handle,
+        })
+    }
+
+    /// A handle for calls; clones share the connection and the framework id.
+    pub fn handle(&self) -> DriverHandle {
+        self.handle.clone()
+    }
+
+    /// Subscribes and dispatches events to `scheduler` until [`DriverHandle::stop`] (or
+    /// `teardown`) is called — then `Ok` — or the master aborts the framework, refuses the
+    /// subscription, or stays unreachable past `reconnect_timeout`.
+    pub async fn run<S: Scheduler>(self, scheduler: &mut S) -> Result<(), DriverError> {
+        let mut stop = self.handle.inner.stop.subscribe();
+        let mut backoff = self.config.backoff_min;
+        let mut unreachable_since = Instant::now();
+        loop {
+            if *stop.borrow_and_update() {
+                return Ok(());
+            }
+            let error = match self.session(scheduler, &mut stop).await {
+                Session::Stopped => return Ok(()),
+                Session::Fatal(e) => return Err(e),
+                Session::Lost { error, subscribed } => {
+                    if subscribed {
+                        tracing::warn!(master = %self.config.master, %error, "disconnected from the master; reconnecting");
+                        scheduler.disconnected(&self.handle).await;
+                        backoff = self.config.backoff_min;
+                        unreachable_since = Instant::now();
+                    } else {
+                        tracing::debug!(master = %self.config.master, %error, "subscription attempt failed");
+                    }
+                    error
+                }
+            };
+            if let Some(limit) = self.config.reconnect_timeout {
+                if unreachable_since.elapsed() >= limit {
+                    return Err(DriverError::ReconnectTimeout {
+                        master: self.config.master.clone(),
+                        seconds: limit.as_secs_f64(),
+                        last_error: error,
+                    });
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(jitter(backoff)) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            backoff = (backoff * 2).min(self.config.backoff_max);
+        }
+    }
+
+    /// One connection: subscribe, then dispatch events until the stream ends.
+    async fn session<S: Scheduler>(
+        &self,
+        scheduler: &mut S,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Session {
+        let lost = |error: String| Session::Lost {
+            error,
+            subscribed: false,
+        };
+        let channel = tokio::select! {
+            c = self.endpoint.connect() => match c {
+                Ok(c) => c,
+                Err(e) => return lost(format!("cannot connect: {}", source_chain(&e))),
+            },
+            _ = stop.changed() => return Session::Stopped,
+        };
+        let client = SchedulerClient::new(channel).max_decoding_message_size(MAX_EVENT_BYTES);
+        self.handle.set_client(client.clone());
+
+        let previous_id = self.handle.framework_id();
+        let mut info = self.config.framework.clone();
+        info.id = previous_id.clone().unwrap_or_default();
+        let mut request = tonic::Request::new(v1::SubscribeRequest {
+            framework_info: Some(info),
+        });
+        request.set_timeout(self.config.connect_timeout + self.config.call_timeout);
+        let mut client = client;
+        let mut stream = tokio::select! {
+            r = client.subscribe(request) => match r {
+                Ok(r) => r.into_inner(),
+                Err(status) if is_retryable(status.code()) => {
+                    return lost(format!("subscribe failed: {}", status.message()));
+                }
+                Err(status) => {
+                    return Session::Fatal(DriverError::SubscribeRefused {
+                        master: self.config.master.clone(),
+                        code: status.code(),
+                        message: status.message().to_string(),
+                    });
+                }
+            },
+            _ = stop.changed() => return Session::Stopped,
+        };
+
+        let mut subscribed = false;
+        let mut watchdog = self.config.connect_timeout + self.config.call_timeout;
+        let lost = |error: String, subscribed: bool| Session::Lost { error, subscribed };
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = stop.changed() => return Session::Stopped,
+                r = tokio::time::timeout(watchdog, stream.message()) => r,
+            };
+            let event = match next {
+                Err(_) => {
+                    return lost(
+                        format!(
+                            "no event from the master for {:.1}s",
+                            watchdog.as_secs_f64()
+                        ),
+                        subscribed,
+                    )
+                }
+                Ok(Err(status)) => {
+                    return lost(
+                        format!("event stream failed: {}", status.message()),
+                        subscribed,
+                    )
+                }
+                Ok(Ok(None)) => {
+                    return lost("the master closed the event stream".into(), subscribed)
+                }
+                Ok(Ok(Some(v1::Event { event: None }))) => continue,
+                Ok(Ok(Some(v1::Event { event: Some(e) }))) => e,
+            };
+            let h = &self.handle;
+            match event {
+                event::Event::Subscribed(s) => {
+                    if s.framework_id.is_empty() {
+                        return Session::Fatal(DriverError::SubscribeRefused {
+                            master: self.config.master.clone(),
+                            code: tonic::Code::Internal,
+                            message: "SUBSCRIBED carried no framework id".into(),
+                        });
+                    }
+                    let interval = if s.heartbeat_interval_seconds.is_finite()
+                        && s.heartbeat_interval_seconds > 0.0
+                    {
+                        Duration::from_secs_f64(s.heartbeat_interval_seconds.min(3600.0))
+                    } else {
+                        DEFAULT_HEARTBEAT
+                    };
+                    watchdog = interval * self.config.heartbeat_misses.max(1);
+                    subscribed = true;
+                    h.set_framework_id(&s.framework_id);
+                    tracing::info!(framework_id = %s.framework_id, master_id = %s.master_id, "subscribed");
+                    scheduler.registered(h, &s.framework_id).await;
+                    if previous_id.is_some() && self.config.reconcile_on_resubscribe {
+                        if let Err(e) = h.reconcile(Vec::new()).await {
+                            tracing::warn!(error = %e, "implicit reconciliation after failover failed");
+                        }
+                    }
+                }
+                _ if !subscribed => {
+                    tracing::warn!("ignoring an event received before SUBSCRIBED");
+                }
+                event::Event::Offers(o) => scheduler.offers(h, o.offers).await,
+                event::Event::Rescind(r) => scheduler.rescinded(h, r.offer_id).await,
+                event::Event::Update(u) => {
+                    let Some(status) = u.status else { continue };
+                    let ack = (!status.uuid.is_empty()).then(|| v1::AcknowledgeRequest {
+                        framework_id: String::new(),
+                        agent_id: status.agent_id.clone(),
+                        task_id: status.task_id.clone(),
+                        uuid: status.uuid.clone(),
+                    });
+                    scheduler.update(h, status).await;
+                    if let Some(ack) = ack {
+                        if let Err(e) = h.acknowledge(ack).await {
+                            tracing::warn!(error = %e, "acknowledging a status update failed; the master will resend it");
+                        }
+                    }
+                }
+                event::Event::Failure(f) => scheduler.failure(h, f.agent_id).await,
+                event::Event::Error(e) => {
+                    scheduler.error(h, e.message.clone()).await;
+                    return Session::Fatal(DriverError::Aborted(e.message));
+                }
+                event::Event::Heartbeat(_) => {}
+            }
+        }
+    }
+}
+
+enum Session {
+    Stopped,
+    Fatal(DriverError),
+    Lost { error: String, subscribed: bool },
+}
+
+/// Codes after which re-subscribing can help (transport trouble, master restarting).
+fn is_retryable(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unavailable
+            | DeadlineExceeded
+            | Cancelled
+            | Unknown
+            | Internal
+            | ResourceExhausted
+            | Aborted
+    )
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// `d` plus up to 25 % pseudo-random jitter, so many frameworks do not reconnect in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+struct Inner {
+    master: String,
+    call_timeout: Duration,
+    client: RwLock<Option<SchedulerClient<Channel>>>,
+    framework_id: RwLock<Option<String>>,
+    stop: watch::Sender<bool>,
+}
+
+/// Issues calls for a framework. Cheap to clone; works inside callbacks and from other tasks
+/// (e.g. a Ctrl-C handler) as long as the driver subscribed once.
+#[derive(Clone)]
+pub struct DriverHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DriverHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverHandle")
+            .field("master", &self.inner.master)
+            .field("framework_id", &self.framework_id())
+            .finish()
+    }
+}
+
+impl DriverHandle {
+    /// The id the master assigned, once subscribed.
+    pub fn framework_id(&self) -> Option<String> {
+        self.inner
+            .framework_id
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The master address this driver talks to.
+    pub fn master(&self) -> &str {
+        &self.inner.master
+    }
+
+    fn set_framework_id(&self, id: &str) {
+        *self
+            .inner
+            .framework_id
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(id.to_string());
+    }
+
+    fn set_client(&self, client: SchedulerClient<Channel>) {
+        *self
+            .inner
+            .client
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(client);
+    }
+
+    /// The framework id and a client, or `NotSubscribed`.
+    fn ready(&self) -> Result<(String, SchedulerClient<Channel>), DriverError> {
+        let id = self.framework_id().ok_or(DriverError::NotSubscribed)?;
+        let client = self
+            .inner
+            .client
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(DriverError::NotSubscribed)?;
+        Ok((id, client))
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.set_timeout(self.inner.call_timeout);
+        r
+    }
+
+    fn fail(&self, call: &'static str) -> impl FnOnce(tonic::Status) -> DriverError + '_ {
+        move |status| DriverError::from_status(&self.inner.master, call, status)
+    }
+
+    /// Accepts offers (all on the same agent) with operations; whatever the operations do not
+    /// use is declined with `filters`.
+    pub async fn accept(
+        &self,
+        offer_ids: Vec<String>,
+        operations: Vec<v1::Operation>,
+        filters: Filters,
+    ) -> Result<(), DriverError> {
+        let (framework_id, mut client) = self.ready()?;
+        let req = self.request(v1::AcceptRequest {
+            framework_id,
+            offer_ids,
+            operations,
+            filters: Some(filters),
+        });
+        client.accept(req).await.map_err(self.fail("accept"))?;
+        Ok(())
+    }
+
+    /// Launches `tasks` on one offer; the rest of the offer is declined with the default filter.
+    pub async fn launch(
+        &self,
+        offer_id: &str,
+        tasks: Vec<v1::TaskInfo>,
+    ) -> Result<(), DriverError> {
+        self.accept(
+            vec![offer_id.to_string()],
+            vec![launch_operation(tasks)],
+            Filters::default(),
+        )
+        .await
+    }
+
+    /// Declines offers; `refuse_seconds` keeps the master from re-offering those agents'
+    /// resources to this framework for that long (`None` = the master's default, 5 s).
+    pub async fn decline(
+        &self,
+        offer_ids: Vec<String>,
+        refuse_seconds: Option<f64>,
+    ) -> Result<(), DriverError> {
+        let (framework_id, mut client) = self.ready()?;
+        let req = self.request(v1::DeclineRequest {
+            framework_id,
+            offer_ids,
+            filters: Some(Filters { refuse_seconds }),
+        });
+        client.decline(req).await.map_err(self.fail("decline"))?;
+        Ok(())
+    }
+
+    /// Kills a task; `grace` overrides its SIGTERM→SIGKILL grace period.
+    pub async fn kill(
+        &self,
+        task_id: &str,
+        agent_id: &str,
+        grace: Option<Duration>,
+    ) -> Result<(), DriverError> {
+        let (framework_id, mut client) = self.ready()?;
+        let req = self.request(v1::KillRequest {
+            framework_id,
+            task_id: task_id.to_string(),
+            agent_id: agent_id.to_string(),
+            grace_period_seconds: grace.map(|g| g.as_secs_f64()),
+        });
+        client.kill(req).await.map_err(self.fail("kill"))?;
+        Ok(())
+    }
+
+    /// Asks for the latest state of `(task_id, agent_id)` pairs; empty = every task the master
+    /// knows for this framework (implicit reconciliation). Answers arrive as updates.
+    pub async fn reconcile(&self, tasks: Vec<(String, String)>) -> Result<(), DriverError> {
+        let (framework_id, mut client) = self.ready()?;
+        let req = self.request(v1::ReconcileRequest {
+            framework_id,
+            tasks: tasks
+                .into_iter()
+                .map(|(task_id, agent_id)| reconcile_request::Task { task_id, agent_id })
+                .collect(),
+        });
+        client
+            .reconcile(req)
+            .await
+            .map_err(self.fail("reconcile"))?;
+        Ok(())
+    }
+
+    /// Resumes offers after `suppress` and clears this framework's refuse filters.
+    pub async fn revive(&self) -> Result<(), DriverError> {
+        let (framework_id, mut client) = self.ready()?;
+        let req = self.request(v1::ReviveRequest { framework_id });
+        client.revive(req).await.map_err(self.fail("revive"))?;
+        Ok(())
+    }
+
+    /// Stops offers until `revive`.
+    pub async fn suppress(&self) -> Result<(), DriverError> {
+        let (framework_id, mut client) = self.ready()?;
+        let req = self.request(v1::SuppressRequest { framework_id });
+        client.suppress(req).await.map_err(self.fail("suppress"))?;
+        Ok(())
+    }
+
+    /// Unregisters the framework (the master kills its tasks) and stops the driver.
+    pub async fn teardown(&self) -> Result<(), DriverError> {
+        let result = async {
+            let (framework_id, mut client) = self.ready()?;
+            let req = self.request(v1::TeardownRequest { framework_id });
+            client.teardown(req).await.map_err(self.fail("teardown"))?;
+            Ok(())
+        }
+        .await;
+        self.stop();
+        result
+    }
+
+    /// Makes [`Driver::run`] return `Ok` without unregistering: the master keeps the
+    /// framework's tasks for its failover timeout, so a new driver with the same id can resume.
+    pub fn stop(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// True once `stop` or `teardown` was called.
+    pub fn is_stopped(&self) -> bool {
+        *self.inner.stop.borrow()
+    }
+
+    async fn acknowledge(&self, mut ack: v1::AcknowledgeRequest) -> Result<(), DriverError> {
+        let (framework_id, mut client) = self.ready()?;
+        ack.framework_id = framework_id;
+        let req = self.request(ack);
+        client
+            .acknowledge(req)
+            .await
+            .map_err(self.fail("acknowledge"))?;
+        Ok(())
+    }
+}
+
+/// A `LAUNCH` operation for [`DriverHandle::accept`].
+pub fn launch_operation(tasks: Vec<v1::TaskInfo>) -> v1::Operation {
+    v1::Operation {
+        operation: Some(operation::Operation::Launch(operation::Launch {
+            task_infos: tasks,
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_addresses() {
+        for ok in [
+            "127.0.0.1:5050",
+            "master.example:5050",
+            "http://h:1",
+            "[::1]:5050",
+        ] {
+            assert!(master_uri(ok).is_ok(), "`{ok}` should be accepted");
+        }
+        for bad in ["", "host", ":5050", "host:port", "host:99999", "h/x:1"] {
+            assert!(master_uri(bad).is_err(), "`{bad}` should be rejected");
+        }
+    }
+}
