@@ -1741,3 +1741,7 @@ fn ack_message(framework_id: &str, task_id: &str, uuid: Vec<u8>) -> MasterMessag
         )),
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

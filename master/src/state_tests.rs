@@ -1,0 +1,544 @@
+//! State-machine tests: a `Master` over an in-memory registry, driven with a fake clock and
+//! real channels standing in for agent and framework streams.
+
+use super::*;
+use crate::registry::MemoryRegistry;
+use brim_proto::v1::{agent_message, event, master_message};
+use tonic::Code;
+
+const T0: Duration = Duration::from_secs(100);
+
+struct Harness {
+    m: Master,
+    agent_rx: HashMap<String, mpsc::Receiver<Result<MasterMessage, Status>>>,
+    fw_rx: HashMap<String, mpsc::Receiver<Result<Event, Status>>>,
+    now: Duration,
+}
+
+fn res(s: &str) -> Resources {
+    Resources::parse(s).unwrap_or_else(|e| panic!("test resources `{s}`: {e}"))
+}
+
+impl Harness {
+    fn new() -> Self {
+        let config = StateConfig {
+            agent_heartbeat_interval: Duration::from_secs(1),
+            max_missed_heartbeats: 3,
+            offer_timeout: Duration::from_secs(10),
+            ..StateConfig::default()
+        };
+        Harness {
+            m: Master::new(config, "m".into(), Box::new(MemoryRegistry::default()), T0)
+                .expect("master"),
+            agent_rx: HashMap::new(),
+            fw_rx: HashMap::new(),
+            now: T0,
+        }
+    }
+
+    fn add_agent(&mut self, resources: &str) -> (String, u64) {
+        let (tx, rx) = mpsc::channel(64);
+        let reg = agent_message::Register {
+            agent_info: Some(AgentInfo {
+                hostname: "host".into(),
+                http_address: "127.0.0.1:5051".into(),
+                resources: res(resources).to_proto(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (id, conn) = self
+            .m
+            .register_agent(reg, tx, self.now, 1.0)
+            .expect("register");
+        self.agent_rx.insert(id.clone(), rx);
+        assert!(matches!(
+            self.next_agent(&id),
+            Some(master_message::Message::Registered(_))
+        ));
+        (id, conn)
+    }
+
+    fn subscribe(&mut self, name: &str, capabilities: &[&str]) -> String {
+        let (tx, rx) = mpsc::channel(64);
+        let info = FrameworkInfo {
+            name: name.into(),
+            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        };
+        let (id, _) = self
+            .m
+            .subscribe(info, tx, self.now, 1.0)
+            .expect("subscribe");
+        self.fw_rx.insert(id.clone(), rx);
+        assert!(matches!(
+            self.next_event(&id),
+            Some(event::Event::Subscribed(_))
+        ));
+        id
+    }
+
+    fn next_agent(&mut self, agent: &str) -> Option<master_message::Message> {
+        let rx = self.agent_rx.get_mut(agent)?;
+        rx.try_recv()
+            .ok()
+            .and_then(|m| m.ok())
+            .and_then(|m| m.message)
+    }
+
+    fn next_event(&mut self, fw: &str) -> Option<event::Event> {
+        let rx = self.fw_rx.get_mut(fw)?;
+        rx.try_recv()
+            .ok()
+            .and_then(|m| m.ok())
+            .and_then(|m| m.event)
+    }
+
+    /// Allocates and returns the offers the framework received.
+    fn offers(&mut self, fw: &str) -> Vec<v1::Offer> {
+        self.m.allocate(self.now);
+        let mut out = Vec::new();
+        while let Some(e) = self.next_event(fw) {
+            if let event::Event::Offers(o) = e {
+                out.extend(o.offers);
+            }
+        }
+        out
+    }
+
+    fn accept(&mut self, fw: &str, offer: &str, tasks: Vec<TaskInfo>) -> Result<(), Status> {
+        self.m.accept(
+            v1::AcceptRequest {
+                framework_id: fw.into(),
+                offer_ids: vec![offer.into()],
+                operations: vec![v1::Operation {
+                    operation: Some(operation::Operation::Launch(operation::Launch {
+                        task_infos: tasks,
+                    })),
+                }],
+                filters: None,
+            },
+            self.now,
+            2.0,
+        )
+    }
+
+    fn update(&mut self, agent: &str, conn: u64, fw: &str, task: &str, state: TaskState) {
+        self.m.agent_message(
+            agent,
+            conn,
+            agent_message::Message::StatusUpdate(agent_message::StatusUpdate {
+                status: Some(TaskStatus {
+                    task_id: task.into(),
+                    framework_id: fw.into(),
+                    state: state as i32,
+                    uuid: vec![7; 16],
+                    ..Default::default()
+                }),
+            }),
+            self.now,
+            3.0,
+        );
+    }
+}
+
+fn task(id: &str, resources: &str) -> TaskInfo {
+    TaskInfo {
+        name: id.into(),
+        task_id: id.into(),
+        resources: res(resources).to_proto(),
+        command: Some(v1::CommandInfo {
+            shell: true,
+            value: "true".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn offer_launch_update_and_recover() {
+    let mut h = Harness::new();
+    let (agent, conn) = h.add_agent("cpus:4;mem:4096");
+    let fw = h.subscribe("f", &[]);
+    let offers = h.offers(&fw);
+    assert_eq!(offers.len(), 1);
+    assert_eq!(
+        Resources::from_proto(&offers[0].resources).expect("valid"),
+        res("cpus:4;mem:4096")
+    );
+    h.accept(&fw, &offers[0].id, vec![task("t1", "cpus:1;mem:128")])
+        .expect("accept");
+    match h.next_agent(&agent) {
+        Some(master_message::Message::RunTask(r)) => {
+            assert_eq!(r.task.expect("task").task_id, "t1");
+        }
+        other => panic!("expected run_task, got {other:?}"),
+    }
+    // The unused part is filtered for this framework for the default refuse time.
+    assert!(h.offers(&fw).is_empty());
+    h.now += Duration::from_secs(6);
+    let again = h.offers(&fw);
+    assert_eq!(
+        Resources::from_proto(&again[0].resources).expect("valid"),
+        res("cpus:3;mem:3968")
+    );
+    h.update(&agent, conn, &fw, "t1", TaskState::TaskRunning);
+    assert!(matches!(h.next_event(&fw), Some(event::Event::Update(_))));
+    h.update(&agent, conn, &fw, "t1", TaskState::TaskFinished);
+    match h.next_event(&fw) {
+        Some(event::Event::Update(u)) => {
+            assert_eq!(
+                u.status.expect("status").state,
+                TaskState::TaskFinished as i32
+            )
+        }
+        other => panic!("expected update, got {other:?}"),
+    }
+    // Decline the outstanding offer: now everything is free again.
+    h.m.decline(
+        v1::DeclineRequest {
+            framework_id: fw.clone(),
+            offer_ids: vec![again[0].id.clone()],
+            filters: Some(v1::Filters {
+                refuse_seconds: Some(0.0),
+            }),
+        },
+        h.now,
+    )
+    .expect("decline");
+    let all = h.offers(&fw);
+    assert_eq!(
+        Resources::from_proto(&all[0].resources).expect("valid"),
+        res("cpus:4;mem:4096")
+    );
+}
+
+#[test]
+fn bad_accepts_are_rejected_and_change_nothing() {
+    let mut h = Harness::new();
+    let (_agent, _) = h.add_agent("cpus:2;mem:1024;ports:[31000-31010]");
+    let fw = h.subscribe("f", &[]);
+    let other = h.subscribe("g", &[]);
+    let offers = h.offers(&fw);
+    let offer = offers[0].id.clone();
+    let nan = TaskInfo {
+        resources: vec![v1::Resource {
+            name: "cpus".into(),
+            value: Some(v1::resource::Value::Scalar(f64::NAN)),
+            revocable: false,
+        }],
+        ..task("nan", "cpus:1")
+    };
+    let cases: Vec<(&str, Result<(), Status>, Code)> = vec![
+        (
+            "unknown framework",
+            h.accept("nope", &offer, vec![task("a", "cpus:1")]),
+            Code::NotFound,
+        ),
+        (
+            "foreign offer",
+            h.accept(&other, &offer, vec![task("a", "cpus:1")]),
+            Code::PermissionDenied,
+        ),
+        (
+            "unknown offer",
+            h.accept(&fw, "O-nope", vec![task("a", "cpus:1")]),
+            Code::NotFound,
+        ),
+        (
+            "too much",
+            h.accept(&fw, &offer, vec![task("a", "cpus:3")]),
+            Code::InvalidArgument,
+        ),
+        (
+            "ports not offered",
+            h.accept(&fw, &offer, vec![task("a", "cpus:1;ports:[80-80]")]),
+            Code::InvalidArgument,
+        ),
+        (
+            "sum too much",
+            h.accept(
+                &fw,
+                &offer,
+                vec![task("a", "cpus:1.5"), task("b", "cpus:1")],
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            "duplicate ids",
+            h.accept(
+                &fw,
+                &offer,
+                vec![task("a", "cpus:0.5"), task("a", "cpus:0.5")],
+            ),
+            Code::AlreadyExists,
+        ),
+        (
+            "nan",
+            h.accept(&fw, &offer, vec![nan]),
+            Code::InvalidArgument,
+        ),
+        (
+            "negative",
+            h.accept(
+                &fw,
+                &offer,
+                vec![TaskInfo {
+                    resources: vec![v1::Resource {
+                        name: "mem".into(),
+                        value: Some(v1::resource::Value::Scalar(-1.0)),
+                        revocable: false,
+                    }],
+                    ..task("neg", "cpus:1")
+                }],
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            "bad id",
+            h.accept(&fw, &offer, vec![task("../x", "cpus:1")]),
+            Code::InvalidArgument,
+        ),
+        (
+            "no command",
+            h.accept(
+                &fw,
+                &offer,
+                vec![TaskInfo {
+                    command: None,
+                    ..task("c", "cpus:1")
+                }],
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            "no resources",
+            h.accept(&fw, &offer, vec![task("e", "")]),
+            Code::InvalidArgument,
+        ),
+    ];
+    for (what, result, code) in cases {
+        match result {
+            Err(s) => {
+                assert_eq!(s.code(), code, "{what}: {}", s.message());
+                assert!(!s.message().is_empty(), "{what}: empty message");
+            }
+            Ok(()) => panic!("{what}: should have been rejected"),
+        }
+    }
+    // The offer is still valid after all those failures.
+    h.accept(&fw, &offer, vec![task("ok", "cpus:1;ports:[31000-31000]")])
+        .expect("a valid accept still works");
+    // ...and is gone afterwards.
+    let again = h.accept(&fw, &offer, vec![task("ok2", "cpus:0.1")]);
+    assert_eq!(again.err().map(|s| s.code()), Some(Code::NotFound));
+    // Duplicate of a live task id.
+    h.m.suppress(&other).expect("suppress");
+    h.now += Duration::from_secs(6);
+    let offers = h.offers(&fw);
+    let dup = h.accept(&fw, &offers[0].id, vec![task("ok", "cpus:0.1")]);
+    assert_eq!(dup.err().map(|s| s.code()), Some(Code::AlreadyExists));
+}
+
+#[test]
+fn expired_offers_are_rescinded_and_cannot_be_accepted() {
+    let mut h = Harness::new();
+    let (agent, conn) = h.add_agent("cpus:1;mem:512");
+    let fw = h.subscribe("f", &[]);
+    let offer = h.offers(&fw)[0].id.clone();
+    // Keep the agent alive while time passes.
+    for _ in 0..11 {
+        h.now += Duration::from_secs(1);
+        h.m.agent_message(
+            &agent,
+            conn,
+            agent_message::Message::Heartbeat(agent_message::Heartbeat {}),
+            h.now,
+            0.0,
+        );
+        h.m.tick(h.now, 0.0);
+    }
+    assert!(matches!(h.next_event(&fw), Some(event::Event::Rescind(r)) if r.offer_id == offer));
+    let err = h
+        .accept(&fw, &offer, vec![task("t", "cpus:1")])
+        .expect_err("expired");
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[test]
+fn silent_agent_becomes_unreachable_and_tasks_lost_or_unreachable() {
+    let mut h = Harness::new();
+    let (agent, _conn) = h.add_agent("cpus:2;mem:1024");
+    let plain = h.subscribe("plain", &[]);
+    let aware = h.subscribe("aware", &[brim_proto::CAPABILITY_PARTITION_AWARE]);
+    h.m.allocate(h.now);
+    // Whoever got the offer launches; give the other one the next round.
+    let mut launched = Vec::new();
+    for fw in [plain.clone(), aware.clone()] {
+        for _ in 0..2 {
+            let offers = h.offers(&fw);
+            if let Some(o) = offers.first() {
+                h.accept(
+                    &fw,
+                    &o.id,
+                    vec![task(&format!("t-{}", launched.len()), "cpus:1;mem:100")],
+                )
+                .expect("accept");
+                launched.push(fw.clone());
+                break;
+            }
+            h.now += Duration::from_secs(6);
+        }
+    }
+    assert_eq!(launched.len(), 2, "both frameworks should have launched");
+    h.now += Duration::from_secs(4);
+    h.m.tick(h.now, 9.0);
+    let state_of = |h: &mut Harness, fw: &str| loop {
+        match h.next_event(fw) {
+            Some(event::Event::Update(u)) => break u.status.expect("status").state,
+            Some(_) => continue,
+            None => panic!("no update for {fw}"),
+        }
+    };
+    assert_eq!(state_of(&mut h, &plain), TaskState::TaskLost as i32);
+    assert_eq!(state_of(&mut h, &aware), TaskState::TaskUnreachable as i32);
+    let s = h.m.state_json(0.0, "x");
+    assert_eq!(s["agents"][0]["status"], "unreachable");
+    assert_eq!(s["tasks"].as_array().map(Vec::len), Some(0));
+    let _ = agent;
+}
+
+#[test]
+fn acknowledgements_reach_the_agent() {
+    let mut h = Harness::new();
+    let (agent, conn) = h.add_agent("cpus:2;mem:1024");
+    let fw = h.subscribe("f", &[]);
+    let o = h.offers(&fw)[0].id.clone();
+    h.accept(&fw, &o, vec![task("t", "cpus:1")])
+        .expect("accept");
+    let _run = h.next_agent(&agent);
+    h.update(&agent, conn, &fw, "t", TaskState::TaskRunning);
+    h.m.acknowledge(v1::AcknowledgeRequest {
+        framework_id: fw.clone(),
+        agent_id: agent.clone(),
+        task_id: "t".into(),
+        uuid: vec![7; 16],
+    })
+    .expect("ack");
+    match h.next_agent(&agent) {
+        Some(master_message::Message::Acknowledge(a)) => assert_eq!(a.uuid, vec![7; 16]),
+        other => panic!("expected acknowledge, got {other:?}"),
+    }
+    let bad = h.m.acknowledge(v1::AcknowledgeRequest {
+        framework_id: fw.clone(),
+        agent_id: agent.clone(),
+        task_id: "t".into(),
+        uuid: vec![1, 2],
+    });
+    assert_eq!(bad.err().map(|s| s.code()), Some(Code::InvalidArgument));
+    let unknown_kill = h.m.kill(v1::KillRequest {
+        framework_id: fw,
+        task_id: "nope".into(),
+        ..Default::default()
+    });
+    assert_eq!(unknown_kill.err().map(|s| s.code()), Some(Code::NotFound));
+}
+
+#[test]
+fn reregistration_rebuilds_tasks_after_master_restart() {
+    let mut h = Harness::new();
+    let (tx, mut rx) = mpsc::channel(64);
+    let reg = agent_message::Register {
+        agent_info: Some(AgentInfo {
+            id: "S-old".into(),
+            hostname: "h".into(),
+            resources: res("cpus:4;mem:1024").to_proto(),
+            ..Default::default()
+        }),
+        tasks: vec![v1::AgentTask {
+            task: Some(task("survivor", "cpus:3;mem:100")),
+            framework_id: "F-old".into(),
+            state: TaskState::TaskRunning as i32,
+        }],
+        frameworks: vec![FrameworkInfo {
+            id: "F-old".into(),
+            name: "old".into(),
+            role: "*".into(),
+            ..Default::default()
+        }],
+        version: String::new(),
+    };
+    let (id, _) =
+        h.m.register_agent(reg, tx, h.now, 0.0)
+            .expect("re-register");
+    assert_eq!(id, "S-old");
+    assert!(rx.try_recv().is_ok());
+    let s = h.m.state_json(0.0, "x");
+    assert_eq!(s["tasks"][0]["id"], "survivor");
+    assert_eq!(s["tasks"][0]["state"], "TASK_RUNNING");
+    // Only what the survivor does not hold is offered to a new framework.
+    let fw = h.subscribe("new", &[]);
+    let offers = h.offers(&fw);
+    assert_eq!(
+        Resources::from_proto(&offers[0].resources).expect("valid"),
+        res("cpus:1;mem:924")
+    );
+}
+
+#[test]
+fn invalid_registrations_and_subscriptions_are_rejected() {
+    let mut h = Harness::new();
+    let (tx, _rx) = mpsc::channel(4);
+    let no_info =
+        h.m.register_agent(agent_message::Register::default(), tx.clone(), h.now, 0.0);
+    assert_eq!(no_info.err().map(|s| s.code()), Some(Code::InvalidArgument));
+    let empty = agent_message::Register {
+        agent_info: Some(AgentInfo::default()),
+        ..Default::default()
+    };
+    assert!(h.m.register_agent(empty, tx, h.now, 0.0).is_err());
+    let (ftx, _frx) = mpsc::channel(4);
+    for info in [
+        FrameworkInfo {
+            role: "bad role!".into(),
+            ..Default::default()
+        },
+        FrameworkInfo {
+            failover_timeout: f64::NAN,
+            ..Default::default()
+        },
+        FrameworkInfo {
+            failover_timeout: -1.0,
+            ..Default::default()
+        },
+    ] {
+        assert!(h.m.subscribe(info, ftx.clone(), h.now, 0.0).is_err());
+    }
+}
+
+#[test]
+fn teardown_kills_tasks_and_frees_resources() {
+    let mut h = Harness::new();
+    let (agent, _) = h.add_agent("cpus:2;mem:1024");
+    let fw = h.subscribe("f", &[]);
+    let o = h.offers(&fw)[0].id.clone();
+    h.accept(&fw, &o, vec![task("t", "cpus:2;mem:1024")])
+        .expect("accept");
+    let _run = h.next_agent(&agent);
+    h.m.teardown(&fw, 0.0).expect("teardown");
+    assert!(matches!(
+        h.next_agent(&agent),
+        Some(master_message::Message::ShutdownFramework(_))
+    ));
+    let g = h.subscribe("g", &[]);
+    let offers = h.offers(&g);
+    assert_eq!(
+        Resources::from_proto(&offers[0].resources).expect("valid"),
+        res("cpus:2;mem:1024")
+    );
+    assert_eq!(
+        h.m.teardown("nope", 0.0).err().map(|s| s.code()),
+        Some(Code::NotFound)
+    );
+}
