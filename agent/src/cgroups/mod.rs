@@ -1,0 +1,412 @@
+//! Per-container cgroups: one [`CgroupBackend`] trait, two layouts.
+//!
+//! - [`v2::V2Backend`]: a pure cgroup2 hierarchy (`/sys/fs/cgroup` is cgroup2).
+//! - [`hybrid::HybridBackend`]: v1 controllers (`/sys/fs/cgroup/{cpu,cpuacct,memory,pids}`)
+//!   for limits and accounting, plus the cgroup2 hierarchy at `/sys/fs/cgroup/unified` that
+//!   eBPF programs attach to.
+//!
+//! Each container gets `<mount>/<root>/<container-id>` in every hierarchy. Backends take
+//! their mount points as paths so tests run them on a fake cgroupfs in a tempdir; the
+//! helpers here ([`open_procs`], [`pids`], [`destroy`]) work on any backend.
+
+pub mod hybrid;
+pub mod v2;
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::sys;
+
+/// Why a cgroup operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cannot {action} {path}: {source} (the agent needs root and a writable cgroupfs)")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("unexpected content in {path}: {why}")]
+    Parse { path: PathBuf, why: String },
+    #[error("invalid cgroup name `{0}`: use letters, digits, `.`, `_` and `-` only")]
+    InvalidName(String),
+    #[error(
+        "cgroup {0} still has processes after repeated SIGKILL; kill them by hand and rmdir it"
+    )]
+    Busy(PathBuf),
+    #[error("no usable cgroup hierarchy found in /proc/self/mountinfo (need cgroup2 at /sys/fs/cgroup or v1 cpu+memory controllers)")]
+    NoHierarchy,
+}
+
+impl CgroupError {
+    pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
+        CgroupError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Limits applied to one container.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Limits {
+    /// CPU share: becomes `cpu.shares` (1024 per cpu) or `cpu.weight` (100 per cpu).
+    pub cpus: f64,
+    /// Also cap CPU time at `cpus` (CFS quota / `cpu.max`), not just weight it.
+    pub cpu_hard_limit: bool,
+    /// Memory limit in bytes (`memory.max` / `memory.limit_in_bytes`); `None` = unlimited.
+    pub mem_bytes: Option<u64>,
+}
+
+/// Cumulative counters of one container's cgroup.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CgroupUsage {
+    pub cpu_ns: u64,
+    pub cpu_throttled_ns: u64,
+    pub mem_current_bytes: u64,
+    pub mem_rss_bytes: u64,
+    pub mem_cache_bytes: u64,
+    pub oom_events: u64,
+}
+
+/// One cgroup layout. Implementations only touch files under their mount points.
+pub trait CgroupBackend: Send + Sync + std::fmt::Debug {
+    /// Short name for logs and `/state`: `v2` or `hybrid`.
+    fn kind(&self) -> &'static str;
+    /// Creates the agent's root cgroup(s) and enables the controllers children need.
+    fn prepare(&self) -> Result<(), CgroupError>;
+    /// Creates the container's cgroup in every hierarchy and writes its limits.
+    fn create(&self, id: &str, limits: &Limits) -> Result<(), CgroupError>;
+    /// Every directory of this container (one per hierarchy); a process joins all of them.
+    fn paths(&self, id: &str) -> Vec<PathBuf>;
+    /// The v2 directory of the container, when there is one (eBPF attaches there).
+    fn unified_path(&self, id: &str) -> Option<PathBuf>;
+    /// Current counters.
+    fn usage(&self, id: &str) -> Result<CgroupUsage, CgroupError>;
+    /// The agent root directories (one per hierarchy), removed on shutdown when empty.
+    fn root_paths(&self) -> Vec<PathBuf>;
+}
+
+/// Cgroup names become directory names: keep them boring.
+pub(crate) fn check_name(name: &str) -> Result<(), CgroupError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CgroupError::InvalidName(name.to_string()))
+    }
+}
+
+pub(crate) fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|e| CgroupError::io("write", path, e))
+}
+
+pub(crate) fn mkdir(path: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(CgroupError::io("create", path, e)),
+    }
+}
+
+/// Reads a single-number file; missing file = `None`.
+pub(crate) fn read_u64(path: &Path) -> Result<Option<u64>, CgroupError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(CgroupError::io("read", path, e)),
+    };
+    let t = text.trim();
+    if t == "max" {
+        return Ok(Some(u64::MAX));
+    }
+    t.parse().map(Some).map_err(|_| CgroupError::Parse {
+        path: path.to_path_buf(),
+        why: format!("`{t}` is not a number"),
+    })
+}
+
+/// Reads a `key value` per line file (cpu.stat, memory.stat, memory.events); missing = empty.
+pub(crate) fn read_keyed(path: &Path) -> Result<Vec<(String, u64)>, CgroupError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CgroupError::io("read", path, e)),
+    };
+    Ok(parse_keyed(&text))
+}
+
+pub(crate) fn parse_keyed(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let k = it.next()?;
+            let v = it.next()?.parse().ok()?;
+            Some((k.to_string(), v))
+        })
+        .collect()
+}
+
+pub(crate) fn keyed(list: &[(String, u64)], key: &str) -> u64 {
+    list.iter().find(|(k, _)| k == key).map_or(0, |&(_, v)| v)
+}
+
+/// Opens `cgroup.procs` of every hierarchy of the container, for the launcher to write the
+/// child's pid into before exec.
+pub fn open_procs(backend: &dyn CgroupBackend, id: &str) -> Result<Vec<File>, CgroupError> {
+    backend
+        .paths(id)
+        .into_iter()
+        .map(|dir| {
+            let p = dir.join("cgroup.procs");
+            OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map_err(|e| CgroupError::io("open", &p, e))
+        })
+        .collect()
+}
+
+/// Pids in the container's cgroups (all hierarchies, deduplicated).
+pub fn pids(backend: &dyn CgroupBackend, id: &str) -> Vec<i32> {
+    let mut out: Vec<i32> = Vec::new();
+    for dir in backend.paths(id) {
+        if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+            out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Kills whatever still runs in the container's cgroups and removes them from every
+/// hierarchy. Blocking (sleeps briefly between attempts): call from a blocking thread.
+pub fn destroy(backend: &dyn CgroupBackend, id: &str) -> Result<(), CgroupError> {
+    for attempt in 0..40 {
+        let left = pids(backend, id);
+        if left.is_empty() {
+            break;
+        }
+        if attempt == 0 {
+            tracing::debug!(cgroup = id, pids = ?left, "killing leftover processes");
+        }
+        for pid in left {
+            let _ = sys::signal_pid(pid, Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut first_err = None;
+    for dir in backend.paths(id) {
+        if let Err(e) = remove_dir(&dir) {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Removes the agent's root cgroups (only succeeds once they are empty).
+pub fn remove_root(backend: &dyn CgroupBackend) -> Result<(), CgroupError> {
+    let mut first_err = None;
+    for dir in backend.root_paths() {
+        if let Err(e) = remove_dir(&dir) {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// `rmdir` of a cgroup directory, retried briefly while the kernel finishes tearing down
+/// exited processes. On a real cgroupfs the control files are virtual and `rmdir` removes
+/// the whole directory; on a plain directory (the fake cgroupfs of tests) the files are
+/// removed first.
+fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
+    for _ in 0..20 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                if !sys::is_cgroup_fs(dir) {
+                    return fs::remove_dir_all(dir).map_err(|e| CgroupError::io("remove", dir, e));
+                }
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    return Err(CgroupError::io("remove", dir, e));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    Err(CgroupError::Busy(dir.to_path_buf()))
+}
+
+/// The cgroup layout of this machine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Layout {
+    /// Pure cgroup2 mounted at this path.
+    V2 { mount: PathBuf },
+    /// cgroup v1 controllers (plus, usually, a cgroup2 hierarchy for eBPF).
+    Hybrid(hybrid::HybridMounts),
+}
+
+/// Finds the cgroup layout from the text of `/proc/self/mountinfo`.
+pub fn detect_layout(mountinfo: &str) -> Result<Layout, CgroupError> {
+    let mut v2_mounts = Vec::new();
+    let mut mounts = hybrid::HybridMounts::default();
+    for line in mountinfo.lines() {
+        // 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mount_point) = left.split_whitespace().nth(4) else {
+            continue;
+        };
+        let mut r = right.split_whitespace();
+        let (Some(fstype), Some(_source), Some(opts)) = (r.next(), r.next(), r.next()) else {
+            continue;
+        };
+        let mp = PathBuf::from(mount_point);
+        match fstype {
+            "cgroup2" => v2_mounts.push(mp),
+            "cgroup" => {
+                for opt in opts.split(',') {
+                    let slot = match opt {
+                        "cpu" => &mut mounts.cpu,
+                        "cpuacct" => &mut mounts.cpuacct,
+                        "memory" => &mut mounts.memory,
+                        "pids" => &mut mounts.pids,
+                        _ => continue,
+                    };
+                    slot.get_or_insert_with(|| mp.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    if mounts.cpu.is_some() && mounts.memory.is_some() {
+        mounts.unified = v2_mounts
+            .iter()
+            .find(|p| p.as_path() == Path::new("/sys/fs/cgroup/unified"))
+            .or_else(|| v2_mounts.first())
+            .cloned();
+        return Ok(Layout::Hybrid(mounts));
+    }
+    if let Some(mount) = v2_mounts
+        .iter()
+        .find(|p| p.as_path() == Path::new("/sys/fs/cgroup"))
+        .or_else(|| v2_mounts.first())
+    {
+        return Ok(Layout::V2 {
+            mount: mount.clone(),
+        });
+    }
+    Err(CgroupError::NoHierarchy)
+}
+
+/// The backend for `layout`, with the agent's root cgroup named `root`.
+pub fn backend_for(layout: &Layout, root: &str) -> Result<Box<dyn CgroupBackend>, CgroupError> {
+    check_name(root)?;
+    Ok(match layout {
+        Layout::V2 { mount } => Box::new(v2::V2Backend::new(mount, root)),
+        Layout::Hybrid(m) => Box::new(hybrid::HybridBackend::new(m.clone(), root)),
+    })
+}
+
+/// Detects this machine's layout and returns its backend.
+pub fn detect(root: &str) -> Result<Box<dyn CgroupBackend>, CgroupError> {
+    let path = Path::new("/proc/self/mountinfo");
+    let text = fs::read_to_string(path).map_err(|e| CgroupError::io("read", path, e))?;
+    backend_for(&detect_layout(&text)?, root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const COMOUNTED: &str = "\
+25 24 0:22 / /sys/fs/cgroup/cpu,cpuacct rw shared:9 - cgroup cgroup rw,cpu,cpuacct
+26 24 0:23 / /sys/fs/cgroup/memory rw shared:10 - cgroup cgroup rw,memory
+27 24 0:24 / /sys/fs/cgroup/unified rw shared:4 - cgroup2 cgroup2 rw,nsdelegate
+";
+    const V2: &str = "\
+22 1 0:20 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+30 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+
+    fn p(s: &str) -> Option<PathBuf> {
+        Some(PathBuf::from(s))
+    }
+
+    #[test]
+    fn detects_layouts() {
+        assert_eq!(
+            detect_layout(HYBRID).expect("hybrid"),
+            Layout::Hybrid(hybrid::HybridMounts {
+                cpu: p("/sys/fs/cgroup/cpu"),
+                cpuacct: p("/sys/fs/cgroup/cpuacct"),
+                memory: p("/sys/fs/cgroup/memory"),
+                pids: p("/sys/fs/cgroup/pids"),
+                unified: p("/sys/fs/cgroup/unified"),
+            })
+        );
+        assert_eq!(
+            detect_layout(COMOUNTED).expect("comounted"),
+            Layout::Hybrid(hybrid::HybridMounts {
+                cpu: p("/sys/fs/cgroup/cpu,cpuacct"),
+                cpuacct: p("/sys/fs/cgroup/cpu,cpuacct"),
+                memory: p("/sys/fs/cgroup/memory"),
+                pids: None,
+                unified: p("/sys/fs/cgroup/unified"),
+            })
+        );
+        assert_eq!(
+            detect_layout(V2).expect("v2"),
+            Layout::V2 {
+                mount: PathBuf::from("/sys/fs/cgroup")
+            }
+        );
+        assert!(matches!(
+            detect_layout("1 2 3:4 / / rw - ext4 /dev/sda rw"),
+            Err(CgroupError::NoHierarchy)
+        ));
+    }
+
+    #[test]
+    fn parses_keyed_files() {
+        let list = parse_keyed("usage_usec 12\nuser_usec 7\nbogus\nnr_throttled x\n");
+        assert_eq!(keyed(&list, "usage_usec"), 12);
+        assert_eq!(keyed(&list, "user_usec"), 7);
+        assert_eq!(keyed(&list, "nr_throttled"), 0);
+        assert_eq!(keyed(&list, "missing"), 0);
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        for bad in ["", ".", "..", "a/b", "a b", "../x"] {
+            assert!(check_name(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["brim", "brim-test-1a2b", "c.1_x"] {
+            assert!(check_name(good).is_ok(), "{good:?} rejected");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Agent configuration (what `brim agent` / `brim dev` fill in from flags).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use brim_proto::Resources;
+
+/// Default agent HTTP port, as in Mesos.
+pub const DEFAULT_HTTP_PORT: u16 = 5051;
+
+/// How tasks are isolated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Cgroups when the agent can manage them (root, cgroupfs mounted); otherwise run tasks
+    /// without resource limits and say so loudly in the log and in `/state`.
+    #[default]
+    Auto,
+    /// Cgroups or refuse to start.
+    Cgroups,
+    /// No cgroups (plain processes in their own session): development only.
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// `host:port` of the master (gRPC over plaintext HTTP/2); `http://` prefix optional.
+    pub master: String,
+    /// Sandboxes (`sandboxes/<framework>/<task>/`) and the checkpointed agent id live here.
+    pub work_dir: PathBuf,
+    /// HTTP listen address; port 0 picks a free port (see `AgentHandle::http_addr`).
+    pub http_addr: SocketAddr,
+    /// Host put in `AgentInfo.http_address`; default: 127.0.0.1 when bound to loopback,
+    /// the bound IP when bound to one, else the hostname if it resolves, else 127.0.0.1.
+    pub advertise_host: Option<String>,
+    /// Overrides (per resource name) of the auto-detected resources.
+    pub resources: Option<Resources>,
+    pub attributes: Vec<(String, String)>,
+    /// Agent root cgroup name; tasks get `<root>/<container-id>`.
+    pub cgroup_name: String,
+    pub isolation: Isolation,
+    /// Also cap tasks' CPU time at their `cpus` (CFS quota), not only weight it.
+    pub cpu_hard_limit: bool,
+    /// Heartbeat period until the master dictates one in `registered`.
+    pub heartbeat_interval: Duration,
+    /// SIGTERM → SIGKILL delay when neither the task nor the kill request sets one.
+    pub default_kill_grace: Duration,
+    /// How often container usage is sampled and sent to the master.
+    pub usage_interval: Duration,
+    /// How often an unacknowledged status update is resent.
+    pub status_update_retry: Duration,
+    /// Longest wait between reconnection attempts to the master.
+    pub max_reconnect_backoff: Duration,
+    /// How many finished tasks `/state` remembers.
+    pub max_completed_tasks: usize,
+}
+
+impl AgentConfig {
+    /// Defaults for everything but the master address and the work dir.
+    pub fn new(master: impl Into<String>, work_dir: PathBuf) -> Self {
+        AgentConfig {
+            master: master.into(),
+            work_dir,
+            http_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_HTTP_PORT)),
+            advertise_host: None,
+            resources: None,
+            attributes: Vec::new(),
+            cgroup_name: "brim".to_string(),
+            isolation: Isolation::Auto,
+            cpu_hard_limit: false,
+            heartbeat_interval: Duration::from_secs(15),
+            default_kill_grace: Duration::from_secs(3),
+            usage_interval: Duration::from_secs(1),
+            status_update_retry: Duration::from_secs(3),
+            max_reconnect_backoff: Duration::from_secs(10),
+            max_completed_tasks: 200,
+        }
+    }
+
+    /// The master as a URI tonic can dial.
+    pub(crate) fn master_uri(&self) -> String {
+        if self.master.contains("://") {
+            self.master.clone()
+        } else {
+            format!("http://{}", self.master)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = AgentConfig::new("127.0.0.1:5050", PathBuf::from("/tmp/w"));
+        assert_eq!(c.http_addr.port(), 5051);
+        assert_eq!(c.default_kill_grace, Duration::from_secs(3));
+        assert_eq!(c.cgroup_name, "brim");
+        assert_eq!(c.master_uri(), "http://127.0.0.1:5050");
+        let c = AgentConfig::new("http://m:1", PathBuf::from("/tmp/w"));
+        assert_eq!(c.master_uri(), "http://m:1");
+    }
+}

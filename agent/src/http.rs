@@ -1,0 +1,132 @@
+//! Agent HTTP API (default port 5051): `/health`, `/state`, sandbox files.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::agent::Agent;
+use crate::task::check_id;
+
+/// Largest body of one sandbox read.
+pub const MAX_READ: u64 = 1024 * 1024;
+/// Header carrying the task's state on sandbox reads.
+pub const TASK_STATE_HEADER: &str = "x-brim-task-state";
+
+pub(crate) fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/state", get(state))
+        .route("/sandbox/{framework_id}/{task_id}/{file}", get(sandbox))
+        .fallback(fallback)
+        .with_state(agent)
+}
+
+async fn fallback(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/sandbox") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad sandbox path: use /sandbox/<framework_id>/<task_id>/<stdout|stderr>".into(),
+        );
+    }
+    error(
+        StatusCode::NOT_FOUND,
+        "not found: try /health, /state or /sandbox/<framework_id>/<task_id>/stdout".into(),
+    )
+}
+
+async fn state(State(agent): State<Arc<Agent>>) -> Json<serde_json::Value> {
+    Json(agent.state_json())
+}
+
+#[derive(Debug, Deserialize)]
+struct ReadQuery {
+    offset: Option<u64>,
+}
+
+fn error(code: StatusCode, msg: String) -> Response {
+    (code, format!("{msg}\n")).into_response()
+}
+
+async fn sandbox(
+    State(agent): State<Arc<Agent>>,
+    Path((framework_id, task_id, file)): Path<(String, String, String)>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "offset must be a non-negative integer".into(),
+        );
+    };
+    for (kind, id) in [("framework", &framework_id), ("task", &task_id)] {
+        if let Err(e) = check_id(kind, id) {
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+    }
+    if file != "stdout" && file != "stderr" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown sandbox file `{file}`: use stdout or stderr"),
+        );
+    }
+    let Some((task_state, dir)) = agent.lookup(&framework_id, &task_id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("task `{task_id}` of framework `{framework_id}` is unknown to this agent"),
+        );
+    };
+    let offset = q.offset.unwrap_or(0);
+    let path = dir.join(&file);
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            // Not created yet (task still staging): no data yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        if offset >= len {
+            return Ok(Vec::new());
+        }
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::new();
+        f.take(MAX_READ).read_to_end(&mut buf)?;
+        Ok(buf)
+    })
+    .await;
+    let bytes = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read {file}: {e}"),
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read {file}: {e}"),
+            )
+        }
+    };
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::HeaderName::from_static(TASK_STATE_HEADER),
+                HeaderValue::from_static(task_state),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
