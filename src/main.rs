@@ -35,7 +35,10 @@ fn main() -> std::process::ExitCode {
         cli.command,
         Command::Dev(_) | Command::Master(_) | Command::Agent(_)
     ));
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("brim: cannot start the async runtime: {e}");
@@ -59,5 +62,41 @@ fn main() -> std::process::ExitCode {
             eprintln!("brim: {e:#}");
             std::process::ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_parses_its_defaults() {
+        for args in [
+            vec!["brim", "dev"],
+            vec!["brim", "master"],
+            vec![
+                "brim",
+                "agent",
+                "--resources",
+                "cpus:2;mem:512",
+                "--attributes",
+                "rack:r1",
+            ],
+            vec!["brim", "run", "--", "echo", "hi"],
+            vec!["brim", "tasks", "--json"],
+            vec!["brim", "agents"],
+            vec!["brim", "frameworks"],
+        ] {
+            if let Err(e) = Cli::try_parse_from(&args) {
+                panic!("{args:?} should parse: {e}");
+            }
+        }
+        assert!(Cli::try_parse_from(["brim", "agent", "--resources", "cpus:-1"]).is_err());
     }
 }

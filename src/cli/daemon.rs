@@ -39,8 +39,12 @@ fn parse_resources(s: &str) -> Result<Resources, String> {
     Resources::parse(s).map_err(|e| e.to_string())
 }
 
+/// Agent attributes, `rack:r1;zone:z2` on the command line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Attributes(pub(crate) Vec<(String, String)>);
+
 /// Parses `rack:r1;zone:z2`.
-pub(crate) fn parse_attributes(s: &str) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn parse_attributes(s: &str) -> Result<Attributes, String> {
     s.split(';')
         .map(str::trim)
         .filter(|p| !p.is_empty())
@@ -50,7 +54,8 @@ pub(crate) fn parse_attributes(s: &str) -> Result<Vec<(String, String)>, String>
                 .filter(|(k, _)| !k.is_empty())
                 .ok_or_else(|| format!("attribute `{p}` must look like name:value"))
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(Attributes)
 }
 
 /// Default work dir: `$HOME/.brim/<what>`, or `/var/lib/brim/<what>` without a home.
@@ -122,7 +127,7 @@ pub(crate) struct AgentTuning {
     pub(crate) resources: Option<Resources>,
     /// Attributes offered with this agent's resources, e.g. `rack:r1;zone:z2`.
     #[arg(long, value_parser = parse_attributes, default_value = "")]
-    pub(crate) attributes: Vec<(String, String)>,
+    pub(crate) attributes: Attributes,
     /// Name of the agent's root cgroup (tasks live under it).
     #[arg(long, default_value = "brim")]
     pub(crate) cgroup_name: String,
@@ -159,7 +164,7 @@ impl AgentTuning {
         let mut c = brim_agent::AgentConfig::new(master, work_dir);
         c.http_addr = http;
         c.resources = self.resources.clone();
-        c.attributes = self.attributes.clone();
+        c.attributes = self.attributes.0.clone();
         c.cgroup_name = self.cgroup_name.clone();
         if self.hostname.is_some() {
             c.advertise_host = self.hostname.clone();
@@ -233,12 +238,12 @@ mod tests {
     fn attributes() {
         assert_eq!(
             parse_attributes("rack:r1; zone:z2"),
-            Ok(vec![
+            Ok(Attributes(vec![
                 ("rack".into(), "r1".into()),
                 ("zone".into(), "z2".into())
-            ])
+            ]))
         );
         assert!(parse_attributes("rack").is_err());
-        assert_eq!(parse_attributes(""), Ok(vec![]));
+        assert_eq!(parse_attributes(""), Ok(Attributes::default()));
     }
 }

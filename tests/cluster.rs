@@ -1,0 +1,281 @@
+//! End-to-end: a real master and two real agents on loopback (own work dirs, ports and
+//! cgroup roots), tasks driven through the SDK and through `brim run`, a task killed, an
+//! agent killed (its tasks become LOST), and a master restart (the registry survives).
+
+mod support;
+
+use std::time::Duration;
+
+use brim_framework::v1::{Offer, TaskState, TaskStatus};
+use brim_framework::{Driver, DriverConfig, DriverHandle, Resources, Scheduler, TaskBuilder};
+use support::{state, wait_for, Cluster};
+use tokio::sync::mpsc;
+
+/// Forwards every event to the test, which drives the framework through the handle.
+struct Probe {
+    events: mpsc::UnboundedSender<ProbeEvent>,
+}
+
+#[derive(Debug)]
+enum ProbeEvent {
+    Offers(Vec<Offer>),
+    Update(TaskStatus),
+}
+
+impl Scheduler for Probe {
+    async fn offers(&mut self, _d: &DriverHandle, offers: Vec<Offer>) {
+        let _ = self.events.send(ProbeEvent::Offers(offers));
+    }
+    async fn update(&mut self, _d: &DriverHandle, status: TaskStatus) {
+        let _ = self.events.send(ProbeEvent::Update(status));
+    }
+}
+
+struct ProbeFramework {
+    handle: DriverHandle,
+    events: mpsc::UnboundedReceiver<ProbeEvent>,
+}
+
+impl ProbeFramework {
+    async fn start(master: &str, name: &str) -> ProbeFramework {
+        let mut config = DriverConfig::new(master, name);
+        config.framework.failover_timeout = 3600.0;
+        let driver = Driver::new(config).expect("driver");
+        let handle = driver.handle();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut probe = Probe { events: tx };
+            let _ = driver.run(&mut probe).await;
+        });
+        ProbeFramework { handle, events: rx }
+    }
+
+    /// Next offer on `agent_id` (declining offers from other agents).
+    async fn offer_on(&mut self, agent_id: &str) -> Offer {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no offer for agent {agent_id} within 30 s"));
+            if let Some(ProbeEvent::Offers(offers)) = ev {
+                let mut found = None;
+                for o in offers {
+                    if o.agent_id == agent_id && found.is_none() {
+                        found = Some(o);
+                    } else {
+                        let _ = self.handle.decline(vec![o.id.clone()], Some(1.0)).await;
+                    }
+                }
+                if let Some(o) = found {
+                    return o;
+                }
+            }
+        }
+    }
+
+    /// Waits for `task` to reach `state`, returning that status.
+    async fn wait_state(&mut self, task: &str, state: TaskState) -> TaskStatus {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("task {task} did not reach {state:?} within 30 s"));
+            match ev {
+                Some(ProbeEvent::Update(s)) if s.task_id == task => {
+                    if s.state() == state {
+                        return s;
+                    }
+                    assert!(
+                        !s.state().is_terminal(),
+                        "task {task} ended in {:?} ({}) while waiting for {state:?}",
+                        s.state(),
+                        s.message
+                    );
+                }
+                Some(ProbeEvent::Offers(offers)) => {
+                    let ids = offers.into_iter().map(|o| o.id).collect();
+                    let _ = self.handle.decline(ids, Some(1.0)).await;
+                }
+                Some(_) => {}
+                None => panic!("driver stopped while waiting for {task}"),
+            }
+        }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+#[test]
+fn cluster_end_to_end() {
+    if !support::can_run_cluster("cluster_end_to_end") {
+        return;
+    }
+    let mut c = Cluster::new();
+    c.start_agent(0, "cpus:1;mem:512;ports:[31000-31099]");
+    c.start_agent(1, "cpus:1;mem:512;ports:[32000-32099]");
+    let s = c.wait_agents_active(2);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut c, s)));
+    if result.is_err() {
+        c.dump_logs();
+    }
+    c.cleanup_cgroups();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn scenario(c: &mut Cluster, s: serde_json::Value) {
+    let agents = s["agents"].as_array().expect("agents").clone();
+    let racks: Vec<_> = agents
+        .iter()
+        .map(|a| a["attributes"]["rack"].clone())
+        .collect();
+    assert!(
+        racks.contains(&"r0".into()) && racks.contains(&"r1".into()),
+        "{racks:?}"
+    );
+    let agent_id_of = |rack: &str| {
+        agents
+            .iter()
+            .find(|a| a["attributes"]["rack"] == rack)
+            .and_then(|a| a["id"].as_str())
+            .expect("agent id")
+            .to_string()
+    };
+    let (a0, a1) = (agent_id_of("r0"), agent_id_of("r1"));
+
+    // --- brim run: output streamed, exit code propagated.
+    let out = c.brim(&["run", "--", "echo hello from brim"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("hello from brim"),
+        "stdout: {}",
+        text(&out.stdout)
+    );
+
+    let out = c.brim(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("to-out"));
+    assert!(text(&out.stderr).contains("to-err"));
+
+    let out = c.brim(&[
+        "run",
+        "--instances",
+        "3",
+        "--cpus",
+        "0.2",
+        "--mem",
+        "32",
+        "--",
+        "echo instance",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).matches("instance").count(),
+        3,
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Nothing can fit: a clear explanation, not a hang.
+    let out = c.brim(&["run", "--cpus", "64", "--timeout", "5", "--", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cpus"),
+        "should explain what does not fit: {err}"
+    );
+
+    // --- operator views.
+    let out = c.brim(&["tasks", "--json", "--all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = c.brim(&["agents"]);
+    assert!(text(&out.stdout).contains(&a0), "{}", text(&out.stdout));
+
+    // --- SDK: launch on agent 1, kill it; launch a long task on agent 1, then kill agent 1.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let master = c.master_addr.clone();
+    let fw_id = rt.block_on(async {
+        let mut fw = ProbeFramework::start(&master, "it-probe").await;
+        let ask = Resources::parse("cpus:0.2;mem:32").expect("resources");
+        let offer = fw.offer_on(&a1).await;
+        let task = TaskBuilder::new("victim", "victim")
+            .shell("sleep 600")
+            .resources(&ask)
+            .build_for(&offer)
+            .expect("task");
+        fw.handle
+            .launch(&offer.id, vec![task])
+            .await
+            .expect("launch");
+        fw.wait_state("victim", TaskState::TaskRunning).await;
+        fw.handle
+            .kill("victim", &a1, Some(Duration::from_secs(1)))
+            .await
+            .expect("kill");
+        fw.wait_state("victim", TaskState::TaskKilled).await;
+
+        // Unknown task: a clear error, nothing breaks.
+        let err = fw.handle.kill("no-such-task", &a1, None).await;
+        assert!(err.is_err(), "killing an unknown task must fail");
+
+        let offer = fw.offer_on(&a1).await;
+        let task = TaskBuilder::new("doomed", "doomed")
+            .shell("sleep 600")
+            .resources(&ask)
+            .build_for(&offer)
+            .expect("task");
+        fw.handle
+            .launch(&offer.id, vec![task])
+            .await
+            .expect("launch");
+        fw.wait_state("doomed", TaskState::TaskRunning).await;
+        c.agents[1].kill9();
+        let lost = fw.wait_state("doomed", TaskState::TaskLost).await;
+        assert!(!lost.message.is_empty());
+        fw.handle.framework_id().expect("framework id")
+    });
+    let s = state(&c.master_addr);
+    let a1_state = s["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["id"] == a1.as_str()))
+        .map(|x| x["status"].clone());
+    assert_eq!(a1_state, Some("unreachable".into()));
+
+    // --- master restart: the registry keeps frameworks; agent 0 comes back with its id.
+    if let Some(m) = c.master.as_mut() {
+        m.kill9();
+    }
+    c.start_master();
+    let s = wait_for("agent 0 re-registered", Duration::from_secs(30), || {
+        let s = state(&c.master_addr);
+        let back = s["agents"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["id"] == a0.as_str() && x["active"] == true)
+        });
+        back.then_some(s)
+    });
+    let frameworks: Vec<_> = s["frameworks"]
+        .as_array()
+        .expect("frameworks")
+        .iter()
+        .map(|f| f["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        frameworks.contains(&fw_id),
+        "framework {fw_id} should survive a master restart: {frameworks:?}"
+    );
+    // The cluster still runs work after the restart.
+    let out = c.brim(&["run", "--", "echo after restart"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("after restart"));
+    drop(rt);
+}

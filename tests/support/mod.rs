@@ -1,0 +1,323 @@
+//! Multi-process cluster harness: starts the real `brim` binary as master and agents on
+//! loopback, each with its own work dir, port and cgroup root, and talks to them over HTTP.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BRIM: &str = env!("CARGO_BIN_EXE_brim");
+
+/// Returns false (after printing why) when this machine cannot run cluster tests; panics
+/// instead when `BRIM_TEST_REQUIRE_ALL=1`, so CI never silently skips.
+pub fn can_run_cluster(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let cgroups = Path::new("/sys/fs/cgroup").exists();
+    if root && cgroups {
+        return true;
+    }
+    let why = format!("{test}: skipped: needs root and cgroups (root={root}, cgroupfs={cgroups})");
+    if std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("{why}, and BRIM_TEST_REQUIRE_ALL=1 forbids skipping");
+    }
+    eprintln!("{why}");
+    false
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Plain HTTP/1.0 GET on loopback; returns (status, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+pub fn state(master: &str) -> serde_json::Value {
+    let (code, body) = http_get(master, "/state").expect("master /state reachable");
+    assert_eq!(code, 200, "/state returned {code}: {body}");
+    serde_json::from_str(&body).expect("/state is JSON")
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGTERM first so agents clean their cgroups, then make sure.
+        // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub master_addr: String,
+    pub master_port: u16,
+    pub master: Option<Proc>,
+    pub agents: Vec<Proc>,
+    pub agent_addrs: Vec<String>,
+    pub tag: String,
+}
+
+/// Fast timeouts so agent loss is seen in seconds.
+pub const MASTER_FLAGS: &[&str] = &[
+    "--agent-heartbeat-interval",
+    "500ms",
+    "--max-missed-heartbeats",
+    "4",
+    "--allocation-interval",
+    "200ms",
+];
+
+impl Cluster {
+    pub fn new() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let tag = format!("brim-it-{}-{}", std::process::id(), port);
+        let mut c = Cluster {
+            dir,
+            master_addr: format!("127.0.0.1:{port}"),
+            master_port: port,
+            master: None,
+            agents: Vec::new(),
+            agent_addrs: Vec::new(),
+            tag,
+        };
+        c.start_master();
+        c
+    }
+
+    fn spawn(&self, name: &str, args: &[String]) -> Proc {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(BRIM)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn brim");
+        Proc {
+            child,
+            name: name.into(),
+            log,
+        }
+    }
+
+    pub fn start_master(&mut self) {
+        let mut args: Vec<String> = vec![
+            "master".into(),
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            self.master_port.to_string(),
+            "--work-dir".into(),
+            self.dir.path().join("master").display().to_string(),
+        ];
+        args.extend(MASTER_FLAGS.iter().map(|s| s.to_string()));
+        let p = self.spawn("master", &args);
+        self.master = Some(p);
+        let addr = self.master_addr.clone();
+        wait_for("master /health", Duration::from_secs(30), || {
+            http_get(&addr, "/health").filter(|(c, _)| *c == 200)
+        });
+    }
+
+    /// Starts agent `i` (reusing its work dir and port if it ran before).
+    pub fn start_agent(&mut self, i: usize, resources: &str) {
+        let port = if i < self.agent_addrs.len() {
+            self.agent_addrs[i]
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(free_port)
+        } else {
+            free_port()
+        };
+        let args: Vec<String> = vec![
+            "agent".into(),
+            "--master".into(),
+            self.master_addr.clone(),
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--work-dir".into(),
+            self.dir
+                .path()
+                .join(format!("agent{i}"))
+                .display()
+                .to_string(),
+            "--cgroup-name".into(),
+            format!("{}-a{i}", self.tag),
+            "--resources".into(),
+            resources.into(),
+            "--attributes".into(),
+            format!("rack:r{i}"),
+        ];
+        let p = self.spawn(&format!("agent{i}"), &args);
+        let addr = format!("127.0.0.1:{port}");
+        if i < self.agents.len() {
+            self.agents[i] = p;
+            self.agent_addrs[i] = addr;
+        } else {
+            self.agents.push(p);
+            self.agent_addrs.push(addr);
+        }
+    }
+
+    pub fn wait_agents_active(&self, n: usize) -> serde_json::Value {
+        let addr = self.master_addr.clone();
+        wait_for(
+            &format!("{n} active agents"),
+            Duration::from_secs(30),
+            || {
+                let s = state(&addr);
+                let active = s["agents"]
+                    .as_array()
+                    .map_or(0, |a| a.iter().filter(|x| x["active"] == true).count());
+                (active == n).then_some(s)
+            },
+        )
+    }
+
+    /// Runs `brim <args>` against this cluster and returns its output.
+    pub fn brim(&self, args: &[&str]) -> Output {
+        Command::new(BRIM)
+            .args(args)
+            .env("BRIM_MASTER", &self.master_addr)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run brim")
+    }
+
+    pub fn brim_spawn(&self, args: &[&str]) -> Child {
+        Command::new(BRIM)
+            .args(args)
+            .env("BRIM_MASTER", &self.master_addr)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn brim")
+    }
+
+    pub fn dump_logs(&self) {
+        if let Some(m) = &self.master {
+            eprintln!("--- master log ---\n{}", m.log_text());
+        }
+        for a in &self.agents {
+            eprintln!("--- {} log ---\n{}", a.name, a.log_text());
+        }
+    }
+}
+
+impl Cluster {
+    /// Kills whatever is left in this cluster's cgroups (an agent killed with -9 leaves its
+    /// tasks behind) and removes the cgroups.
+    pub fn cleanup_cgroups(&self) {
+        let roots = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+        let mut dirs = Vec::new();
+        for root in roots {
+            let Ok(entries) = std::fs::read_dir(root) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.join("cgroup.procs").exists() || p.is_dir() {
+                    dirs.push(p);
+                }
+            }
+        }
+        for hierarchy in dirs {
+            let Ok(entries) = std::fs::read_dir(&hierarchy) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&self.tag) {
+                    kill_tree(&e.path());
+                }
+            }
+        }
+    }
+}
+
+fn kill_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                kill_tree(&e.path());
+            }
+        }
+    }
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) with a pid read from a cgroup this test created; worst case the
+            // process is already gone and kill returns ESRCH.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+    for _ in 0..20 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
