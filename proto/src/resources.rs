@@ -360,7 +360,10 @@ impl Resources {
         Self::from_proto_filtered(list, true)
     }
 
-    fn from_proto_filtered(list: &[v1::Resource], revocable: bool) -> Result<Resources, ResourceError> {
+    fn from_proto_filtered(
+        list: &[v1::Resource],
+        revocable: bool,
+    ) -> Result<Resources, ResourceError> {
         if list.len() > MAX_ENTRIES {
             return Err(ResourceError::TooMany(list.len()));
         }
@@ -540,8 +543,9 @@ impl Resources {
 
 impl Serialize for Resources {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer
-            .serialize_map(Some(self.scalars.len() + self.ranges.len() + self.sets.len()))?;
+        let mut map = serializer.serialize_map(Some(
+            self.scalars.len() + self.ranges.len() + self.sets.len(),
+        ))?;
         for (k, &v) in &self.scalars {
             map.serialize_entry(k, &(v as f64 / MILLI))?;
         }
@@ -597,7 +601,10 @@ mod tests {
     #[test]
     fn parse_and_display_round_trip() {
         let x = r("cpus:4;mem:1024;ports:[31000-32000,32001-32005,100-200];gpus:{a,b}");
-        assert_eq!(x.to_string(), "cpus:4;mem:1024;ports:[100-200,31000-32005];gpus:{a,b}");
+        assert_eq!(
+            x.to_string(),
+            "cpus:4;mem:1024;ports:[100-200,31000-32005];gpus:{a,b}"
+        );
         assert_eq!(r(&x.to_string()), x);
     }
 
@@ -662,14 +669,20 @@ mod tests {
         };
         let b = v1::Resource {
             name: "x".into(),
-            value: Some(v1::resource::Value::Set(v1::Set { item: vec!["a".into()] })),
+            value: Some(v1::resource::Value::Set(v1::Set {
+                item: vec!["a".into()],
+            })),
             revocable: false,
         };
         assert!(matches!(
             Resources::from_proto(&[a, b]),
             Err(ResourceError::MixedKinds { .. })
         ));
-        let none = v1::Resource { name: "x".into(), value: None, revocable: false };
+        let none = v1::Resource {
+            name: "x".into(),
+            value: None,
+            revocable: false,
+        };
         assert!(Resources::from_proto(&[none]).is_err());
     }
 
@@ -683,8 +696,11 @@ mod tests {
                 let mut x = Resources::new();
                 x.set_scalar("cpus", c as f64 / 1000.0).expect("valid");
                 x.set_scalar("mem", m as f64).expect("valid");
-                x.set_ranges("ports", RangeSet::new(rs.into_iter().map(|(b, l)| (b, b + l)).collect()))
-                    .expect("valid");
+                x.set_ranges(
+                    "ports",
+                    RangeSet::new(rs.into_iter().map(|(b, l)| (b, b + l)).collect()),
+                )
+                .expect("valid");
                 x
             })
     }
@@ -700,6 +716,27 @@ mod tests {
             let back = s.saturating_sub(&b);
             prop_assert_eq!(back.scalar("cpus"), a.scalar("cpus"));
             prop_assert_eq!(back.scalar("mem"), a.scalar("mem"));
+        }
+
+        /// Decoder fuzzing: any text given to the operator parser is accepted or rejected,
+        /// never a panic, and whatever is accepted round-trips through Display.
+        #[test]
+        fn parse_never_panics(input in "[a-z:;\\[\\]{},0-9.\\-eE ]{0,64}") {
+            if let Ok(r) = Resources::parse(&input) {
+                prop_assert_eq!(Resources::parse(&r.to_string()).expect("display re-parses"), r);
+            }
+        }
+
+        /// Decoder fuzzing: arbitrary bytes as a TaskInfo, then as resources: errors only.
+        #[test]
+        fn arbitrary_protobuf_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            use prost::Message;
+            if let Ok(t) = v1::TaskInfo::decode(bytes.as_slice()) {
+                let _ = Resources::from_proto(&t.resources);
+            }
+            if let Ok(r) = v1::Resource::decode(bytes.as_slice()) {
+                let _ = Resources::from_proto(&[r]);
+            }
         }
 
         #[test]
