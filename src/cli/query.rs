@@ -1,16 +1,236 @@
-//! `brim tasks|agents|frameworks` (placeholder).
+//! `brim tasks|agents|frameworks`: tables (or JSON) from the master's `/state`.
+//! Also the one place the CLI turns a master address into `/state` ([`fetch_state`]).
+
+use brim_framework::state::{MasterState, StateClient, StateError};
+use brim_framework::Resources;
+use serde_json::Value;
+
 #[derive(clap::Args)]
 pub(crate) struct QueryArgs {
+    /// Master address, host:port.
+    #[arg(long, env = "BRIM_MASTER", default_value = super::DEFAULT_MASTER)]
+    pub(crate) master: String,
+    /// Print the entries of the master's /state JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Include finished tasks, inactive agents and inactive frameworks.
+    #[arg(long)]
+    pub(crate) all: bool,
 }
 
-pub(crate) async fn tasks(_a: QueryArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+/// Turns a `/state` failure into an error that says what to do.
+fn explain(e: StateError) -> anyhow::Error {
+    match e {
+        StateError::Unreachable { .. } => anyhow::anyhow!(
+            "{e}\nhint: is a master running there? start a local cluster with `brim dev`, or \
+             point to a running master with --master HOST:PORT or BRIM_MASTER"
+        ),
+        other => other.into(),
+    }
 }
-pub(crate) async fn agents(_a: QueryArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+
+async fn fetch_json(master: &str) -> anyhow::Result<(Value, MasterState)> {
+    let client = StateClient::new(master).map_err(explain)?;
+    let json = client.fetch_json().await.map_err(explain)?;
+    let state = MasterState::from_json(json.clone()).map_err(|e| {
+        explain(StateError::Decode {
+            master: master.to_string(),
+            message: e.to_string(),
+        })
+    })?;
+    Ok((json, state))
 }
-pub(crate) async fn frameworks(_a: QueryArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+
+/// The master's `/state`, with an actionable error when the master is unreachable.
+pub(crate) async fn fetch_state(master: &str) -> anyhow::Result<MasterState> {
+    Ok(fetch_json(master).await?.1)
+}
+
+pub(crate) async fn tasks(a: QueryArgs) -> anyhow::Result<()> {
+    let (json, state) = fetch_json(&a.master).await?;
+    let keep: Vec<bool> = state
+        .tasks
+        .iter()
+        .map(|t| a.all || !t.is_terminal())
+        .collect();
+    if a.json {
+        return print_json(&json, "tasks", &keep);
+    }
+    let rows = state
+        .tasks
+        .iter()
+        .zip(&keep)
+        .filter(|(_, &k)| k)
+        .map(|(t, _)| {
+            vec![
+                t.id.clone(),
+                t.name.clone(),
+                t.state.clone(),
+                t.agent_id.clone(),
+                t.framework_id.clone(),
+                num(t.resources.scalar("cpus")),
+                num(t.resources.scalar("mem")),
+                t.exit_code
+                    .map_or_else(|| "-".to_string(), |c| c.to_string()),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ID",
+            "NAME",
+            "STATE",
+            "AGENT",
+            "FRAMEWORK",
+            "CPUS",
+            "MEM",
+            "EXIT",
+        ],
+        rows,
+    );
+    Ok(())
+}
+
+pub(crate) async fn agents(a: QueryArgs) -> anyhow::Result<()> {
+    let (json, state) = fetch_json(&a.master).await?;
+    let keep: Vec<bool> = state.agents.iter().map(|x| a.all || x.active).collect();
+    if a.json {
+        return print_json(&json, "agents", &keep);
+    }
+    let rows = state
+        .agents
+        .iter()
+        .zip(&keep)
+        .filter(|(_, &k)| k)
+        .map(|(x, _)| {
+            vec![
+                x.id.clone(),
+                x.hostname.clone(),
+                x.http_address.clone(),
+                yes_no(x.active),
+                used_total(&x.used, &x.resources, "cpus"),
+                used_total(&x.used, &x.resources, "mem"),
+            ]
+        })
+        .collect();
+    print_table(
+        &["ID", "HOSTNAME", "ADDRESS", "ACTIVE", "CPUS", "MEM"],
+        rows,
+    );
+    Ok(())
+}
+
+pub(crate) async fn frameworks(a: QueryArgs) -> anyhow::Result<()> {
+    let (json, state) = fetch_json(&a.master).await?;
+    let keep: Vec<bool> = state.frameworks.iter().map(|f| a.all || f.active).collect();
+    if a.json {
+        return print_json(&json, "frameworks", &keep);
+    }
+    let rows = state
+        .frameworks
+        .iter()
+        .zip(&keep)
+        .filter(|(_, &k)| k)
+        .map(|(f, _)| {
+            let running = state
+                .tasks
+                .iter()
+                .filter(|t| t.framework_id == f.id && !t.is_terminal())
+                .count();
+            vec![
+                f.id.clone(),
+                f.name.clone(),
+                f.role.clone(),
+                yes_no(f.active),
+                running.to_string(),
+                num(f.allocated.scalar("cpus")),
+                num(f.allocated.scalar("mem")),
+            ]
+        })
+        .collect();
+    print_table(
+        &["ID", "NAME", "ROLE", "ACTIVE", "TASKS", "CPUS", "MEM"],
+        rows,
+    );
+    Ok(())
+}
+
+/// Prints the kept elements of `json[key]` (an array), pretty.
+fn print_json(json: &Value, key: &str, keep: &[bool]) -> anyhow::Result<()> {
+    let items: Vec<&Value> = json
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|v| {
+            v.iter()
+                .zip(keep)
+                .filter(|(_, &k)| k)
+                .map(|(x, _)| x)
+                .collect()
+        })
+        .unwrap_or_default();
+    println!("{}", serde_json::to_string_pretty(&items)?);
+    Ok(())
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_string()
+}
+
+/// `1.5`, `64`, `0.125`: at most three decimals, no trailing zeros.
+fn num(x: f64) -> String {
+    let s = format!("{x:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0" } else { s }.to_string()
+}
+
+fn used_total(used: &Resources, total: &Resources, name: &str) -> String {
+    format!("{}/{}", num(used.scalar(name)), num(total.scalar(name)))
+}
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let last = row.len().saturating_sub(1);
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(w - cell.chars().count() + 2));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    print!("{}", render_table(headers, &rows));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_numbers_are_short() {
+        let t = render_table(
+            &["ID", "CPUS"],
+            &[
+                vec!["task-1".into(), num(0.5)],
+                vec!["t".into(), num(1024.0)],
+            ],
+        );
+        assert_eq!(t, "ID      CPUS\ntask-1  0.5\nt       1024\n");
+        assert_eq!(num(0.1 + 0.2), "0.3");
+        assert_eq!(num(0.0), "0");
+    }
 }
