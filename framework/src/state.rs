@@ -112,7 +112,10 @@ pub struct MasterState {
     pub leader: String,
     pub agents: Vec<AgentView>,
     pub frameworks: Vec<FrameworkView>,
+    /// Live tasks (terminal ones linger until acknowledged).
     pub tasks: Vec<TaskView>,
+    /// Recently ended tasks, oldest first.
+    pub completed_tasks: Vec<TaskView>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -121,7 +124,10 @@ pub struct AgentView {
     pub id: String,
     pub hostname: String,
     pub http_address: String,
+    /// Connected to the master.
     pub active: bool,
+    /// `connected`, `disconnected` or `unreachable`.
+    pub status: String,
     #[serde(deserialize_with = "de_resources")]
     pub resources: Resources,
     #[serde(deserialize_with = "de_resources")]
@@ -136,8 +142,10 @@ pub struct FrameworkView {
     pub name: String,
     pub role: String,
     pub user: String,
+    /// Connected and not suppressed (receiving offers).
     pub active: bool,
     pub connected: bool,
+    pub suppressed: bool,
     #[serde(deserialize_with = "de_resources")]
     pub allocated: Resources,
     #[serde(deserialize_with = "de_resources")]
@@ -267,6 +275,7 @@ mod tests {
  "tasks":[{"id":"t1","name":"echo","framework_id":"f1","agent_id":"a1","state":"TASK_RUNNING",
            "resources":{"cpus":0.5,"mem":64},"exit_code":null,"message":"","updated_time":1.0},
           {"id":"t0","state":"TASK_FINISHED","exit_code":0,"resources":null}],
+ "completed_tasks":[{"id":"t-1","state":"TASK_FAILED","exit_code":3}],
  "roles":[{"name":"*","weight":1.0,"share":0.25,"quota":null}]}"#;
 
     fn sample() -> MasterState {
@@ -291,6 +300,7 @@ mod tests {
         assert!(!s.tasks[0].is_terminal());
         assert!(s.tasks[1].is_terminal());
         assert_eq!(s.tasks[1].exit_code, Some(0));
+        assert_eq!(s.completed_tasks[0].exit_code, Some(3));
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub(crate) struct QueryArgs {
     /// Print the entries of the master's /state JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
-    /// Include finished tasks, inactive agents and inactive frameworks.
+    /// Include finished tasks and disconnected frameworks.
     #[arg(long)]
     pub(crate) all: bool,
 }
@@ -48,17 +48,16 @@ pub(crate) async fn fetch_state(master: &str) -> anyhow::Result<MasterState> {
 
 pub(crate) async fn tasks(a: QueryArgs) -> anyhow::Result<()> {
     let (json, state) = fetch_json(&a.master).await?;
-    let keep: Vec<bool> = state
-        .tasks
-        .iter()
-        .map(|t| a.all || !t.is_terminal())
-        .collect();
+    let live = state.tasks.iter().map(|t| a.all || !t.is_terminal());
+    let completed = state.completed_tasks.iter().map(|_| a.all);
+    let keep: Vec<bool> = live.chain(completed).collect();
     if a.json {
-        return print_json(&json, "tasks", &keep);
+        return print_json(&json, &["tasks", "completed_tasks"], &keep);
     }
     let rows = state
         .tasks
         .iter()
+        .chain(&state.completed_tasks)
         .zip(&keep)
         .filter(|(_, &k)| k)
         .map(|(t, _)| {
@@ -93,21 +92,25 @@ pub(crate) async fn tasks(a: QueryArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn agents(a: QueryArgs) -> anyhow::Result<()> {
     let (json, state) = fetch_json(&a.master).await?;
-    let keep: Vec<bool> = state.agents.iter().map(|x| a.all || x.active).collect();
+    // Disconnected agents matter to an operator: always listed.
+    let keep = vec![true; state.agents.len()];
     if a.json {
-        return print_json(&json, "agents", &keep);
+        return print_json(&json, &["agents"], &keep);
     }
     let rows = state
         .agents
         .iter()
-        .zip(&keep)
-        .filter(|(_, &k)| k)
-        .map(|(x, _)| {
+        .map(|x| {
+            let active = match (x.active, x.status.as_str()) {
+                (true, _) => "yes".to_string(),
+                (false, "") => "no".to_string(),
+                (false, status) => format!("no ({status})"),
+            };
             vec![
                 x.id.clone(),
                 x.hostname.clone(),
                 x.http_address.clone(),
-                yes_no(x.active),
+                active,
                 used_total(&x.used, &x.resources, "cpus"),
                 used_total(&x.used, &x.resources, "mem"),
             ]
@@ -122,9 +125,13 @@ pub(crate) async fn agents(a: QueryArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn frameworks(a: QueryArgs) -> anyhow::Result<()> {
     let (json, state) = fetch_json(&a.master).await?;
-    let keep: Vec<bool> = state.frameworks.iter().map(|f| a.all || f.active).collect();
+    let keep: Vec<bool> = state
+        .frameworks
+        .iter()
+        .map(|f| a.all || f.connected)
+        .collect();
     if a.json {
-        return print_json(&json, "frameworks", &keep);
+        return print_json(&json, &["frameworks"], &keep);
     }
     let rows = state
         .frameworks
@@ -137,11 +144,17 @@ pub(crate) async fn frameworks(a: QueryArgs) -> anyhow::Result<()> {
                 .iter()
                 .filter(|t| t.framework_id == f.id && !t.is_terminal())
                 .count();
+            let active = match (f.active, f.connected, f.suppressed) {
+                (true, _, _) => "yes",
+                (false, false, _) => "no (disconnected)",
+                (false, true, true) => "no (suppressed)",
+                (false, true, false) => "no",
+            };
             vec![
                 f.id.clone(),
                 f.name.clone(),
                 f.role.clone(),
-                yes_no(f.active),
+                active.to_string(),
                 running.to_string(),
                 num(f.allocated.scalar("cpus")),
                 num(f.allocated.scalar("mem")),
@@ -155,25 +168,19 @@ pub(crate) async fn frameworks(a: QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the kept elements of `json[key]` (an array), pretty.
-fn print_json(json: &Value, key: &str, keep: &[bool]) -> anyhow::Result<()> {
-    let items: Vec<&Value> = json
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|v| {
-            v.iter()
-                .zip(keep)
-                .filter(|(_, &k)| k)
-                .map(|(x, _)| x)
-                .collect()
-        })
-        .unwrap_or_default();
+/// Prints the kept elements of the arrays `json[keys[0]]`, `json[keys[1]]`, ... (in that
+/// order, as one array), pretty.
+fn print_json(json: &Value, keys: &[&str], keep: &[bool]) -> anyhow::Result<()> {
+    let items: Vec<&Value> = keys
+        .iter()
+        .filter_map(|k| json.get(k).and_then(Value::as_array))
+        .flatten()
+        .zip(keep)
+        .filter(|(_, &k)| k)
+        .map(|(x, _)| x)
+        .collect();
     println!("{}", serde_json::to_string_pretty(&items)?);
     Ok(())
-}
-
-fn yes_no(b: bool) -> String {
-    if b { "yes" } else { "no" }.to_string()
 }
 
 /// `1.5`, `64`, `0.125`: at most three decimals, no trailing zeros.
