@@ -172,5 +172,5 @@ fn median_ms(samples: &mut [Duration]) -> f64 {
     samples.sort_unstable();
     samples
         .get(samples.len() / 2)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        .map_or(0.0, |d| (d.as_secs_f64() * 1e6).round() / 1e3)
 }

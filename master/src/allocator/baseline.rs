@@ -365,7 +365,7 @@ impl BaselineAllocator {
             f.added
                 && f.active
                 && !f.suppressed
-                && !f.filters.get(agent_id).is_some_and(|&until| now < until)
+                && f.filters.get(agent_id).is_none_or(|&until| now >= until)
         };
         let mut roles: Vec<(f64, usize)> = self
             .roles

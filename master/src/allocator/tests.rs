@@ -458,31 +458,12 @@ fn for_both(a: &mut Allocator, b: &mut BaselineAllocator, f: impl Fn(&mut dyn Ap
     f(b);
 }
 
-/// The mutating API, to drive both allocators from one test.
+/// The calls `for_both` drives on both allocators.
 trait Api {
     fn add_agent(&mut self, id: &str, total: Resources, used: &[(String, Resources)]);
     fn remove_agent(&mut self, id: &str);
-    fn set_agent_active(&mut self, id: &str, active: bool);
     fn add_framework(&mut self, id: &str, role: &str);
     fn remove_framework(&mut self, id: &str);
-    fn set_framework_active(&mut self, id: &str, active: bool);
-    fn suppress(&mut self, id: &str);
-    fn revive(&mut self, id: &str);
-    fn set_weight(&mut self, role: &str, weight: f64);
-    fn set_quota(&mut self, role: &str, quota: Quota);
-    fn recover(
-        &mut self,
-        fw: &str,
-        agent: &str,
-        res: &Resources,
-        refuse: Option<Duration>,
-        now: Duration,
-    );
-    fn allocate(&mut self, now: Duration) -> Vec<Allocation>;
-    fn allocate_agents(&mut self, ids: &[String], now: Duration) -> Vec<Allocation>;
-    fn framework_allocated(&self, id: &str) -> Resources;
-    fn role_share(&self, role: &str) -> f64;
-    fn allocated_total(&self) -> Resources;
 }
 
 macro_rules! impl_api {
@@ -494,54 +475,11 @@ macro_rules! impl_api {
             fn remove_agent(&mut self, id: &str) {
                 <$t>::remove_agent(self, id)
             }
-            fn set_agent_active(&mut self, id: &str, active: bool) {
-                <$t>::set_agent_active(self, id, active)
-            }
             fn add_framework(&mut self, id: &str, role: &str) {
                 <$t>::add_framework(self, id, role)
             }
             fn remove_framework(&mut self, id: &str) {
                 <$t>::remove_framework(self, id)
-            }
-            fn set_framework_active(&mut self, id: &str, active: bool) {
-                <$t>::set_framework_active(self, id, active)
-            }
-            fn suppress(&mut self, id: &str) {
-                <$t>::suppress(self, id)
-            }
-            fn revive(&mut self, id: &str) {
-                <$t>::revive(self, id)
-            }
-            fn set_weight(&mut self, role: &str, weight: f64) {
-                <$t>::set_weight(self, role, weight)
-            }
-            fn set_quota(&mut self, role: &str, quota: Quota) {
-                <$t>::set_quota(self, role, quota)
-            }
-            fn recover(
-                &mut self,
-                fw: &str,
-                agent: &str,
-                res: &Resources,
-                refuse: Option<Duration>,
-                now: Duration,
-            ) {
-                <$t>::recover(self, fw, agent, res, refuse, now)
-            }
-            fn allocate(&mut self, now: Duration) -> Vec<Allocation> {
-                <$t>::allocate(self, now)
-            }
-            fn allocate_agents(&mut self, ids: &[String], now: Duration) -> Vec<Allocation> {
-                <$t>::allocate_agents(self, ids, now)
-            }
-            fn framework_allocated(&self, id: &str) -> Resources {
-                <$t>::framework_allocated(self, id)
-            }
-            fn role_share(&self, role: &str) -> f64 {
-                <$t>::role_share(self, role)
-            }
-            fn allocated_total(&self) -> Resources {
-                <$t>::allocated_total(self)
             }
         }
     };
