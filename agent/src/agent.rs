@@ -422,10 +422,7 @@ impl Agent {
                 cgroups::open_procs(cg.as_ref(), &id)
             })
             .await
-            .map_err(|e| launcher::LaunchError::Sandbox {
-                path: v.sandbox.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
+            .map_err(|e| launcher::LaunchError::Internal(e.to_string()))??;
         }
         let agent_id = self.agent_id();
         let host = self

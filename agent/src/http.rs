@@ -1,4 +1,4 @@
-//! Agent HTTP API (default port 5051): `/health`, `/state`, sandbox files.
+//! Agent HTTP API (default port 5051): `/health`, `/state`, `/metrics`, sandbox files.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
@@ -22,6 +22,7 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/state", get(state))
+        .route("/metrics", get(metrics))
         .route("/sandbox/{framework_id}/{task_id}/{file}", get(sandbox))
         .fallback(fallback)
         .with_state(agent)
@@ -38,6 +39,25 @@ async fn fallback(uri: axum::http::Uri) -> Response {
         StatusCode::NOT_FOUND,
         "not found: try /health, /state or /sandbox/<framework_id>/<task_id>/stdout".into(),
     )
+}
+
+async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&agent)).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot render metrics: {e}"),
+        ),
+    }
 }
 
 async fn state(State(agent): State<Arc<Agent>>) -> Json<serde_json::Value> {

@@ -34,6 +34,8 @@ pub enum LaunchError {
     },
     #[error("cannot set up the task's cgroup: {0}")]
     Cgroup(#[from] CgroupError),
+    #[error("internal error while launching ({0}); see the agent log")]
+    Internal(String),
 }
 
 /// Program and argv (argv[0] included) for a command.
@@ -128,7 +130,8 @@ pub fn exit_code(status: ExitStatus) -> i32 {
     }
 }
 
-/// Creates the sandbox directory and opens (appending) its `stdout` and `stderr` files.
+/// Creates the sandbox directory and creates (truncating: a reused task id starts afresh)
+/// its `stdout` and `stderr` files.
 pub fn prepare_sandbox(dir: &Path) -> Result<(File, File), LaunchError> {
     let err = |path: &Path, source| LaunchError::Sandbox {
         path: path.to_path_buf(),
@@ -139,7 +142,8 @@ pub fn prepare_sandbox(dir: &Path) -> Result<(File, File), LaunchError> {
         let p = dir.join(name);
         OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(true)
             .open(&p)
             .map_err(|e| err(&p, e))
     };

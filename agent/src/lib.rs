@@ -6,7 +6,7 @@
 //!   resent until acknowledged, usage) with reconnection.
 //! - `launcher`: command → process in its sandbox and cgroups; `task`: pure per-task state.
 //! - [`cgroups`]: the [`cgroups::CgroupBackend`] trait, v2 and hybrid backends.
-//! - `http`: `/health`, `/state`, `/sandbox/{framework}/{task}/{stdout|stderr}`.
+//! - `http`: `/health`, `/state`, `/metrics`, `/sandbox/{framework}/{task}/{stdout|stderr}`.
 //! - `sys`: every raw syscall.
 //!
 //! Architecture Invariant: only `sys` contains `unsafe` / calls libc directly.
@@ -19,6 +19,7 @@ mod config;
 mod http;
 pub mod launcher;
 mod master_link;
+mod metrics;
 pub mod resources_detect;
 mod sys;
 pub mod task;

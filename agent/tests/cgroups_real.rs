@@ -177,8 +177,24 @@ async fn kill_escalates_and_cleans_up() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    // Give sh time to fork the background sleep.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Give sh time to fork the background sleep, and the agent time to sample usage.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(
+        metrics.contains("brim_agent_cgroups_enabled 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"brim_agent_container_memory_bytes{framework_id="fw",task_id="k1",task_name="k1"}"#
+        ),
+        "{metrics}"
+    );
     let t0 = Instant::now();
     s.kill("fw", "k1", Some(10.0)).await;
     let k = s.expect("k1", TaskState::TaskKilled).await;

@@ -98,6 +98,7 @@ async fn registers_runs_tasks_and_retries_updates() {
         ("/sandbox/fw1/..%2F..%2Fetc/stdout", 400),
         ("/sandbox/fw1/a%2Fb/stdout", 400),
         ("/sandbox//t1/stdout", 400),
+        ("/metrics", 200),
         ("/nothing", 404),
     ] {
         let r = reqwest::get(format!("{base}{path}")).await.expect("get");
