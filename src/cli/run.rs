@@ -321,25 +321,34 @@ impl Scheduler for Batch {
     }
 
     async fn update(&mut self, driver: &DriverHandle, status: TaskStatus) {
-        let mut p = lock(&self.shared);
-        let Some(entry) = p.tasks.get_mut(&status.task_id) else {
-            return;
+        let revive = {
+            let mut p = lock(&self.shared);
+            let Some(entry) = p.tasks.get_mut(&status.task_id) else {
+                return;
+            };
+            tracing::info!(task = %status.task_id, state = status.state().name(), "task update");
+            if entry.exit.is_some() {
+                return;
+            }
+            let Some(code) = exit_code_of(&status) else {
+                return;
+            };
+            entry.exit = Some(code);
+            entry.finished.send_replace(true);
+            let instance = entry.instance;
+            report_end(&self.job, instance, &status, code);
+            p.completed.push((instance, code));
+            p.last_progress = Instant::now();
+            if p.done() {
+                driver.stop();
+            }
+            // Queued instances: what this task held is free again, so lift our refuse filters.
+            !p.pending.is_empty() && !p.interrupted
         };
-        tracing::info!(task = %status.task_id, state = status.state().name(), "task update");
-        if entry.exit.is_some() {
-            return;
-        }
-        let Some(code) = exit_code_of(&status) else {
-            return;
-        };
-        entry.exit = Some(code);
-        entry.finished.send_replace(true);
-        let instance = entry.instance;
-        report_end(&self.job, instance, &status, code);
-        p.completed.push((instance, code));
-        p.last_progress = Instant::now();
-        if p.done() {
-            driver.stop();
+        if revive {
+            if let Err(e) = driver.revive().await {
+                tracing::warn!(error = %e, "reviving offers failed");
+            }
         }
     }
 }
@@ -522,14 +531,14 @@ async fn explain_stall(job: &Job, p: &Progress) -> String {
                     .count();
                 format!(
                     "no offer could fit {need} within {secs}s: {big} of {n} agents are large \
-                     enough but none had it free ({} offers received); retry later or raise --timeout",
-                    p.offers_seen
+                     enough but none had it free ({}); retry later or raise --timeout",
+                    offers_received(p.offers_seen)
                 )
             }
         },
         Err(_) => format!(
-            "no offer could fit {need} within {secs}s ({} offers received)",
-            p.offers_seen
+            "no offer could fit {need} within {secs}s ({})",
+            offers_received(p.offers_seen)
         ),
     };
     if placed > 0 {
@@ -539,6 +548,14 @@ async fn explain_stall(job: &Job, p: &Progress) -> String {
         why.push_str(&format!("; last launch error: {e}"));
     }
     why
+}
+
+fn offers_received(n: u64) -> String {
+    match n {
+        0 => "no offers received".to_string(),
+        1 => "1 offer received".to_string(),
+        n => format!("{n} offers received"),
+    }
 }
 
 enum Outcome {
