@@ -81,6 +81,9 @@ pub(crate) struct State {
     killers: HashMap<TaskKey, mpsc::UnboundedSender<Duration>>,
     /// Updates sent once, never retried (TASK_LOST for unknown tasks, duplicate launches).
     pub oneshot: VecDeque<TaskStatus>,
+    /// Frameworks of the tasks the agent holds (sent on re-registration so a failed-over
+    /// master learns them).
+    frameworks: HashMap<String, FrameworkInfo>,
 }
 
 /// A run_task request that passed validation.
@@ -138,6 +141,7 @@ impl Agent {
                 completed,
                 killers: HashMap::new(),
                 oneshot: VecDeque::new(),
+                frameworks: HashMap::new(),
             }),
             outbox: Notify::new(),
             supervisors: Mutex::new(Vec::new()),
@@ -339,6 +343,7 @@ impl Agent {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         st.killers.insert(key, tx);
+        st.frameworks.insert(framework.id.clone(), framework);
         drop(st);
         let agent = Arc::clone(self);
         let handle = tokio::spawn(async move { agent.supervise(v, rx).await });
@@ -654,18 +659,28 @@ impl Agent {
         out
     }
 
-    /// The `register` message: identity, resources and every task not yet forgotten.
+    /// The `register` message: identity, resources, every task not yet forgotten (except
+    /// refused ones, which never held resources: the master would reject their ids; their
+    /// TASK_ERROR update is resent after registration) and the frameworks of those tasks.
     pub(crate) fn register_message(&self) -> v1::agent_message::Register {
-        let st = self.state();
-        let tasks = st
+        let mut st = self.state();
+        let held: Vec<&Task> = st
             .tasks
             .values()
+            .filter(|t| !t.container_id.is_empty())
+            .collect();
+        let framework_ids: std::collections::HashSet<String> =
+            held.iter().map(|t| t.framework_id.clone()).collect();
+        let tasks = held
+            .into_iter()
             .map(|t| AgentTask {
                 task: Some(t.info.clone()),
                 framework_id: t.framework_id.clone(),
                 state: t.state as i32,
             })
             .collect();
+        st.frameworks.retain(|id, _| framework_ids.contains(id));
+        let frameworks = st.frameworks.values().cloned().collect();
         v1::agent_message::Register {
             agent_info: Some(AgentInfo {
                 hostname: self.hostname.clone(),
@@ -684,7 +699,7 @@ impl Agent {
                 ..Default::default()
             }),
             tasks,
-            frameworks: Vec::new(),
+            frameworks,
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }

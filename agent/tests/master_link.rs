@@ -179,6 +179,12 @@ async fn registers_runs_tasks_and_retries_updates() {
     s.run_task("fw1", shell_task("nofit", "true", "cpus:1.5"))
         .await;
     s.expect("nofit", TaskState::TaskError).await;
+    // A refused task whose TASK_ERROR is still unacknowledged when the master goes away:
+    // not reported as a task on re-registration (the master would reject its id).
+    s.run_task("fw1", shell_task("bad id", "true", "cpus:0.1"))
+        .await;
+    let refused = s.update().await;
+    assert_eq!(refused.state(), TaskState::TaskError);
     drop(s);
 
     // Re-registration with the persisted id and the live task; RUNNING resent at once.
@@ -187,10 +193,17 @@ async fn registers_runs_tasks_and_retries_updates() {
     assert_eq!(reg.tasks.len(), 1, "{:?}", reg.tasks);
     assert_eq!(reg.tasks[0].state(), TaskState::TaskRunning);
     assert_eq!(reg.tasks[0].framework_id, "fw1");
+    assert_eq!(reg.frameworks.len(), 1, "{:?}", reg.frameworks);
+    assert_eq!(reg.frameworks[0].id, "fw1");
     s.registered("agent-1", 1.0).await;
-    let resent = s.update().await;
-    assert_eq!(resent.uuid, running.uuid);
-    s.ack(&resent).await;
+    // Both in-flight updates are resent at once (order across tasks is not defined).
+    let mut resent = vec![s.update().await, s.update().await];
+    resent.sort_by_key(|u| u.task_id.clone());
+    assert_eq!(resent[0].uuid, refused.uuid);
+    assert_eq!(resent[1].uuid, running.uuid);
+    for u in &resent {
+        s.ack(u).await;
+    }
 
     // Kill: SIGTERM ends `sleep` well within the grace period.
     let t0 = Instant::now();
