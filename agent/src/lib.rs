@@ -211,7 +211,6 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         source,
     })?;
     let total = resources_detect::detect(&wd, config.resources.as_ref())?;
-    let cg = pick_cgroups(&config)?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| AgentError::Bind {
@@ -222,6 +221,8 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         addr: config.http_addr,
         source,
     })?;
+    // After binding, so a busy port leaves no agent root cgroup behind.
+    let cg = pick_cgroups(&config)?;
     let hostname = sys::hostname().unwrap_or_else(|| "localhost".into());
     let http_address = host_port(
         &advertise_host(&config, http_addr, &hostname).await,

@@ -39,7 +39,12 @@ fn can_run(test: &str) -> bool {
     if std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
         panic!("{test}: cannot run ({why}) and BRIM_TEST_REQUIRE_ALL=1");
     }
-    eprintln!("SKIPPED {test}: {why}");
+    // Straight to the stderr handle: the test harness captures eprintln!, this should show.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {test}: {why} (set BRIM_TEST_REQUIRE_ALL=1 to make this a failure)\n")
+            .as_bytes(),
+    );
     false
 }
 
