@@ -515,11 +515,18 @@ fn never_fits(state: &MasterState, need: &Resources, master: &str) -> Option<Str
     ))
 }
 
+/// What the supervisor knows when placement stalled.
+struct Stall {
+    placed: usize,
+    offers_seen: u64,
+    last_error: Option<String>,
+}
+
 /// Explains a stalled placement, asking the master for the cluster's shape again.
-async fn explain_stall(job: &Job, p: &Progress) -> String {
+async fn explain_stall(job: &Job, p: &Stall) -> String {
     let secs = job.timeout.as_secs_f64();
     let need = &job.need;
-    let placed = job.instances as usize - p.pending.len();
+    let placed = p.placed;
     let mut why = match super::query::fetch_state(&job.master).await {
         Ok(state) => match never_fits(&state, need, &job.master) {
             Some(why) => why,
@@ -633,17 +640,15 @@ async fn supervise(driver: Driver, batch: &mut Batch, handle: &DriverHandle) -> 
                 };
                 match stalled {
                     Some(true) => {
-                        // Snapshot without holding the lock across the /state fetch.
-                        let snapshot = {
+                        let stall = {
                             let p = lock(&shared);
-                            Progress {
-                                pending: p.pending.clone(),
-                                last_error: p.last_error.clone(),
+                            Stall {
+                                placed: job.instances as usize - p.pending.len(),
                                 offers_seen: p.offers_seen,
-                                ..Progress::new(0)
+                                last_error: p.last_error.clone(),
                             }
                         };
-                        return Outcome::Unplaceable(explain_stall(&job, &snapshot).await);
+                        return Outcome::Unplaceable(explain_stall(&job, &stall).await);
                     }
                     Some(false) => {
                         return Outcome::Failed(anyhow::anyhow!(
