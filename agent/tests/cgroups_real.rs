@@ -75,6 +75,7 @@ if [ -f /sys/fs/cgroup/memory/cgroup.procs ]; then
   c=$(grep ':cpu:' /proc/self/cgroup | cut -d: -f3)
   echo "limit=$(cat /sys/fs/cgroup/memory$m/memory.limit_in_bytes)"
   echo "shares=$(cat /sys/fs/cgroup/cpu$c/cpu.shares)"
+  echo "memsw=$(cat /sys/fs/cgroup/memory$m/memory.memsw.limit_in_bytes 2>/dev/null)"
 else
   p=$(grep '^0::' /proc/self/cgroup | cut -d: -f3)
   echo "limit=$(cat /sys/fs/cgroup$p/memory.max)"
@@ -134,6 +135,12 @@ async fn task_runs_inside_its_cgroup_with_limits() {
             "memory.limit_in_bytes not set:\n{out}"
         );
         assert!(out.contains("shares=512"), "cpu.shares not set:\n{out}");
+        if Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
+            assert!(
+                out.contains("memsw=33554432"),
+                "memory.memsw.limit_in_bytes not set:\n{out}"
+            );
+        }
     } else {
         assert!(
             out.contains(&format!("0::{member}")),

@@ -52,7 +52,7 @@ async fn registers_runs_tasks_and_retries_updates() {
         "the unacked update must be resent, not the next one"
     );
     assert!(
-        t0.elapsed() >= Duration::from_millis(300),
+        t0.elapsed() >= Duration::from_millis(200),
         "resent too early: {:?}",
         t0.elapsed()
     );

@@ -109,6 +109,12 @@ impl CgroupBackend for HybridBackend {
         }
         if let (Some(mem), Some(bytes)) = (self.dir(&self.mounts.memory, id), limits.mem_bytes) {
             write_file(&mem.join("memory.limit_in_bytes"), &bytes.to_string())?;
+            // No swap beyond the limit (as memory.swap.max=0 on v2); only where the kernel
+            // accounts swap, and after limit_in_bytes, which memsw may not go below.
+            let memsw = mem.join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                write_file(&memsw, &bytes.to_string())?;
+            }
         }
         Ok(())
     }
