@@ -199,26 +199,34 @@ impl Driver {
         let previous_id = self.handle.framework_id();
         let mut info = self.config.framework.clone();
         info.id = previous_id.clone().unwrap_or_default();
-        let mut request = tonic::Request::new(v1::SubscribeRequest {
+        // No grpc-timeout on the request: a deadline would bound the whole event stream.
+        let request = tonic::Request::new(v1::SubscribeRequest {
             framework_info: Some(info),
         });
-        request.set_timeout(self.config.connect_timeout + self.config.call_timeout);
+        let answer_within = self.config.connect_timeout + self.config.call_timeout;
         let mut client = client;
-        let mut stream = tokio::select! {
-            r = client.subscribe(request) => match r {
-                Ok(r) => r.into_inner(),
-                Err(status) if is_retryable(status.code()) => {
-                    return lost(format!("subscribe failed: {}", status.message()));
-                }
-                Err(status) => {
-                    return Session::Fatal(DriverError::SubscribeRefused {
-                        master: self.config.master.clone(),
-                        code: status.code(),
-                        message: status.message().to_string(),
-                    });
-                }
-            },
+        let answered = tokio::select! {
+            r = tokio::time::timeout(answer_within, client.subscribe(request)) => r,
             _ = stop.changed() => return Session::Stopped,
+        };
+        let mut stream = match answered {
+            Err(_) => {
+                return lost(format!(
+                    "the master did not answer the subscription within {:.0}s",
+                    answer_within.as_secs_f64()
+                ))
+            }
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) if is_retryable(status.code()) => {
+                return lost(format!("subscribe failed: {}", status.message()));
+            }
+            Ok(Err(status)) => {
+                return Session::Fatal(DriverError::SubscribeRefused {
+                    master: self.config.master.clone(),
+                    code: status.code(),
+                    message: status.message().to_string(),
+                });
+            }
         };
 
         let mut subscribed = false;

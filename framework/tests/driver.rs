@@ -36,6 +36,14 @@ struct FakeMaster {
     stream: Arc<Mutex<Option<EventSender>>>,
     heartbeat_interval: f64,
     refuse: Option<tonic::Code>,
+    /// Shared with the scheduler, to check the order of callbacks and calls.
+    log: Log,
+}
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn log(log: &Log, entry: String) {
+    log.lock().expect("lock").push(entry);
 }
 
 type Reply = Result<Response<v1::CallResponse>, Status>;
@@ -89,7 +97,9 @@ impl SchedulerService for FakeMaster {
         self.record(Call::Kill(r.into_inner()))
     }
     async fn acknowledge(&self, r: Request<v1::AcknowledgeRequest>) -> Reply {
-        self.record(Call::Ack(r.into_inner()))
+        let ack = r.into_inner();
+        log(&self.log, format!("ack {}", ack.task_id));
+        self.record(Call::Ack(ack))
     }
     async fn reconcile(&self, r: Request<v1::ReconcileRequest>) -> Reply {
         self.record(Call::Reconcile(r.into_inner()))
@@ -120,6 +130,7 @@ enum Seen {
 /// Launches one small task on every offer.
 struct Recorder {
     seen: mpsc::UnboundedSender<Seen>,
+    log: Log,
 }
 
 impl Scheduler for Recorder {
@@ -150,6 +161,10 @@ impl Scheduler for Recorder {
         let _ = self.seen.send(Seen::Rescinded(offer_id));
     }
     async fn update(&mut self, _: &DriverHandle, status: TaskStatus) {
+        log(&self.log, format!("update {}", status.task_id));
+        // A slow callback: the acknowledgement must still come after it.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        log(&self.log, format!("update {} done", status.task_id));
         let _ = self
             .seen
             .send(Seen::Update(status.task_id.clone(), status.state()));
@@ -203,6 +218,7 @@ async fn start(heartbeat_interval: f64, refuse: Option<tonic::Code>) -> Harness 
         stream: Arc::new(Mutex::new(None)),
         heartbeat_interval,
         refuse,
+        log: Log::default(),
     };
     let server = tonic::transport::Server::builder()
         .add_service(SchedulerServer::new(fake.clone()))
@@ -211,7 +227,11 @@ async fn start(heartbeat_interval: f64, refuse: Option<tonic::Code>) -> Harness 
     let (seen_tx, seen) = mpsc::unbounded_channel();
     let driver = Driver::new(config(&addr)).expect("valid config");
     let handle = driver.handle();
-    let run = tokio::spawn(async move { driver.run(&mut Recorder { seen: seen_tx }).await });
+    let mut recorder = Recorder {
+        seen: seen_tx,
+        log: fake.log.clone(),
+    };
+    let run = tokio::spawn(async move { driver.run(&mut recorder).await });
     Harness {
         fake,
         calls,
@@ -408,6 +428,17 @@ async fn updates_are_acknowledged_after_the_callback() {
         }
         other => panic!("expected the ack of t1 only, got {other:?}"),
     }
+    assert_eq!(
+        *h.fake.log.lock().expect("lock"),
+        [
+            "update t0",
+            "update t0 done",
+            "update t1",
+            "update t1 done",
+            "ack t1"
+        ],
+        "acknowledged only after the callback returned"
+    );
     h.handle.stop();
     h.finish().await.expect("stop returns Ok");
 }
@@ -447,6 +478,21 @@ async fn missed_heartbeats_trigger_a_reconnect() {
     assert_eq!(next(&mut h.seen, "disconnected").await, Seen::Disconnected);
     let info = h.subscribed().await;
     assert_eq!(info.id, "fw-1");
+    h.handle.stop();
+    h.finish().await.expect("stop returns Ok");
+}
+
+#[tokio::test]
+async fn regular_heartbeats_keep_the_subscription() {
+    let mut h = start(0.2, None).await;
+    h.subscribed().await;
+    for _ in 0..20 {
+        h.push(event::Event::Heartbeat(event::Heartbeat {})).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    // 800 ms of 40 ms heartbeats, well past the 600 ms watchdog.
+    assert!(h.seen.try_recv().is_err(), "no disconnection expected");
+    assert!(h.calls.try_recv().is_err(), "no re-subscription expected");
     h.handle.stop();
     h.finish().await.expect("stop returns Ok");
 }
@@ -501,7 +547,10 @@ async fn calls_before_subscription_and_unreachable_masters_fail_clearly() {
     ));
     let (tx, _rx) = mpsc::unbounded_channel();
     let err = driver
-        .run(&mut Recorder { seen: tx })
+        .run(&mut Recorder {
+            seen: tx,
+            log: Log::default(),
+        })
         .await
         .expect_err("nobody listens");
     assert!(matches!(err, DriverError::ReconnectTimeout { .. }), "{err}");
