@@ -115,27 +115,26 @@ pub(crate) fn spawn(
         let mut alloc = tokio::time::interval(config.allocation_interval);
         alloc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut dirty = false;
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
-                    dirty |= handle(&mut master, cmd, epoch.elapsed(), started, &config);
+                    handle(&mut master, cmd, epoch.elapsed(), started, &config);
                     // Drain what is already queued, then allocate once for the whole batch.
                     while let Ok(cmd) = rx.try_recv() {
-                        dirty |= handle(&mut master, cmd, epoch.elapsed(), started, &config);
+                        handle(&mut master, cmd, epoch.elapsed(), started, &config);
                     }
                 }
                 _ = tick.tick() => {
                     master.tick(epoch.elapsed(), wall_clock());
                 }
                 _ = alloc.tick() => {
-                    dirty = true;
+                    // Filters expire with time: look at everything once per interval.
+                    master.request_full_allocation();
                 }
                 _ = shutdown.changed() => break,
             }
-            if dirty {
-                let t0 = Instant::now();
-                master.allocate(epoch.elapsed());
+            let t0 = Instant::now();
+            if master.allocate_pending(epoch.elapsed()) {
                 master
                     .metrics
                     .allocation_cycle_seconds
@@ -147,14 +146,9 @@ pub(crate) fn spawn(
     (MasterHandle { tx }, join)
 }
 
-/// Applies one command; returns whether an allocation cycle should follow.
-fn handle(
-    master: &mut Master,
-    cmd: Command,
-    now: Duration,
-    started: f64,
-    config: &ActorConfig,
-) -> bool {
+/// Applies one command. Allocation follows from what the command changed (see
+/// `Master::allocate_pending`).
+fn handle(master: &mut Master, cmd: Command, now: Duration, started: f64, config: &ActorConfig) {
     let wall = wall_clock();
     match cmd {
         Command::RegisterAgent {
@@ -162,33 +156,19 @@ fn handle(
             tx,
             reply,
         } => {
-            let r = master.register_agent(register, tx, now, wall);
-            let ok = r.is_ok();
-            let _ = reply.send(r);
-            ok
+            let _ = reply.send(master.register_agent(register, tx, now, wall));
         }
         Command::AgentMessage {
             agent_id,
             conn,
             message,
-        } => {
-            let frees = matches!(message, agent_message::Message::StatusUpdate(_));
-            master.agent_message(&agent_id, conn, message, now, wall);
-            frees
-        }
-        Command::AgentDisconnected { agent_id, conn } => {
-            master.agent_disconnected(&agent_id, conn);
-            false
-        }
+        } => master.agent_message(&agent_id, conn, message, now, wall),
+        Command::AgentDisconnected { agent_id, conn } => master.agent_disconnected(&agent_id, conn),
         Command::Subscribe { info, tx, reply } => {
-            let r = master.subscribe(info, tx, now, wall);
-            let ok = r.is_ok();
-            let _ = reply.send(r);
-            ok
+            let _ = reply.send(master.subscribe(info, tx, now, wall));
         }
         Command::FrameworkDisconnected { framework_id, conn } => {
-            master.framework_disconnected(&framework_id, conn, now);
-            true
+            master.framework_disconnected(&framework_id, conn, now)
         }
         Command::Call { call, reply } => {
             let r = match call {
@@ -201,20 +181,16 @@ fn handle(
                 Call::Suppress(id) => master.suppress(&id),
                 Call::Teardown(id) => master.teardown(&id, wall),
             };
-            let ok = r.is_ok();
-            if !ok {
+            if r.is_err() {
                 master.record_call_error();
             }
             let _ = reply.send(r);
-            ok
         }
         Command::State { reply } => {
             let _ = reply.send(master.state_json(started, &config.leader_address));
-            false
         }
         Command::Metrics { reply } => {
             let _ = reply.send(master.metrics_text(now));
-            false
         }
     }
 }

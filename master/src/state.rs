@@ -206,6 +206,9 @@ pub struct Master {
     next_id: u64,
     next_conn: u64,
     last_framework_heartbeat: Duration,
+    /// What the next allocation must look at: everything, or only these agents.
+    pending_full: bool,
+    pending_agents: HashSet<String>,
     pub(crate) metrics: MasterMetrics,
 }
 
@@ -284,6 +287,8 @@ impl Master {
             next_id: 0,
             next_conn: 0,
             last_framework_heartbeat: now,
+            pending_full: true,
+            pending_agents: HashSet::new(),
             metrics: MasterMetrics::new(),
         })
     }
@@ -490,6 +495,7 @@ impl Master {
         let used: Vec<(String, Resources)> = used.into_iter().collect();
         self.allocator.add_agent(&id, total.clone(), &used);
         self.allocator.set_agent_active(&id, true);
+        self.pending_agents.insert(id.clone());
         let conn = self.fresh_conn();
         let registered_time = previous.as_ref().map_or(wall, |p| p.registered_time);
         let registered = MasterMessage {
@@ -595,7 +601,7 @@ impl Master {
                         self.push_completed(t);
                     }
                     if self.agents.contains_key(&ag) {
-                        self.allocator.recover(&fw, &ag, &res, None, Duration::ZERO);
+                        self.recover(&fw, &ag, &res, None, Duration::ZERO);
                     }
                 }
             }
@@ -780,6 +786,7 @@ impl Master {
                 );
             }
         }
+        self.pending_full = true;
         let _ = tx.try_send(Ok(Event {
             event: Some(event::Event::Subscribed(event::Subscribed {
                 framework_id: id.clone(),
@@ -1026,8 +1033,7 @@ impl Master {
             }
         }
         if !remaining.is_empty() {
-            self.allocator
-                .recover(&req.framework_id, &agent_id, &remaining, Some(refuse), now);
+            self.recover(&req.framework_id, &agent_id, &remaining, Some(refuse), now);
         }
         Ok(())
     }
@@ -1087,7 +1093,7 @@ impl Master {
                 if let Some(f) = self.frameworks.get_mut(&o.framework_id) {
                     f.offers.remove(id);
                 }
-                self.allocator.recover(
+                self.recover(
                     &o.framework_id,
                     &o.agent_id,
                     &o.resources,
@@ -1240,6 +1246,7 @@ impl Master {
     pub fn revive(&mut self, framework_id: &str) -> Result<(), Status> {
         self.subscribed(framework_id)?;
         self.allocator.revive(framework_id);
+        self.pending_full = true;
         if let Some(f) = self.frameworks.get_mut(framework_id) {
             f.suppressed = false;
         }
@@ -1290,6 +1297,7 @@ impl Master {
         self.registry.put_role(&rec).map_err(registry_status)?;
         self.known.roles.insert(role.into(), rec);
         self.allocator.set_weight(role, weight);
+        self.pending_full = true;
         Ok(())
     }
 
@@ -1320,15 +1328,52 @@ impl Master {
         self.known.roles.insert(role.into(), rec);
         self.allocator
             .set_quota(role, crate::allocator::Quota { guarantee, limit });
+        self.pending_full = true;
         Ok(())
     }
 
     // ------------------------------------------------------------- allocation
 
-    /// Runs one allocation cycle and sends the resulting offers.
-    pub fn allocate(&mut self, now: Duration) {
-        let allocations = self.allocator.allocate(now);
+    /// Returns resources to the allocator and remembers that the agent needs a look.
+    fn recover(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        resources: &Resources,
+        refuse: Option<Duration>,
+        now: Duration,
+    ) {
+        self.allocator
+            .recover(framework_id, agent_id, resources, refuse, now);
+        self.pending_agents.insert(agent_id.to_string());
+    }
+
+    /// Asks the next [`Master::allocate_pending`] for a full cycle (new demand, timers).
+    pub fn request_full_allocation(&mut self) {
+        self.pending_full = true;
+    }
+
+    /// Runs a full cycle when one was requested, else an incremental one over the agents
+    /// whose free resources changed. Returns whether anything was examined.
+    pub fn allocate_pending(&mut self, now: Duration) -> bool {
+        let allocations = if self.pending_full {
+            self.pending_full = false;
+            self.pending_agents.clear();
+            self.allocator.allocate(now)
+        } else if !self.pending_agents.is_empty() {
+            let agents: Vec<String> = self.pending_agents.drain().collect();
+            self.allocator.allocate_agents(&agents, now)
+        } else {
+            return false;
+        };
         self.make_offers(allocations, now);
+        true
+    }
+
+    /// Runs one full allocation cycle and sends the resulting offers.
+    pub fn allocate(&mut self, now: Duration) {
+        self.pending_full = true;
+        self.allocate_pending(now);
     }
 
     fn make_offers(&mut self, allocations: Vec<Allocation>, now: Duration) {

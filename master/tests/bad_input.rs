@@ -58,6 +58,8 @@ async fn start() -> (brim_master::RunningMaster, tempfile::TempDir) {
     (m, dir)
 }
 
+type CallResult = Result<tonic::Response<v1::CallResponse>, Status>;
+
 async fn raw_call(addr: SocketAddr, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
@@ -136,11 +138,7 @@ async fn calls_with_unknown_or_missing_ids_get_clear_errors() {
     let mut c = SchedulerClient::connect(format!("http://{addr}"))
         .await
         .expect("connect");
-    let checks: Vec<(
-        &str,
-        Result<tonic::Response<v1::CallResponse>, Status>,
-        Code,
-    )> = vec![
+    let checks: Vec<(&str, CallResult, Code)> = vec![
         (
             "empty framework id",
             c.decline(v1::DeclineRequest::default()).await,
