@@ -55,19 +55,20 @@ fn bench_allocator(quick: bool) -> Result<()> {
     println!("scenario: roles = frameworks/10, agents of cpus:32;mem:262144;ports:[31000-32000],");
     println!("every framework wants more than it gets; median of full allocate() cycles from zero");
     println!();
-    println!("| agents | frameworks | cycle ms | baseline ms | baseline/cycle |");
-    println!("|-------:|-----------:|---------:|------------:|---------------:|");
+    println!("| agents | frameworks | cycle ms | baseline ms | baseline/cycle | 1-agent incr µs |");
+    println!("|-------:|-----------:|---------:|------------:|---------------:|----------------:|");
     let mut rows = Vec::new();
     for &agents in agent_sizes {
         for &frameworks in framework_sizes {
-            let row = bench_one(agents, frameworks)?;
+            let (row, incremental_us) = bench_one(agents, frameworks)?;
             println!(
-                "| {:>6} | {:>10} | {:>8.2} | {:>11.1} | {:>13.0}x |",
+                "| {:>6} | {:>10} | {:>8.2} | {:>11.1} | {:>13.0}x | {:>14.0} |",
                 row.agents,
                 row.frameworks,
                 row.cycle_ms,
                 row.baseline_ms,
-                row.baseline_ms / row.cycle_ms
+                row.baseline_ms / row.cycle_ms,
+                incremental_us,
             );
             rows.push(row);
         }
@@ -114,7 +115,7 @@ macro_rules! build_scenario {
     }};
 }
 
-fn bench_one(agents: usize, frameworks: usize) -> Result<Row> {
+fn bench_one(agents: usize, frameworks: usize) -> Result<(Row, f64)> {
     let total = agent_resources()?;
     let now = Duration::from_secs(1);
 
@@ -126,12 +127,14 @@ fn bench_one(agents: usize, frameworks: usize) -> Result<Row> {
     );
     let mut cycle = Vec::new();
     let mut decided: Vec<Allocation> = Vec::new();
+    let mut after = fast.clone();
     for _ in 0..CYCLE_REPS {
         let mut fresh = fast.clone();
         let start = Instant::now();
         let allocs = fresh.allocate(now);
         cycle.push(start.elapsed());
         decided = allocs;
+        after = fresh;
     }
     if decided.len() != agents {
         bail!(
@@ -140,6 +143,8 @@ fn bench_one(agents: usize, frameworks: usize) -> Result<Row> {
         );
     }
     drop(fast);
+    let incremental_us = time_incremental(&mut after, &decided, now);
+    drop(after);
 
     let base = build_scenario!(
         BaselineAllocator::new(AllocatorConfig::default()),
@@ -160,12 +165,36 @@ fn bench_one(agents: usize, frameworks: usize) -> Result<Row> {
             bail!("allocator and baseline decided differently for {agents} x {frameworks}");
         }
     }
-    Ok(Row {
-        agents,
-        frameworks,
-        cycle_ms: median_ms(&mut cycle),
-        baseline_ms: median_ms(&mut baseline),
-    })
+    Ok((
+        Row {
+            agents,
+            frameworks,
+            cycle_ms: median_ms(&mut cycle),
+            baseline_ms: median_ms(&mut baseline),
+        },
+        incremental_us,
+    ))
+}
+
+/// Median time of an incremental cycle over one agent whose offer was just declined
+/// (what the master runs after a decline), on the state a full cycle left behind.
+fn time_incremental(a: &mut Allocator, decided: &[Allocation], now: Duration) -> f64 {
+    let mut samples = Vec::new();
+    for offer in decided.iter().step_by((decided.len() / 9).max(1)).take(9) {
+        a.recover(
+            &offer.framework_id,
+            &offer.agent_id,
+            &offer.resources,
+            None,
+            now,
+        );
+        let ids = [offer.agent_id.clone()];
+        let start = Instant::now();
+        let allocs = a.allocate_agents(&ids, now);
+        samples.push(start.elapsed());
+        drop(allocs);
+    }
+    median_ms(&mut samples) * 1000.0
 }
 
 fn median_ms(samples: &mut [Duration]) -> f64 {
