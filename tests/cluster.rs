@@ -241,7 +241,11 @@ fn scenario(c: &mut Cluster, s: serde_json::Value) {
         c.agents[1].kill9();
         let lost = fw.wait_state("doomed", TaskState::TaskLost).await;
         assert!(!lost.message.is_empty());
-        fw.handle.framework_id().expect("framework id")
+        // Stop without tearing down: the framework stays registered (failover timeout 1 h)
+        // and must not hoard offers while nobody reads them.
+        let id = fw.handle.framework_id().expect("framework id");
+        fw.handle.stop();
+        id
     });
     let s = state(&c.master_addr);
     let a1_state = s["agents"]
