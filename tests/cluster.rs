@@ -73,6 +73,22 @@ impl ProbeFramework {
         }
     }
 
+    /// Launches a long `sleep` as `task_id` on `agent_id` and waits until it runs.
+    async fn run_sleeper_on(&mut self, agent_id: &str, task_id: &str) {
+        let ask = Resources::parse("cpus:0.2;mem:32").expect("resources");
+        let offer = self.offer_on(agent_id).await;
+        let task = TaskBuilder::new(task_id, task_id)
+            .shell("sleep 600")
+            .resources(&ask)
+            .build_for(&offer)
+            .expect("task");
+        self.handle
+            .launch(&offer.id, vec![task])
+            .await
+            .expect("launch");
+        self.wait_state(task_id, TaskState::TaskRunning).await;
+    }
+
     /// Waits for `task` to reach `state`, returning that status.
     async fn wait_state(&mut self, task: &str, state: TaskState) -> TaskStatus {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -205,18 +221,7 @@ fn scenario(c: &mut Cluster, s: serde_json::Value) {
     let master = c.master_addr.clone();
     let fw_id = rt.block_on(async {
         let mut fw = ProbeFramework::start(&master, "it-probe").await;
-        let ask = Resources::parse("cpus:0.2;mem:32").expect("resources");
-        let offer = fw.offer_on(&a1).await;
-        let task = TaskBuilder::new("victim", "victim")
-            .shell("sleep 600")
-            .resources(&ask)
-            .build_for(&offer)
-            .expect("task");
-        fw.handle
-            .launch(&offer.id, vec![task])
-            .await
-            .expect("launch");
-        fw.wait_state("victim", TaskState::TaskRunning).await;
+        fw.run_sleeper_on(&a1, "victim").await;
         fw.handle
             .kill("victim", &a1, Some(Duration::from_secs(1)))
             .await
@@ -227,17 +232,7 @@ fn scenario(c: &mut Cluster, s: serde_json::Value) {
         let err = fw.handle.kill("no-such-task", &a1, None).await;
         assert!(err.is_err(), "killing an unknown task must fail");
 
-        let offer = fw.offer_on(&a1).await;
-        let task = TaskBuilder::new("doomed", "doomed")
-            .shell("sleep 600")
-            .resources(&ask)
-            .build_for(&offer)
-            .expect("task");
-        fw.handle
-            .launch(&offer.id, vec![task])
-            .await
-            .expect("launch");
-        fw.wait_state("doomed", TaskState::TaskRunning).await;
+        fw.run_sleeper_on(&a1, "doomed").await;
         c.agents[1].kill9();
         let lost = fw.wait_state("doomed", TaskState::TaskLost).await;
         assert!(!lost.message.is_empty());
