@@ -1,0 +1,88 @@
+//! `brim dev` — the README's first command — starts a working one-machine cluster, runs a
+//! task, and stops cleanly on Ctrl-C (SIGINT), removing its cgroups.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{free_port, http_get, wait_for, BRIM};
+
+#[test]
+fn brim_dev_runs_a_task_and_stops_cleanly() {
+    if !support::can_run_cluster("brim_dev_runs_a_task_and_stops_cleanly") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, agent_port) = (free_port(), free_port());
+    let cgroup = format!("brim-dev-test-{}", std::process::id());
+    let log = dir.path().join("dev.log");
+    let mut dev = Command::new(BRIM)
+        .args([
+            "dev",
+            "--port",
+            &port.to_string(),
+            "--agent-port",
+            &agent_port.to_string(),
+            "--work-dir",
+            &dir.path().display().to_string(),
+            "--cgroup-name",
+            &cgroup,
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start brim dev");
+    let master = format!("127.0.0.1:{port}");
+    wait_for(
+        "an active agent in brim dev",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = http_get(&master, "/state")?;
+            let s: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (s["agents"][0]["active"] == true).then_some(())
+        },
+    );
+    let banner = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        banner.contains("brim run -- echo hello"),
+        "banner: {banner}"
+    );
+    assert!(
+        banner.contains(&format!("{master}/metrics")),
+        "banner: {banner}"
+    );
+
+    let out = Command::new(BRIM)
+        .args(["run", "--master", &master, "--", "echo hello from dev"])
+        .output()
+        .expect("brim run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello from dev"));
+
+    // Ctrl-C: stops cleanly with exit 0 and leaves no cgroup behind.
+    // SAFETY: kill(2) on our own child's pid with a valid signal.
+    unsafe {
+        libc::kill(dev.id() as i32, libc::SIGINT);
+    }
+    let status = wait_for("brim dev to exit", Duration::from_secs(20), || {
+        dev.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "brim dev exited with {status}");
+    for hierarchy in ["memory", "cpu", "unified"] {
+        let p = std::path::Path::new("/sys/fs/cgroup")
+            .join(hierarchy)
+            .join(&cgroup);
+        assert!(!p.exists(), "{} should be removed on shutdown", p.display());
+    }
+    assert!(
+        http_get(&master, "/health").is_none(),
+        "master should be down"
+    );
+}
