@@ -1,0 +1,477 @@
+//! eBPF telemetry and enforcement: loads the C programs of `agent-ebpf/` with aya, attaches
+//! them once (tracepoints globally, cgroup programs at the agent's root cgroup2 directory,
+//! where they see every task's cgroup below it), and reads/writes their maps, which are
+//! keyed by the cgroup id (inode number) of each task's cgroup2 directory.
+//!
+//! Restart behaviour: the counter maps are pinned under `/sys/fs/bpf/brim/<cgroup root>/`
+//! and reused by the next agent, so the counters of tasks that survive an agent restart
+//! continue where they were (no reset, no double counting); events while no agent runs are
+//! not counted. Programs are attached through bpf links owned by the agent process, so a
+//! dead agent leaves nothing attached and a new one attaches exactly one set. The per-thread
+//! timestamps are not pinned: no on-CPU slice spans the detached time. A clean shutdown
+//! (which kills every task) removes the pin directory.
+//!
+//! The objects are embedded at build time from `agent-ebpf/obj/`; `BRIM_EBPF_OBJ_DIR`
+//! points the agent at another directory (CI tests the freshly rebuilt objects this way).
+
+pub mod abi;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap, PerCpuValues};
+use aya::programs::{
+    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
+};
+use aya::{Btf, Ebpf, EbpfLoader};
+
+use abi::*;
+
+/// Environment variable naming a directory of objects to load instead of the embedded ones.
+pub const OBJ_DIR_ENV: &str = "BRIM_EBPF_OBJ_DIR";
+/// Root of the agent's pinned maps in bpffs.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/brim";
+
+/// Why eBPF telemetry is unavailable.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("kernel BTF unavailable ({0}): eBPF needs a kernel with CONFIG_DEBUG_INFO_BTF (/sys/kernel/btf/vmlinux)")]
+    Btf(String),
+    #[error("no cgroup2 hierarchy to attach to: mount cgroup2 (e.g. at /sys/fs/cgroup/unified)")]
+    NoCgroup2,
+    #[error("cannot open {path}: {source} (the agent needs root for eBPF)")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot load eBPF object {object}: {detail} (needs root/CAP_BPF, a mounted bpffs at /sys/fs/bpf, and a 5.11+ kernel)")]
+    Load { object: String, detail: String },
+    #[error("eBPF program {program}: {detail}")]
+    Program { program: String, detail: String },
+    #[error("eBPF map {map}: {detail}")]
+    Map { map: &'static str, detail: String },
+    #[error("eBPF map {map} is full ({max} tasks): raise the agent's max tasks")]
+    MapFull { map: &'static str, max: u32 },
+}
+
+fn prog_err(program: &str, e: impl std::error::Error) -> EbpfError {
+    let mut detail = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        src = s.source();
+    }
+    EbpfError::Program {
+        program: program.to_string(),
+        detail,
+    }
+}
+
+fn missing_prog(program: &str) -> EbpfError {
+    EbpfError::Program {
+        program: program.to_string(),
+        detail: "missing from its object (rebuild with `cargo xtask ebpf`)".into(),
+    }
+}
+
+fn map_err(map: &'static str, e: impl std::fmt::Display) -> EbpfError {
+    EbpfError::Map {
+        map,
+        detail: e.to_string(),
+    }
+}
+
+/// Where and how to attach.
+#[derive(Debug, Clone)]
+pub struct EbpfConfig {
+    /// The agent's root directory in the cgroup2 hierarchy (tasks are below it).
+    pub root_cgroup: PathBuf,
+    /// Map pin directory (`/sys/fs/bpf/brim/<cgroup root name>`).
+    pub pin_dir: PathBuf,
+    /// Map sizes: tasks the agent can track at once.
+    pub max_tasks: u32,
+}
+
+/// Counters of one cgroup from the maps (cumulative since the entry was created).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EbpfUsage {
+    pub oncpu_ns: u64,
+    pub runq_wait_ns: u64,
+    pub runq_waits: u64,
+    pub switches: u64,
+    /// Run-queue waits per log2(ns) bucket.
+    pub runq_hist: Vec<u64>,
+    pub net_rx_bytes: u64,
+    pub net_rx_packets: u64,
+    pub net_tx_bytes: u64,
+    pub net_tx_packets: u64,
+    pub net_tx_dropped_bytes: u64,
+    pub net_tx_dropped_packets: u64,
+    pub oom_kills: u64,
+    pub reclaim_events: u64,
+    pub bind_denied: u64,
+}
+
+/// What the agent allows one task's cgroup.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskPolicy {
+    /// Port ranges it may bind (inclusive); `None`: bind is not restricted.
+    pub ports: Option<Vec<(u16, u16)>>,
+    /// Egress limit in bytes per second; `None`: unlimited.
+    pub egress_bytes_per_sec: Option<u64>,
+}
+
+/// Run statistics of one program (non-zero only while `kernel.bpf_stats_enabled` is 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgStats {
+    pub name: &'static str,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+struct Maps {
+    sched: PerCpuHashMap<MapData, u64, SchedStat>,
+    net: PerCpuHashMap<MapData, u64, NetStat>,
+    net_limit: BpfHashMap<MapData, u64, NetLimit>,
+    ports: BpfHashMap<MapData, u64, Ports>,
+    bind_denied: BpfHashMap<MapData, u64, u64>,
+    mem: BpfHashMap<MapData, u64, MemStat>,
+}
+
+/// Loaded and attached programs and their maps. Dropping it detaches everything.
+pub struct Probes {
+    config: EbpfConfig,
+    nr_cpus: usize,
+    maps: Mutex<Maps>,
+    /// Loaded objects (own the programs and their links).
+    objects: Mutex<Vec<Ebpf>>,
+}
+
+impl std::fmt::Debug for Probes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probes")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Object bytes: from `BRIM_EBPF_OBJ_DIR` when set, else embedded.
+fn object_bytes(o: &Object) -> Result<std::borrow::Cow<'static, [u8]>, EbpfError> {
+    match std::env::var_os(OBJ_DIR_ENV) {
+        Some(dir) if !dir.is_empty() => {
+            let path = Path::new(&dir).join(o.file);
+            std::fs::read(&path)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|source| EbpfError::Io { path, source })
+        }
+        _ => Ok(std::borrow::Cow::Borrowed(o.bytes)),
+    }
+}
+
+fn load(
+    o: &Object,
+    pin_dir: &Path,
+    max: u32,
+    maps: &[&'static str],
+    btf: &Btf,
+) -> Result<Ebpf, EbpfError> {
+    let bytes = object_bytes(o)?;
+    // aya parses the ELF in place and needs 8-byte alignment: embedded objects are aligned,
+    // a file read into a Vec is copied to an aligned offset of a slightly larger buffer.
+    let mut buf = vec![0u8; bytes.len() + 8];
+    let off = buf.as_ptr().align_offset(8).min(8);
+    let aligned = &mut buf[off..off + bytes.len()];
+    aligned.copy_from_slice(&bytes);
+    let mut loader = EbpfLoader::new();
+    loader
+        .btf(Some(btf))
+        .default_map_pin_directory(pin_dir)
+        // Task storage (per-thread timestamps) is used by programs only.
+        .allow_unsupported_maps();
+    for m in maps {
+        loader.map_max_entries(m, max);
+    }
+    loader.load(&*aligned).map_err(|e| EbpfError::Load {
+        object: o.file.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+fn tp_btf(ebpf: &mut Ebpf, (name, tp): (&str, &str), btf: &Btf) -> Result<(), EbpfError> {
+    let p: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| missing_prog(name))?
+        .try_into()
+        .map_err(|e| prog_err(name, e))?;
+    p.load(tp, btf).map_err(|e| prog_err(name, e))?;
+    p.attach().map_err(|e| prog_err(name, e))?;
+    Ok(())
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let m = ebpf
+        .take_map(name)
+        .ok_or_else(|| map_err(name, "missing from its object"))?;
+    T::try_from(m).map_err(|e| map_err(name, e))
+}
+
+impl Probes {
+    /// Loads every object and attaches every program. Fails as a whole: the caller falls
+    /// back to cgroupfs polling.
+    pub fn load(config: EbpfConfig) -> Result<Probes, EbpfError> {
+        let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
+        let nr_cpus = aya::util::nr_cpus().map_err(|(what, e)| EbpfError::Io {
+            path: PathBuf::from(what),
+            source: e,
+        })?;
+        std::fs::create_dir_all(&config.pin_dir).map_err(|source| EbpfError::Io {
+            path: config.pin_dir.clone(),
+            source,
+        })?;
+        let cgroup = File::open(&config.root_cgroup).map_err(|source| EbpfError::Io {
+            path: config.root_cgroup.clone(),
+            source,
+        })?;
+        // Cgroup programs attach through bpf links, which always coexist with other programs
+        // (multi-attach); link_create rejects attach flags, hence `Single` (= flags 0).
+        let max = config.max_tasks.max(1);
+        let pin = config.pin_dir.as_path();
+
+        let mut sched = load(&SCHED, pin, max, &[MAP_SCHED], &btf)?;
+        for p in [PROG_SCHED_WAKEUP, PROG_SCHED_WAKEUP_NEW, PROG_SCHED_SWITCH] {
+            tp_btf(&mut sched, p, &btf)?;
+        }
+        let mut mem = load(&MEM, pin, max, &[MAP_MEM], &btf)?;
+        tp_btf(&mut mem, PROG_OOM_VICTIM, &btf)?;
+        tp_btf(&mut mem, PROG_MEMCG_RECLAIM, &btf)?;
+
+        let mut net = load(&NET, pin, max, &[MAP_NET, MAP_NET_LIMIT], &btf)?;
+        for (name, ty) in [
+            (PROG_NET_INGRESS, CgroupSkbAttachType::Ingress),
+            (PROG_NET_EGRESS, CgroupSkbAttachType::Egress),
+        ] {
+            let p: &mut CgroupSkb = net
+                .program_mut(name)
+                .ok_or_else(|| missing_prog(name))?
+                .try_into()
+                .map_err(|e| prog_err(name, e))?;
+            p.load().map_err(|e| prog_err(name, e))?;
+            p.attach(&cgroup, ty, CgroupAttachMode::Single)
+                .map_err(|e| prog_err(name, e))?;
+        }
+        let mut sock = load(&SOCK, pin, max, &[MAP_PORTS, MAP_BIND_DENIED], &btf)?;
+        for name in [PROG_BIND4, PROG_BIND6] {
+            let p: &mut CgroupSockAddr = sock
+                .program_mut(name)
+                .ok_or_else(|| missing_prog(name))?
+                .try_into()
+                .map_err(|e| prog_err(name, e))?;
+            p.load().map_err(|e| prog_err(name, e))?;
+            p.attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(|e| prog_err(name, e))?;
+        }
+        let maps = Maps {
+            sched: take(&mut sched, MAP_SCHED)?,
+            net: take(&mut net, MAP_NET)?,
+            net_limit: take(&mut net, MAP_NET_LIMIT)?,
+            ports: take(&mut sock, MAP_PORTS)?,
+            bind_denied: take(&mut sock, MAP_BIND_DENIED)?,
+            mem: take(&mut mem, MAP_MEM)?,
+        };
+        Ok(Probes {
+            config,
+            nr_cpus,
+            maps: Mutex::new(maps),
+            objects: Mutex::new(vec![sched, net, sock, mem]),
+        })
+    }
+
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts tracking a cgroup (before the task's process starts, so its first bind is
+    /// already checked). Keeps existing counters (an agent restart re-tracks its tasks).
+    pub fn track(&self, cgroup_id: u64, policy: &TaskPolicy) -> Result<(), EbpfError> {
+        let max = self.config.max_tasks;
+        let mut m = self.maps();
+        let full = |map: &'static str, e: aya::maps::MapError| match &e {
+            aya::maps::MapError::SyscallError(s)
+                if s.io_error.raw_os_error() == Some(libc::E2BIG) =>
+            {
+                EbpfError::MapFull { map, max }
+            }
+            _ => map_err(map, e),
+        };
+        if m.sched.get(&cgroup_id, 0).is_err() {
+            let v = PerCpuValues::try_from(vec![[0u64; 4 + RUNQ_BUCKETS]; self.nr_cpus])
+                .map_err(|e| map_err(MAP_SCHED, e))?;
+            m.sched
+                .insert(cgroup_id, v, 0)
+                .map_err(|e| full(MAP_SCHED, e))?;
+        }
+        if m.net.get(&cgroup_id, 0).is_err() {
+            let v = PerCpuValues::try_from(vec![[0u64; 6]; self.nr_cpus])
+                .map_err(|e| map_err(MAP_NET, e))?;
+            m.net
+                .insert(cgroup_id, v, 0)
+                .map_err(|e| full(MAP_NET, e))?;
+        }
+        if m.mem.get(&cgroup_id, 0).is_err() {
+            m.mem
+                .insert(cgroup_id, [0u64; 2], 0)
+                .map_err(|e| full(MAP_MEM, e))?;
+        }
+        if m.bind_denied.get(&cgroup_id, 0).is_err() {
+            m.bind_denied
+                .insert(cgroup_id, 0, 0)
+                .map_err(|e| full(MAP_BIND_DENIED, e))?;
+        }
+        match &policy.ports {
+            Some(ranges) => {
+                let mut v: Ports = [0; 1 + 2 * MAX_PORT_RANGES];
+                if ranges.len() > MAX_PORT_RANGES {
+                    tracing::warn!(
+                        cgroup_id,
+                        ranges = ranges.len(),
+                        "task has more port ranges than the bind filter holds; only the first {MAX_PORT_RANGES} are allowed"
+                    );
+                }
+                let n = ranges.len().min(MAX_PORT_RANGES);
+                v[0] = n as u64;
+                for (i, &(lo, hi)) in ranges.iter().take(n).enumerate() {
+                    v[1 + i] = u64::from(lo);
+                    v[1 + MAX_PORT_RANGES + i] = u64::from(hi);
+                }
+                m.ports
+                    .insert(cgroup_id, v, 0)
+                    .map_err(|e| full(MAP_PORTS, e))?;
+            }
+            None => {
+                let _ = m.ports.remove(&cgroup_id);
+            }
+        }
+        match policy.egress_bytes_per_sec {
+            Some(rate) if m.net_limit.get(&cgroup_id, 0).is_err() => {
+                // Burst: 10 ms at the rate, at least 64 KiB (one TSO segment).
+                let burst = (rate / 100).max(64 * 1024);
+                let v: NetLimit = [0, rate, burst, burst, 0];
+                m.net_limit
+                    .insert(cgroup_id, v, 0)
+                    .map_err(|e| full(MAP_NET_LIMIT, e))?;
+            }
+            Some(_) => {}
+            None => {
+                let _ = m.net_limit.remove(&cgroup_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a cgroup (its container is gone).
+    pub fn untrack(&self, cgroup_id: u64) {
+        let mut m = self.maps();
+        let _ = m.sched.remove(&cgroup_id);
+        let _ = m.net.remove(&cgroup_id);
+        let _ = m.net_limit.remove(&cgroup_id);
+        let _ = m.ports.remove(&cgroup_id);
+        let _ = m.bind_denied.remove(&cgroup_id);
+        let _ = m.mem.remove(&cgroup_id);
+    }
+
+    /// Cgroup ids with an entry in the maps.
+    pub fn tracked(&self) -> HashSet<u64> {
+        let m = self.maps();
+        m.sched.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Counters of a tracked cgroup; `None` when it is not tracked.
+    pub fn read(&self, cgroup_id: u64) -> Option<EbpfUsage> {
+        let m = self.maps();
+        let sched = m.sched.get(&cgroup_id, 0).ok()?;
+        let mut u = EbpfUsage {
+            runq_hist: vec![0; RUNQ_BUCKETS],
+            ..Default::default()
+        };
+        for s in sched.iter() {
+            u.oncpu_ns += s[SCHED_ONCPU_NS];
+            u.runq_wait_ns += s[SCHED_RUNQ_NS];
+            u.runq_waits += s[SCHED_RUNQ_COUNT];
+            u.switches += s[SCHED_SWITCHES];
+            for (h, v) in u.runq_hist.iter_mut().zip(&s[SCHED_HIST..]) {
+                *h += v;
+            }
+        }
+        if let Ok(net) = m.net.get(&cgroup_id, 0) {
+            for s in net.iter() {
+                u.net_rx_bytes += s[0];
+                u.net_rx_packets += s[1];
+                u.net_tx_bytes += s[2];
+                u.net_tx_packets += s[3];
+                u.net_tx_dropped_bytes += s[4];
+                u.net_tx_dropped_packets += s[5];
+            }
+        }
+        if let Ok(mem) = m.mem.get(&cgroup_id, 0) {
+            u.oom_kills = mem[0];
+            u.reclaim_events = mem[1];
+        }
+        u.bind_denied = m.bind_denied.get(&cgroup_id, 0).unwrap_or(0);
+        Some(u)
+    }
+
+    /// Run counts and time of every program (kernel `bpf_stats`).
+    pub fn prog_stats(&self) -> Vec<ProgStats> {
+        let objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        let names = [
+            PROG_SCHED_SWITCH.0,
+            PROG_SCHED_WAKEUP.0,
+            PROG_SCHED_WAKEUP_NEW.0,
+            PROG_OOM_VICTIM.0,
+            PROG_MEMCG_RECLAIM.0,
+            PROG_NET_INGRESS,
+            PROG_NET_EGRESS,
+            PROG_BIND4,
+            PROG_BIND6,
+        ];
+        let mut out = Vec::new();
+        for name in names {
+            for o in objects.iter() {
+                if let Some(p) = o.program(name) {
+                    if let Ok(info) = p.info() {
+                        out.push(ProgStats {
+                            name,
+                            run_count: info.run_count(),
+                            run_time_ns: u64::try_from(info.run_time().as_nanos())
+                                .unwrap_or(u64::MAX),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Detaches everything and removes the pinned maps (clean shutdown: no task survives).
+    pub fn unpin(self) {
+        let dir = self.config.pin_dir.clone();
+        drop(self);
+        for m in PINNED_MAPS {
+            let _ = std::fs::remove_file(dir.join(m));
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+/// The cgroup id of a cgroup2 directory (its inode number), as `bpf_get_current_cgroup_id`.
+pub fn cgroup_id(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).map(|m| m.ino())
+}
