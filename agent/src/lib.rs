@@ -16,6 +16,7 @@
 mod agent;
 pub mod cgroups;
 mod config;
+pub mod ebpf;
 mod http;
 pub mod launcher;
 mod master_link;
