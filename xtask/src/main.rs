@@ -3,6 +3,11 @@
 //! Tasks:
 //! - `bench allocator [--quick]`: times full allocation cycles of the allocator and of the
 //!   baseline on the reference scenario and writes `bench-results/allocator.json`.
+//! - `ebpf [--out DIR] [--check]`: builds the agent's eBPF objects (see `ebpf.rs`).
+//! - `bench telemetry`: measures the agent's eBPF telemetry (see `telemetry.rs`) and writes
+//!   `bench-results/telemetry.json`.
+
+mod ebpf;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,7 +17,8 @@ use brim_master::allocator::{Allocation, Allocator, AllocatorConfig, BaselineAll
 use brim_proto::{RangeSet, Resources};
 use serde::Serialize;
 
-const USAGE: &str = "usage: cargo xtask bench allocator [--quick]";
+const USAGE: &str =
+    "usage: cargo xtask bench allocator [--quick] | cargo xtask ebpf [--out DIR] [--check]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +32,7 @@ fn main() -> Result<()> {
             };
             bench_allocator(quick)
         }
+        ["ebpf", rest @ ..] => ebpf::ebpf(&workspace_root(), rest),
         _ => bail!("unknown task {args:?}; {USAGE}"),
     }
 }
