@@ -4,6 +4,7 @@
 
 mod actor;
 pub mod allocator;
+pub mod mesos;
 pub mod metrics;
 pub mod registry;
 mod server;

@@ -310,8 +310,8 @@ pub(crate) fn router(master: MasterHandle) -> Router {
         .route("/version", get(version))
         .route("/state", get(state))
         .route("/metrics", get(metrics))
-        .with_state(master);
-    grpc.merge(http)
+        .with_state(master.clone());
+    grpc.merge(http).merge(crate::mesos::router(master))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.

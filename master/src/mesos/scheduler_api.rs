@@ -1,0 +1,701 @@
+//! `POST /api/v1/scheduler`: the Mesos v1 scheduler HTTP API.
+//!
+//! Request checks happen in the order Mesos's master applies them (content type, body, JSON,
+//! call validation, then for non-SUBSCRIBE calls: framework known, subscribed, over HTTP,
+//! `Mesos-Stream-Id` present and current), with Mesos's messages. Accepted calls get 202; as in
+//! Mesos, problems found later (an offer that expired, an invalid task) come back as task
+//! status updates on the event stream, not as HTTP errors.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use brim_proto::v1::{self, event, Event, TaskState, TaskStatusReason, TaskStatusSource};
+use futures::Stream;
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Code, Status};
+
+use super::json::{self, EventContext, MesosJsonError};
+use super::recordio;
+use super::{MesosApi, MesosApiError, Subscription, MAX_BODY_BYTES};
+use crate::actor::{wall_clock, Call, Command};
+
+/// Queue depth of one event stream (as for gRPC subscriptions).
+const STREAM_QUEUE: usize = 1024;
+const STREAM_ID_HEADER: &str = "mesos-stream-id";
+
+type ApiResult = Result<Response, MesosApiError>;
+
+pub(crate) async fn scheduler(
+    State(api): State<Arc<MesosApi>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle(api, headers, body).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!("mesos scheduler call rejected: {e}");
+            e.into_response()
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> MesosApiError {
+    MesosApiError::BadRequest(msg.into())
+}
+
+fn invalid(msg: impl std::fmt::Display) -> MesosApiError {
+    bad(format!("Failed to validate scheduler::Call: {msg}"))
+}
+
+fn need<T>(field: Option<T>, name: &str) -> Result<T, MesosApiError> {
+    field.ok_or_else(|| invalid(format!("Expecting '{name}' to be present")))
+}
+
+fn media_type(v: &HeaderValue) -> String {
+    v.to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), MesosApiError> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Err(bad("Expecting 'Content-Type' to be present"));
+    };
+    match media_type(ct).as_str() {
+        "application/json" => Ok(()),
+        "application/x-protobuf" => Err(MesosApiError::UnsupportedMediaType(
+            "Expecting 'Content-Type' of application/json; brim does not accept application/x-protobuf yet".into(),
+        )),
+        _ => Err(MesosApiError::UnsupportedMediaType(
+            "Expecting 'Content-Type' of application/json or application/x-protobuf".into(),
+        )),
+    }
+}
+
+/// True when the `Accept` header (absent = anything) allows JSON.
+fn accepts_json(headers: &HeaderMap) -> bool {
+    let Some(v) = headers.get(header::ACCEPT) else {
+        return true;
+    };
+    v.to_str().unwrap_or_default().split(',').any(|part| {
+        let t = part
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        matches!(t.as_str(), "application/json" | "application/*" | "*/*")
+    })
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, MesosApiError> {
+    let too_large = || {
+        MesosApiError::PayloadTooLarge(format!(
+            "Request body exceeds the {MAX_BODY_BYTES}-byte limit"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// Parses and shape-checks a call body (bounded by the caller).
+pub(crate) fn decode_call(bytes: &[u8]) -> Result<json::Call, MesosApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| bad(format!("Failed to parse body into JSON: {e}")))?;
+    serde_json::from_value(value)
+        .map_err(|e| bad(format!("Failed to convert JSON into Call protobuf: {e}")))
+}
+
+async fn handle(api: Arc<MesosApi>, headers: HeaderMap, body: Body) -> ApiResult {
+    check_content_type(&headers)?;
+    let bytes = read_body(&headers, body).await?;
+    let call = decode_call(&bytes)?;
+    if call.kind == "SUBSCRIBE" {
+        return subscribe(api, &headers, call).await;
+    }
+    let framework_id = need(call.framework_id.as_ref(), "framework_id")?
+        .value
+        .clone();
+    if framework_id.is_empty() {
+        return Err(invalid("Expecting 'framework_id.value' to be non-empty"));
+    }
+    let sub = authorize(&api, &framework_id, &headers).await?;
+    dispatch(&api, &sub, &framework_id, call).await
+}
+
+/// Mesos's checks for a non-SUBSCRIBE call, in Mesos's order.
+async fn authorize(
+    api: &MesosApi,
+    framework_id: &str,
+    headers: &HeaderMap,
+) -> Result<(Subscription, mpsc::Sender<Result<Event, Status>>), MesosApiError> {
+    let live = api
+        .subscription(framework_id)
+        .and_then(|s| s.events.upgrade().map(|tx| (s, tx)));
+    let Some((sub, tx)) = live else {
+        let state = api.state().await?;
+        let fw = state["frameworks"]
+            .as_array()
+            .and_then(|fs| fs.iter().find(|f| f["id"] == framework_id).cloned());
+        return Err(match fw {
+            None => bad("Framework cannot be found"),
+            Some(f) if f["connected"] == true => {
+                MesosApiError::Forbidden("Framework is not connected via HTTP".into())
+            }
+            Some(_) => MesosApiError::Forbidden("Framework is not subscribed".into()),
+        });
+    };
+    let Some(got) = headers.get(STREAM_ID_HEADER) else {
+        return Err(bad(
+            "All non-subscribe calls should include the 'Mesos-Stream-Id' header",
+        ));
+    };
+    let got = got.to_str().unwrap_or_default();
+    if got != sub.stream_id {
+        return Err(bad(format!(
+            "The stream ID '{got}' included in this request didn't match the stream ID currently associated with framework ID {framework_id}"
+        )));
+    }
+    Ok((sub, tx))
+}
+
+fn accepted() -> ApiResult {
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// A master-generated status update (no uuid: nothing to acknowledge).
+fn master_update(
+    framework_id: &str,
+    task_id: &str,
+    agent_id: &str,
+    state: TaskState,
+    reason: TaskStatusReason,
+    message: String,
+) -> Event {
+    Event {
+        event: Some(event::Event::Update(event::Update {
+            status: Some(v1::TaskStatus {
+                task_id: task_id.to_string(),
+                state: state as i32,
+                message,
+                reason: reason as i32,
+                source: TaskStatusSource::SourceMaster as i32,
+                agent_id: agent_id.to_string(),
+                framework_id: framework_id.to_string(),
+                timestamp: wall_clock(),
+                uuid: Vec::new(),
+                exit_code: None,
+            }),
+        })),
+    }
+}
+
+fn inject(tx: &mpsc::Sender<Result<Event, Status>>, ev: Event) {
+    if tx.try_send(Ok(ev)).is_err() {
+        tracing::warn!("mesos event stream is full; dropping a master-generated update");
+    }
+}
+
+async fn dispatch(
+    api: &MesosApi,
+    (sub, tx): &(Subscription, mpsc::Sender<Result<Event, Status>>),
+    framework_id: &str,
+    call: json::Call,
+) -> ApiResult {
+    let fid = framework_id.to_string();
+    let master = &api.master;
+    match call.kind.as_str() {
+        "TEARDOWN" => {
+            master
+                .call(Call::Teardown(fid))
+                .await
+                .map_err(|s| MesosApiError::from_status(&s))?;
+            accepted()
+        }
+        "ACCEPT" => accept(api, sub, tx, framework_id, need(call.accept, "accept")?).await,
+        "DECLINE" => {
+            let d = need(call.decline, "decline")?;
+            let ids: Vec<String> = d.offer_ids.iter().map(|o| o.value.clone()).collect();
+            decline(api, framework_id, &ids, json::filters(d.filters.as_ref())).await;
+            accepted()
+        }
+        "REVIVE" => {
+            if !names_role(call.revive.as_ref(), &sub.info.role) {
+                return accepted();
+            }
+            master
+                .call(Call::Revive(fid))
+                .await
+                .map_err(|s| MesosApiError::from_status(&s))?;
+            accepted()
+        }
+        "SUPPRESS" => {
+            if !names_role(call.suppress.as_ref(), &sub.info.role) {
+                return accepted();
+            }
+            master
+                .call(Call::Suppress(fid))
+                .await
+                .map_err(|s| MesosApiError::from_status(&s))?;
+            accepted()
+        }
+        "KILL" => {
+            let k = need(call.kill, "kill")?;
+            let req = json::kill(framework_id, &k);
+            kill(api, req).await;
+            accepted()
+        }
+        "SHUTDOWN" => {
+            // brim runs each task under its own command executor whose id is the task id (as
+            // Mesos's command executor); shutting that executor down kills the task.
+            let s = need(call.shutdown, "shutdown")?;
+            let req = v1::KillRequest {
+                framework_id: fid,
+                task_id: s.executor_id.value.clone(),
+                agent_id: s.agent_id.value.clone(),
+                grace_period_seconds: None,
+            };
+            if let Err(e) = master.call(Call::Kill(req)).await {
+                tracing::debug!(executor_id = %s.executor_id.value, "SHUTDOWN: {}", e.message());
+            }
+            accepted()
+        }
+        "ACKNOWLEDGE" => {
+            let a = need(call.acknowledge, "acknowledge")?;
+            let uuid = json::decode_uuid(&a.uuid).map_err(invalid)?;
+            let req = v1::AcknowledgeRequest {
+                framework_id: fid,
+                agent_id: a.agent_id.value.clone(),
+                task_id: a.task_id.value.clone(),
+                uuid,
+            };
+            if let Err(e) = master.call(Call::Acknowledge(req)).await {
+                // Mesos drops acknowledgements for unknown tasks/agents silently.
+                tracing::debug!(task_id = %a.task_id.value, "ACKNOWLEDGE ignored: {}", e.message());
+            }
+            accepted()
+        }
+        "RECONCILE" => {
+            let r = call.reconcile.unwrap_or_default();
+            let req = v1::ReconcileRequest {
+                framework_id: fid,
+                tasks: r
+                    .tasks
+                    .iter()
+                    .map(|t| v1::reconcile_request::Task {
+                        task_id: t.task_id.value.clone(),
+                        agent_id: t
+                            .agent_id
+                            .as_ref()
+                            .map(|a| a.value.clone())
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+            };
+            master
+                .call(Call::Reconcile(req))
+                .await
+                .map_err(|s| MesosApiError::from_status(&s))?;
+            accepted()
+        }
+        "MESSAGE" => {
+            // brim has no custom executors, so there is nobody to deliver the message to;
+            // Mesos drops messages for unknown executors the same way.
+            let m = need(call.message, "message")?;
+            tracing::debug!(executor_id = %m.executor_id.value, agent_id = %m.agent_id.value,
+                bytes = m.data.len(), "MESSAGE dropped: brim runs no custom executors");
+            accepted()
+        }
+        // brim never sends inverse offers (no maintenance schedules yet); REQUEST is a no-op
+        // in Mesos too.
+        "REQUEST" | "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" => accepted(),
+        "UPDATE_FRAMEWORK" => {
+            let u = need(call.update_framework, "update_framework")?;
+            let info = json::framework_info(&u.framework_info).map_err(invalid)?;
+            if info.id != framework_id {
+                return Err(invalid(
+                    "'framework_info.id' differs from 'framework_id' of the call",
+                ));
+            }
+            let mut current = sub.info.clone();
+            current.id = info.id.clone();
+            if info == current {
+                return Ok(StatusCode::OK.into_response());
+            }
+            Err(bad(
+                "UPDATE_FRAMEWORK with a changed FrameworkInfo is not supported by brim yet; SUBSCRIBE again with the new FrameworkInfo (failover keeps the tasks)",
+            ))
+        }
+        "ACKNOWLEDGE_OPERATION_STATUS" | "RECONCILE_OPERATIONS" => Err(bad(format!(
+            "{} is not supported by brim yet (no offer operation feedback)",
+            call.kind
+        ))),
+        "UNKNOWN" => Err(MesosApiError::NotImplemented(
+            "Received 'UNKNOWN' call".into(),
+        )),
+        other => Err(bad(format!(
+            "Failed to convert JSON into Call protobuf: unknown call type {other:?}"
+        ))),
+    }
+}
+
+/// REVIVE/SUPPRESS apply to all roles when `roles` is empty, else to the roles listed; a brim
+/// framework has exactly one.
+fn names_role(r: Option<&json::Roles>, role: &str) -> bool {
+    r.is_none_or(|r| r.roles.is_empty() || r.roles.iter().any(|x| x == role))
+}
+
+/// Declines offers; like Mesos, offers that are no longer valid are skipped, the rest declined.
+async fn decline(api: &MesosApi, framework_id: &str, ids: &[String], filters: Option<v1::Filters>) {
+    let req = |offer_ids: Vec<String>| v1::DeclineRequest {
+        framework_id: framework_id.to_string(),
+        offer_ids,
+        filters,
+    };
+    if api
+        .master
+        .call(Call::Decline(req(ids.to_vec())))
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    for id in ids {
+        if let Err(e) = api.master.call(Call::Decline(req(vec![id.clone()]))).await {
+            tracing::debug!(offer_id = %id, "DECLINE skipped: {}", e.message());
+        }
+    }
+}
+
+/// Kill; for a task the master does not know, Mesos answers with a reconciliation update.
+async fn kill(api: &MesosApi, req: v1::KillRequest) {
+    match api.master.call(Call::Kill(req.clone())).await {
+        Ok(()) => {}
+        Err(e) if e.code() == Code::NotFound => {
+            let r = v1::ReconcileRequest {
+                framework_id: req.framework_id.clone(),
+                tasks: vec![v1::reconcile_request::Task {
+                    task_id: req.task_id.clone(),
+                    agent_id: req.agent_id.clone(),
+                }],
+            };
+            let _ = api.master.call(Call::Reconcile(r)).await;
+        }
+        Err(e) => tracing::warn!(task_id = %req.task_id, "KILL not delivered: {}", e.message()),
+    }
+}
+
+const UNSUPPORTED_OPERATIONS: &[&str] = &[
+    "LAUNCH_GROUP",
+    "RESERVE",
+    "UNRESERVE",
+    "CREATE",
+    "DESTROY",
+    "GROW_VOLUME",
+    "SHRINK_VOLUME",
+    "CREATE_DISK",
+    "DESTROY_DISK",
+];
+
+async fn accept(
+    api: &MesosApi,
+    sub: &Subscription,
+    tx: &mpsc::Sender<Result<Event, Status>>,
+    framework_id: &str,
+    a: json::Accept,
+) -> ApiResult {
+    let offer_ids: Vec<String> = a.offer_ids.iter().map(|o| o.value.clone()).collect();
+    let filters = json::filters(a.filters.as_ref());
+    let mut tasks = Vec::new();
+    for op in &a.operations {
+        match op.kind.as_str() {
+            "LAUNCH" => {
+                let l = op.launch.as_ref().ok_or_else(|| {
+                    invalid("Expecting 'launch' to be present in a LAUNCH operation")
+                })?;
+                tasks.extend(l.task_infos.iter());
+            }
+            kind if UNSUPPORTED_OPERATIONS.contains(&kind) => {
+                return Err(bad(format!(
+                    "Offer operation {kind} is not supported by brim yet; only LAUNCH is"
+                )))
+            }
+            other => {
+                return Err(bad(format!(
+                "Failed to convert JSON into Call protobuf: unknown offer operation type {other:?}"
+            )))
+            }
+        }
+    }
+    // Per-task conversion problems become TASK_ERROR (Mesos validates each task).
+    let mut good = Vec::new();
+    for t in tasks {
+        let agent_id = t.agent_id.as_ref().map(|a| a.value.as_str()).unwrap_or("");
+        match json::task_info(t) {
+            Ok(task) => good.push(task),
+            Err(e @ (MesosJsonError::Shape(_) | MesosJsonError::Unsupported(_))) => inject(
+                tx,
+                master_update(
+                    framework_id,
+                    &t.task_id.value,
+                    agent_id,
+                    TaskState::TaskError,
+                    TaskStatusReason::ReasonTaskInvalid,
+                    e.to_string(),
+                ),
+            ),
+        }
+    }
+    if good.is_empty() {
+        // An ACCEPT without (valid) operations is a DECLINE in Mesos.
+        decline(api, framework_id, &offer_ids, filters).await;
+        return accepted();
+    }
+    let req = v1::AcceptRequest {
+        framework_id: framework_id.to_string(),
+        offer_ids: offer_ids.clone(),
+        operations: vec![v1::Operation {
+            operation: Some(v1::operation::Operation::Launch(v1::operation::Launch {
+                task_infos: good.clone(),
+            })),
+        }],
+        filters,
+    };
+    let Err(e) = api.master.call(Call::Accept(req)).await else {
+        return accepted();
+    };
+    if e.code() == Code::FailedPrecondition {
+        return Err(MesosApiError::from_status(&e));
+    }
+    let offers_bad = matches!(e.code(), Code::NotFound | Code::PermissionDenied)
+        || e.message().contains("offer");
+    let (state, reason, message) = if offers_bad {
+        let lost = if sub.partition_aware() {
+            TaskState::TaskDropped
+        } else {
+            TaskState::TaskLost
+        };
+        (
+            lost,
+            TaskStatusReason::ReasonInvalidOffers,
+            format!("Task launched with invalid offers: {}", e.message()),
+        )
+    } else {
+        (
+            TaskState::TaskError,
+            TaskStatusReason::ReasonTaskInvalid,
+            e.message().to_string(),
+        )
+    };
+    for t in &good {
+        inject(
+            tx,
+            master_update(
+                framework_id,
+                &t.task_id,
+                &t.agent_id,
+                state,
+                reason,
+                message.clone(),
+            ),
+        );
+    }
+    // Mesos gives the offered resources back when an accept fails validation.
+    decline(api, framework_id, &offer_ids, None).await;
+    accepted()
+}
+
+async fn subscribe(api: Arc<MesosApi>, headers: &HeaderMap, call: json::Call) -> ApiResult {
+    if !accepts_json(headers) {
+        return Err(MesosApiError::NotAcceptable(
+            "Expecting 'Accept' to allow 'application/json' (brim does not stream application/x-protobuf yet)".into(),
+        ));
+    }
+    if headers.contains_key(STREAM_ID_HEADER) {
+        return Err(bad(
+            "Subscribe calls should not include the 'Mesos-Stream-Id' header",
+        ));
+    }
+    let s = need(call.subscribe, "subscribe")?;
+    let info = json::framework_info(&s.framework_info).map_err(invalid)?;
+    if let Some(fid) = &call.framework_id {
+        if fid.value != info.id {
+            return Err(invalid(
+                "'framework_id' differs from 'subscribe.framework_info.id'",
+            ));
+        }
+    }
+    let state = api.state().await?;
+    let leader = state["leader"].as_str().unwrap_or_default().to_string();
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+    let events = tx.downgrade();
+    let (reply, reply_rx) = oneshot::channel();
+    api.master
+        .send(Command::Subscribe {
+            info: info.clone(),
+            tx,
+            reply,
+        })
+        .await
+        .map_err(|s| MesosApiError::from_status(&s))?;
+    let (framework_id, conn) = reply_rx
+        .await
+        .map_err(|_| MesosApiError::Unavailable("Master dropped the subscription; retry".into()))?
+        .map_err(|s| MesosApiError::from_status(&s))?;
+    let stream_id = uuid::Uuid::new_v4().to_string();
+    let mut info = info;
+    info.id = framework_id.clone();
+    let ctx = EventContext {
+        revocable: info
+            .capabilities
+            .iter()
+            .any(|c| c == brim_proto::CAPABILITY_REVOCABLE_RESOURCES),
+        role: info.role.clone(),
+        leader,
+    };
+    api.set_subscription(
+        &framework_id,
+        Subscription {
+            stream_id: stream_id.clone(),
+            events,
+            info,
+        },
+    );
+    tracing::info!(%framework_id, %stream_id, "mesos framework subscribed over HTTP");
+    let stream = EventStream {
+        rx,
+        ctx,
+        api,
+        framework_id,
+        stream_id: stream_id.clone(),
+        conn,
+    };
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&stream_id) {
+        h.insert("Mesos-Stream-Id", v);
+    }
+    Ok(resp)
+}
+
+/// The RecordIO body of a subscription. Dropping it (client gone, master stopping) tells the
+/// actor the framework disconnected and forgets the stream id.
+struct EventStream {
+    rx: mpsc::Receiver<Result<Event, Status>>,
+    ctx: EventContext,
+    api: Arc<MesosApi>,
+    framework_id: String,
+    stream_id: String,
+    conn: u64,
+}
+
+impl Stream for EventStream {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(ev))) => {
+                    let Some(j) = json::event_json(&ev, &self.ctx) else {
+                        continue;
+                    };
+                    let text = j.to_string();
+                    return Poll::Ready(Some(Ok(Bytes::from(recordio::encode(text.as_bytes())))));
+                }
+                Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.api
+            .end_subscription(&self.framework_id, &self.stream_id);
+        self.api.master.try_send(Command::FrameworkDisconnected {
+            framework_id: self.framework_id.clone(),
+            conn: self.conn,
+        });
+        tracing::info!(framework_id = %self.framework_id, stream_id = %self.stream_id,
+            "mesos event stream closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn content_types() {
+        let check = |ct: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(ct) = ct {
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_str(ct).expect("header"),
+                );
+            }
+            check_content_type(&h).map_err(|e| e.status().as_u16())
+        };
+        assert_eq!(check(Some("application/json")), Ok(()));
+        assert_eq!(check(Some("Application/JSON; charset=utf-8")), Ok(()));
+        assert_eq!(check(None), Err(400));
+        assert_eq!(check(Some("text/plain")), Err(415));
+        assert_eq!(check(Some("application/x-protobuf")), Err(415));
+    }
+
+    #[test]
+    fn call_decoding_errors_are_mesos_messages() {
+        let err = |b: &str| decode_call(b.as_bytes()).expect_err("rejected").to_string();
+        assert!(err("{").starts_with("Failed to parse body into JSON"));
+        assert!(err(r#"{"framework_id":{"value":"x"}}"#)
+            .starts_with("Failed to convert JSON into Call protobuf"));
+        assert!(err(r#"{"type":"ACCEPT","accept":{"offer_ids":"nope"}}"#)
+            .starts_with("Failed to convert JSON into Call protobuf"));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            let _ = decode_call(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_json_calls_never_panic(kind in "[A-Z_]{0,24}", v in any::<i64>(), s in ".{0,16}") {
+            let body = serde_json::json!({"type": kind, "framework_id": {"value": s},
+                "accept": {"offer_ids": [{"value": s}], "operations": [{"type": kind}]},
+                "kill": {"task_id": {"value": s}, "kill_policy": {"grace_period": {"nanoseconds": v}}},
+                "acknowledge": {"agent_id": {"value": s}, "task_id": {"value": s}, "uuid": s}});
+            if let Ok(call) = decode_call(body.to_string().as_bytes()) {
+                if let Some(k) = &call.kill {
+                    let r = json::kill("f", k);
+                    prop_assert!(r.grace_period_seconds.is_none_or(|g| g >= 0.0 && g.is_finite()));
+                }
+            }
+        }
+    }
+}
