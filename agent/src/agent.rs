@@ -103,6 +103,8 @@ pub(crate) struct Agent {
     pub hostname: String,
     pub http_address: String,
     pub cgroups: Option<Arc<dyn CgroupBackend>>,
+    /// Usage sampling and the eBPF programs (`telemetry`, `ebpf`).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
     state: Mutex<State>,
     /// Woken when there is something new to send to the master.
     pub outbox: Notify,
@@ -126,12 +128,14 @@ impl Agent {
         agent_id: Option<String>,
     ) -> Self {
         let completed = Completed::new(config.max_completed_tasks);
+        let telemetry = Arc::new(crate::telemetry::Telemetry::start(&config, cgroups.as_ref()));
         Agent {
             config,
             total,
             hostname,
             http_address,
             cgroups,
+            telemetry,
             state: Mutex::new(State {
                 agent_id,
                 master_id: None,
@@ -422,8 +426,13 @@ impl Agent {
                 },
             };
             let id = v.container_id.clone();
+            // Tracked (bind filter, counters) before the task's process exists.
+            let tel = Arc::clone(&self.telemetry);
+            let (key, info, res) = (v.key.clone(), v.info.clone(), v.resources.clone());
+            let role = self.framework_role(&v.key.0);
             procs = tokio::task::spawn_blocking(move || {
                 cg.create(&id, &limits)?;
+                tel.register(&key, &id, cg.unified_path(&id), &info, &res, role);
                 cgroups::open_procs(cg.as_ref(), &id)
             })
             .await
@@ -722,37 +731,18 @@ impl Agent {
         self.state().connected = false;
     }
 
-    /// Usage counters of every running task's container.
+    /// Newest usage sample of every running task's container.
     pub(crate) fn usage(&self) -> Vec<ContainerUsage> {
-        let Some(cg) = self.cgroups.as_ref() else {
-            return Vec::new();
-        };
-        let running: Vec<(TaskKey, String)> = self
-            .state()
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.pid.is_some())
-            .map(|(k, t)| (k.clone(), t.container_id.clone()))
-            .collect();
-        let timestamp = now_secs();
-        running
-            .into_iter()
-            .filter_map(|((fw, task), cid)| {
-                let u = cg.usage(&cid).ok()?;
-                Some(ContainerUsage {
-                    framework_id: fw,
-                    task_id: task,
-                    cpu_ns: u.cpu_ns,
-                    cpu_throttled_ns: u.cpu_throttled_ns,
-                    mem_current_bytes: u.mem_current_bytes,
-                    mem_rss_bytes: u.mem_rss_bytes,
-                    mem_cache_bytes: u.mem_cache_bytes,
-                    oom_events: u.oom_events,
-                    timestamp,
-                    ..Default::default()
-                })
-            })
-            .collect()
+        self.telemetry.usage()
+    }
+
+    /// Role of a framework the agent knows (empty when unknown).
+    pub(crate) fn framework_role(&self, framework_id: &str) -> String {
+        self.state()
+            .frameworks
+            .get(framework_id)
+            .map(|f| f.role.clone())
+            .unwrap_or_default()
     }
 
     /// Kills every task and waits until each one is gone and its cgroup removed.

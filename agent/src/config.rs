@@ -22,6 +22,17 @@ pub enum Isolation {
     None,
 }
 
+/// Whether the agent uses eBPF for telemetry and enforcement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EbpfMode {
+    /// Load the programs; when they cannot load (no BTF, no permission, old kernel), fall back
+    /// to cgroupfs polling and say so loudly (log, `/state`, `brim_agent_ebpf_enabled 0`).
+    #[default]
+    Auto,
+    /// cgroupfs polling only.
+    Off,
+}
+
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     /// `host:port` of the master (gRPC over plaintext HTTP/2); `http://` prefix optional.
@@ -53,6 +64,10 @@ pub struct AgentConfig {
     pub max_reconnect_backoff: Duration,
     /// How many finished tasks `/state` remembers.
     pub max_completed_tasks: usize,
+    /// eBPF telemetry and enforcement (see [`EbpfMode`]).
+    pub ebpf: EbpfMode,
+    /// eBPF map sizes: tasks the agent can track at once (more run, untracked, with a warning).
+    pub ebpf_max_tasks: u32,
 }
 
 impl AgentConfig {
@@ -74,6 +89,8 @@ impl AgentConfig {
             status_update_retry: Duration::from_secs(3),
             max_reconnect_backoff: Duration::from_secs(10),
             max_completed_tasks: 200,
+            ebpf: EbpfMode::Auto,
+            ebpf_max_tasks: 4096,
         }
     }
 

@@ -61,7 +61,9 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
 }
 
 async fn state(State(agent): State<Arc<Agent>>) -> Json<serde_json::Value> {
-    Json(agent.state_json())
+    let mut v = agent.state_json();
+    agent.telemetry.annotate_state(&mut v);
+    Json(v)
 }
 
 #[derive(Debug, Deserialize)]

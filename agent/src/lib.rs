@@ -24,6 +24,7 @@ mod metrics;
 pub mod resources_detect;
 mod sys;
 pub mod task;
+mod telemetry;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -33,7 +34,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{AgentConfig, Isolation, DEFAULT_HTTP_PORT};
+pub use config::{AgentConfig, EbpfMode, Isolation, DEFAULT_HTTP_PORT};
 pub use http::{MAX_READ, TASK_STATE_HEADER};
 
 use crate::agent::Agent;
@@ -120,6 +121,8 @@ impl AgentHandle {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
         let _ = stop.send(true);
         let _ = link_task.await;
+        // Every task is gone: nothing to keep counting across a restart.
+        agent.telemetry.shutdown();
         if let Some(cg) = agent.cgroups.clone() {
             let _ = tokio::task::spawn_blocking(move || {
                 if let Err(e) = cgroups::remove_root(cg.as_ref()) {
@@ -250,6 +253,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
             })
             .await
     });
+    tokio::spawn(telemetry::run(Arc::clone(&agent), stop_rx.clone()));
     let link_task = tokio::spawn(master_link::run(Arc::clone(&agent), stop_rx));
     Ok(AgentHandle {
         agent,

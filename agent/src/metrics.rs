@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
 use crate::agent::Agent;
+use crate::telemetry::Sample;
 
 type Labels = Vec<(String, String)>;
 type FGauge = Gauge<f64, AtomicU64>;
@@ -35,21 +36,43 @@ pub(crate) fn render(agent: &Agent) -> String {
         &mut reg,
         "ebpf_enabled",
         "1 when eBPF telemetry is active; 0: usage comes from cgroupfs polling only",
-        0.0,
+        f64::from(u8::from(agent.telemetry.ebpf_enabled())),
+    );
+    let stats_on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .is_ok_and(|t| t.trim() == "1");
+    gauge(
+        &mut reg,
+        "ebpf_stats_enabled",
+        "1 while kernel.bpf_stats_enabled=1 (program run counts and times below are live)",
+        f64::from(u8::from(stats_on)),
+    );
+    let runs = Family::<Labels, FCounter>::default();
+    let run_time = Family::<Labels, FCounter>::default();
+    for p in agent.telemetry.prog_stats() {
+        let l = vec![("program".to_string(), p.name.to_string())];
+        runs.get_or_create(&l).inc_by(p.run_count as f64);
+        run_time
+            .get_or_create(&l)
+            .inc_by(p.run_time_ns as f64 / 1e9);
+    }
+    reg.register(
+        "ebpf_program_runs",
+        "Runs of each eBPF program (counted while kernel.bpf_stats_enabled=1)",
+        runs,
+    );
+    reg.register(
+        "ebpf_program_run_seconds",
+        "Time spent in each eBPF program (counted while kernel.bpf_stats_enabled=1)",
+        run_time,
     );
 
-    let (connected, states, used, names) = {
+    let (connected, states, used) = {
         let st = agent.state();
         let mut states: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut names = BTreeMap::new();
         for t in st.tasks.values() {
             *states.entry(t.state.name()).or_default() += 1;
-            names.insert(
-                (t.framework_id.clone(), t.info.task_id.clone()),
-                t.info.name.clone(),
-            );
         }
-        (st.connected, states, Agent::used(&st), names)
+        (st.connected, states, Agent::used(&st))
     };
     gauge(
         &mut reg,
@@ -78,58 +101,75 @@ pub(crate) fn render(agent: &Agent) -> String {
         used_f,
     );
 
-    let cpu = Family::<Labels, FCounter>::default();
-    let throttled = Family::<Labels, FCounter>::default();
-    let oom = Family::<Labels, FCounter>::default();
-    let mem = Family::<Labels, FGauge>::default();
-    let rss = Family::<Labels, FGauge>::default();
-    for u in agent.usage() {
-        let name = names
-            .get(&(u.framework_id.clone(), u.task_id.clone()))
-            .cloned()
-            .unwrap_or_default();
-        let l: Labels = vec![
-            ("framework_id".into(), u.framework_id.clone()),
-            ("task_id".into(), u.task_id.clone()),
-            ("task_name".into(), name),
-        ];
-        cpu.get_or_create(&l).inc_by(u.cpu_ns as f64 / 1e9);
-        throttled
-            .get_or_create(&l)
-            .inc_by(u.cpu_throttled_ns as f64 / 1e9);
-        oom.get_or_create(&l).inc_by(u.oom_events as f64);
-        mem.get_or_create(&l).set(u.mem_current_bytes as f64);
-        rss.get_or_create(&l).set(u.mem_rss_bytes as f64);
-    }
-    reg.register(
-        "container_cpu_seconds",
-        "CPU time used by the task's container",
-        cpu,
-    );
-    reg.register(
-        "container_cpu_throttled_seconds",
-        "Time the task's container was throttled by its CPU quota",
-        throttled,
-    );
-    reg.register(
-        "container_oom_events",
-        "OOM kills in the task's container",
-        oom,
-    );
-    reg.register(
-        "container_memory_bytes",
-        "Memory charged to the task's container",
-        mem,
-    );
-    reg.register(
-        "container_memory_rss_bytes",
-        "Anonymous (RSS) memory of the task's container",
-        rss,
-    );
+    per_task(&mut reg, agent);
 
     let mut out = String::new();
     if let Err(e) = encode(&mut out, &reg) {
         tracing::warn!(error = %e, "cannot encode metrics");
     }
     out
+}
+
+/// Per-task series from the newest usage sample of each running task. The registry is built
+/// per scrape, so a task's series disappear with the task.
+fn per_task(reg: &mut Registry, agent: &Agent) {
+    type Get = fn(&Sample) -> f64;
+    let counters: [(&str, &str, Get); 12] = [
+        ("container_cpu_seconds", "CPU time used by the task's container (cgroupfs)", |s| s.cpu_ns as f64 / 1e9),
+        ("container_cpu_throttled_seconds", "Time the task's container was throttled by its CPU quota", |s| s.cpu_throttled_ns as f64 / 1e9),
+        ("container_oncpu_ebpf_seconds", "On-CPU time of the task's threads seen by the eBPF scheduler probes (as of their last context switch)", |s| s.oncpu_ebpf_ns as f64 / 1e9),
+        ("container_runq_wait_seconds", "Time the task's threads waited in a run queue (eBPF)", |s| s.runq_wait_ns as f64 / 1e9),
+        ("container_runq_waits", "Run-queue waits of the task's threads (eBPF)", |s| s.runq_waits as f64),
+        ("container_oom_events", "OOM kills in the task's container", |s| s.oom_events as f64),
+        ("container_network_receive_bytes", "IP-layer bytes received by the task's sockets (eBPF)", |s| s.net_rx_bytes as f64),
+        ("container_network_transmit_bytes", "IP-layer bytes sent by the task's sockets (eBPF)", |s| s.net_tx_bytes as f64),
+        ("container_network_receive_packets", "Packets (skbs) received by the task's sockets (eBPF)", |s| s.net_rx_packets as f64),
+        ("container_network_transmit_packets", "Packets (skbs) sent by the task's sockets (eBPF)", |s| s.net_tx_packets as f64),
+        ("container_network_transmit_dropped_packets", "Packets dropped by the task's egress limit (eBPF)", |s| s.net_tx_dropped_packets as f64),
+        ("container_bind_denied", "Binds of ports outside the task's allocation, denied with EPERM (eBPF)", |s| s.bind_denied as f64),
+    ];
+    let gauges: [(&str, &str, Get); 3] = [
+        (
+            "container_memory_bytes",
+            "Memory charged to the task's container",
+            |s| s.mem_current_bytes as f64,
+        ),
+        (
+            "container_memory_rss_bytes",
+            "Anonymous (RSS) memory of the task's container",
+            |s| s.mem_rss_bytes as f64,
+        ),
+        (
+            "container_memory_cache_bytes",
+            "Page cache charged to the task's container",
+            |s| s.mem_cache_bytes as f64,
+        ),
+    ];
+    let latest = agent.telemetry.latest();
+    let label_sets: Vec<Labels> = latest
+        .iter()
+        .map(|(k, l, _)| {
+            vec![
+                ("framework_id".into(), k.0.clone()),
+                ("task_id".into(), k.1.clone()),
+                ("task_name".into(), l.task_name.clone()),
+                ("role".into(), l.role.clone()),
+                ("executor_id".into(), l.executor_id.clone()),
+            ]
+        })
+        .collect();
+    for (name, help, get) in counters {
+        let f = Family::<Labels, FCounter>::default();
+        for ((_, _, s), l) in latest.iter().zip(&label_sets) {
+            f.get_or_create(l).inc_by(get(s));
+        }
+        reg.register(name, help, f);
+    }
+    for (name, help, get) in gauges {
+        let f = Family::<Labels, FGauge>::default();
+        for ((_, _, s), l) in latest.iter().zip(&label_sets) {
+            f.get_or_create(l).set(get(s));
+        }
+        reg.register(name, help, f);
+    }
 }

@@ -133,6 +133,10 @@ pub(crate) fn spawn(
                 }
                 _ = shutdown.changed() => break,
             }
+            if master.is_fenced() {
+                tracing::error!("registry write fenced: another master leads; stopping the state actor");
+                break;
+            }
             let t0 = Instant::now();
             if master.allocate_pending(epoch.elapsed()) {
                 master

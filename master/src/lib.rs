@@ -3,8 +3,8 @@
 #![forbid(unsafe_code)]
 
 mod actor;
+pub mod election;
 pub mod allocator;
-pub mod mesos;
 pub mod metrics;
 pub mod registry;
 mod server;
@@ -14,10 +14,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 pub use registry::{MemoryRegistry, RedbRegistry, RegistryError, RegistryStore};
 pub use state::StateConfig;
 
-/// Why the master could not start.
+/// Why the master could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
     #[error("cannot listen on {addr}: {source}; is another master (or `brim dev`) running? pick another --port")]
@@ -32,18 +34,37 @@ pub enum MasterError {
     },
     #[error("registry: {0}")]
     Registry(#[from] RegistryError),
+    #[error("election: {0}")]
+    Election(#[from] election::ElectionError),
+    #[error("lost leadership (etcd lease expired or was revoked); restart this master to rejoin as a standby")]
+    LostLeadership,
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+}
+
+/// High availability: leader election and the registry in etcd.
+#[derive(Debug, Clone)]
+pub struct HaConfig {
+    /// etcd client endpoints, e.g. `http://127.0.0.1:2379`.
+    pub etcd: Vec<String>,
+    /// Address (host:port) other masters, agents and frameworks reach this master at.
+    pub advertise: String,
+    /// Leader lease TTL: a dead leader is replaced about this long after it stops.
+    pub lease_ttl: Duration,
+    /// Key prefix of this cluster in etcd.
+    pub prefix: String,
 }
 
 /// How to run a master.
 #[derive(Debug, Clone)]
 pub struct MasterConfig {
     pub listen: SocketAddr,
-    /// Registry file lives here (`registry.redb`).
+    /// Registry file lives here (`registry.redb`) when not in HA mode.
     pub work_dir: PathBuf,
     pub allocation_interval: Duration,
     pub state: StateConfig,
+    /// `Some` runs in HA mode (etcd); `None` is a single master that always leads.
+    pub ha: Option<HaConfig>,
 }
 
 impl MasterConfig {
@@ -53,6 +74,7 @@ impl MasterConfig {
             work_dir,
             allocation_interval: Duration::from_secs(1),
             state: StateConfig::default(),
+            ha: None,
         }
     }
 }
@@ -60,9 +82,12 @@ impl MasterConfig {
 /// A running master.
 pub struct RunningMaster {
     addr: SocketAddr,
-    shutdown: tokio::sync::watch::Sender<bool>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    actor: tokio::task::JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
+    main: tokio::task::JoinHandle<Result<(), MasterError>>,
+}
+
+fn joined(r: Result<Result<(), MasterError>, tokio::task::JoinError>) -> Result<(), MasterError> {
+    r.unwrap_or_else(|e| Err(MasterError::Serve(std::io::Error::other(e.to_string()))))
 }
 
 impl RunningMaster {
@@ -74,69 +99,211 @@ impl RunningMaster {
     /// Stops serving and waits for the actor to finish.
     pub async fn stop(self) -> Result<(), MasterError> {
         let _ = self.shutdown.send(true);
-        let served = self.server.await;
-        let _ = self.actor.await;
-        match served {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(MasterError::Serve(e)),
-            Err(e) => Err(MasterError::Serve(std::io::Error::other(e.to_string()))),
-        }
+        joined(self.main.await)
     }
 
-    /// Runs until the server stops on its own (error) — for daemons.
+    /// Runs until the master stops on its own (error, lost leadership) — for daemons.
     pub async fn wait(&mut self) -> Result<(), MasterError> {
-        match (&mut self.server).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(MasterError::Serve(e)),
-            Err(e) => Err(MasterError::Serve(std::io::Error::other(e.to_string()))),
-        }
+        joined((&mut self.main).await)
     }
 }
 
-/// Opens the registry, binds the port and starts serving.
+/// Resolves once the flag is set (or its sender is gone), holding no borrow across awaits.
+async fn until_true(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|v| *v).await;
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, MasterError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| MasterError::Bind { addr, source })
+}
+
+/// Binds the port and starts serving: as the leader right away (single master, embedded
+/// registry), or as a standby that campaigns for leadership in etcd (HA).
 pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
     std::fs::create_dir_all(&config.work_dir).map_err(|source| MasterError::WorkDir {
         path: config.work_dir.clone(),
         source,
     })?;
-    let registry = RedbRegistry::open(&config.work_dir.join("registry.redb"))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| MasterError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = bind(config.listen).await?;
     let addr = listener.local_addr().map_err(|source| MasterError::Bind {
         addr: config.listen,
         source,
     })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let main = match config.ha.clone() {
+        None => {
+            let registry = RedbRegistry::open(&config.work_dir.join("registry.redb"))?;
+            tokio::spawn(lead(
+                config,
+                listener,
+                Box::new(registry),
+                shutdown_rx,
+                None,
+                addr.to_string(),
+            ))
+        }
+        Some(ha) => tokio::spawn(run_ha(config, ha, listener, shutdown_rx)),
+    };
+    Ok(RunningMaster {
+        addr,
+        shutdown,
+        main,
+    })
+}
+
+/// Serves as the leader until shutdown or, in HA mode, until leadership is lost.
+async fn lead(
+    config: MasterConfig,
+    listener: tokio::net::TcpListener,
+    registry: Box<dyn RegistryStore>,
+    mut shutdown: watch::Receiver<bool>,
+    mut lost: Option<watch::Receiver<bool>>,
+    leader_address: String,
+) -> Result<(), MasterError> {
+    let addr = listener.local_addr().map_err(MasterError::Serve)?;
     let master_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let master = state::Master::new(
         config.state.clone(),
         master_id.clone(),
-        Box::new(registry),
+        registry,
         Duration::ZERO,
     )?;
-    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let (handle, actor) = actor::spawn(
         master,
         actor::ActorConfig {
             allocation_interval: config.allocation_interval,
             tick_interval: Duration::from_millis(250),
-            leader_address: addr.to_string(),
+            leader_address,
         },
-        shutdown_rx.clone(),
+        stop_rx.clone(),
     );
     let router = server::router(handle);
-    let mut rx = shutdown_rx;
-    let server = tokio::spawn(server::serve(listener, router, async move {
-        let _ = rx.wait_for(|v| *v).await;
+    let mut server_stop = stop_rx;
+    let mut server = tokio::spawn(server::serve(listener, router, async move {
+        let _ = server_stop.wait_for(|v| *v).await;
     }));
-    tracing::info!(%addr, %master_id, "master listening (gRPC + HTTP)");
-    Ok(RunningMaster {
-        addr,
+    tracing::info!(%addr, %master_id, "master leading (gRPC + HTTP)");
+    let lost_leadership = async {
+        match lost.as_mut() {
+            Some(l) => {
+                let _ = l.wait_for(|v| *v).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let mut actor = actor;
+    let outcome = tokio::select! {
+        _ = &mut actor => {
+            // The actor only stops on its own when the registry fenced it off.
+            let _ = stop_tx.send(true);
+            let _ = server.await;
+            return Err(MasterError::LostLeadership);
+        }
+        r = &mut server => {
+            return match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(MasterError::Serve(e)),
+                Err(e) => Err(MasterError::Serve(std::io::Error::other(e.to_string()))),
+            };
+        }
+        _ = until_true(&mut shutdown) => Ok(()),
+        _ = lost_leadership => {
+            tracing::error!("lost leadership: stopping at once");
+            Err(MasterError::LostLeadership)
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let _ = actor.await;
+    outcome
+}
+
+/// HA: connect to etcd (retrying), serve as a standby while campaigning, then lead.
+async fn run_ha(
+    config: MasterConfig,
+    ha: HaConfig,
+    listener: tokio::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), MasterError> {
+    let addr = listener.local_addr().map_err(MasterError::Serve)?;
+    let mut backoff = Duration::from_millis(250);
+    let client = loop {
+        match election::connect(&ha.etcd).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!("{e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = until_true(&mut shutdown) => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let election = std::sync::Arc::new(election::Election::new(
+        client.clone(),
+        &ha.prefix,
+        ha.lease_ttl,
+    ));
+    // Standby: redirect to whoever leads while we campaign.
+    let (leader_tx, leader_rx) = watch::channel::<Option<String>>(None);
+    let watcher = {
+        let election = election.clone();
+        tokio::spawn(async move {
+            loop {
+                let current = election.leader().await;
+                if *leader_tx.borrow() != current {
+                    let _ = leader_tx.send(current);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let (standby_stop_tx, mut standby_stop) = watch::channel(false);
+    let standby = tokio::spawn(server::serve(
+        listener,
+        server::standby_router(leader_rx),
+        async move {
+            let _ = standby_stop.wait_for(|v| *v).await;
+        },
+    ));
+    tracing::info!(%addr, advertise = %ha.advertise, "standby master: campaigning for leadership");
+    let leadership = tokio::select! {
+        l = election.campaign(&ha.advertise) => l,
+        _ = until_true(&mut shutdown) => {
+            watcher.abort();
+            let _ = standby_stop_tx.send(true);
+            let _ = standby.await;
+            return Ok(());
+        }
+    };
+    watcher.abort();
+    let _ = standby_stop_tx.send(true);
+    let _ = standby.await;
+    let leadership = leadership?;
+    if *leadership.lost.borrow() {
+        return Err(MasterError::LostLeadership);
+    }
+    tracing::info!(advertise = %ha.advertise, "elected leader");
+    let registry = registry::etcd::EtcdRegistry::new(
+        client,
+        &ha.prefix,
+        Some(leadership.fence.clone()),
+    )?;
+    let listener = bind(addr).await?;
+    let lost = leadership.lost.clone();
+    let r = lead(
+        config,
+        listener,
+        Box::new(registry),
         shutdown,
-        server,
-        actor,
-    })
+        Some(lost),
+        ha.advertise.clone(),
+    )
+    .await;
+    drop(leadership);
+    r
 }

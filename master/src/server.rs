@@ -17,7 +17,7 @@ use brim_proto::v1::{
     scheduler_server::{Scheduler, SchedulerServer},
     AgentMessage, Event, MasterMessage,
 };
-use brim_proto::MAX_MESSAGE_BYTES;
+use brim_proto::{LEADER_HEADER, MAX_MESSAGE_BYTES};
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -305,7 +305,7 @@ pub(crate) fn router(master: MasterHandle) -> Router {
     let grpc = tonic::service::Routes::new(scheduler)
         .add_service(agents)
         .into_axum_router();
-    let http = Router::new()
+    let http = crate::ui::router()
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/state", get(state))
@@ -325,4 +325,72 @@ pub(crate) async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// A standby master: `/health` and `/version` answer; HTTP requests are redirected (307) to
+/// the leader; gRPC calls fail with UNAVAILABLE carrying the leader's address in the
+/// `brim-leader` metadata, so agents and framework drivers can follow it.
+pub(crate) fn standby_router(leader: tokio::sync::watch::Receiver<Option<String>>) -> Router {
+    async fn standby_health() -> &'static str {
+        "standby\n"
+    }
+    async fn elsewhere(
+        State(leader): State<tokio::sync::watch::Receiver<Option<String>>>,
+        request: axum::extract::Request,
+    ) -> Response {
+        let leader = leader.borrow().clone();
+        let grpc = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        if grpc {
+            let message = match &leader {
+                Some(l) => format!("this master is a standby; the leader is at {l}"),
+                None => "this master is a standby and no leader is elected yet; retry".into(),
+            };
+            let mut r = Response::new(axum::body::Body::empty());
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/grpc"));
+            h.insert("grpc-status", header::HeaderValue::from_static("14"));
+            if let Ok(v) = header::HeaderValue::from_str(&message) {
+                h.insert("grpc-message", v);
+            }
+            if let Some(v) = leader.as_deref().and_then(|l| header::HeaderValue::from_str(l).ok()) {
+                h.insert(LEADER_HEADER, v);
+            }
+            return r;
+        }
+        match leader {
+            Some(l) => {
+                let path = request
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string();
+                let mut r = (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    format!("this master is a standby; the leader is at {l}\n"),
+                )
+                    .into_response();
+                if let Ok(v) = header::HeaderValue::from_str(&format!("http://{l}{path}")) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                if let Ok(v) = header::HeaderValue::from_str(&l) {
+                    r.headers_mut().insert(LEADER_HEADER, v);
+                }
+                r
+            }
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this master is a standby and no leader is elected yet; retry\n",
+            )
+                .into_response(),
+        }
+    }
+    Router::new()
+        .route("/health", get(standby_health))
+        .route("/version", get(version))
+        .fallback(elsewhere)
+        .with_state(leader)
 }

@@ -187,9 +187,6 @@ fn refuse_duration(filters: Option<&v1::Filters>, default: Duration) -> Result<D
     }
 }
 
-fn registry_status(e: RegistryError) -> Status {
-    Status::unavailable(format!("master could not persist the change: {e}"))
-}
 
 /// All cluster state owned by the master.
 pub struct Master {
@@ -209,6 +206,8 @@ pub struct Master {
     /// What the next allocation must look at: everything, or only these agents.
     pending_full: bool,
     pending_agents: HashSet<String>,
+    /// Set when the registry refused a write because this master no longer leads.
+    fenced: bool,
     pub(crate) metrics: MasterMetrics,
 }
 
@@ -289,8 +288,24 @@ impl Master {
             last_framework_heartbeat: now,
             pending_full: true,
             pending_agents: HashSet::new(),
+            fenced: false,
             metrics: MasterMetrics::new(),
         })
+    }
+
+    /// A registry write failed: the change is refused. A fenced write means another master
+    /// leads now; this one must stop acting (see [`Master::is_fenced`]).
+    fn registry_failed(&mut self, e: RegistryError) -> Status {
+        if matches!(e, RegistryError::Fenced) {
+            self.fenced = true;
+            return Status::unavailable("this master is no longer the leader; retry against the new leader");
+        }
+        Status::unavailable(format!("master could not persist the change: {e}"))
+    }
+
+    /// True once the registry has refused a write for lack of leadership.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
     }
 
     pub fn master_id(&self) -> &str {
@@ -389,7 +404,7 @@ impl Master {
             state: AgentRegistryState::Admitted,
             since: wall,
         };
-        self.registry.put_agent(&record).map_err(registry_status)?;
+        self.registry.put_agent(&record).map_err(|e| self.registry_failed(e))?;
         self.known.agents.insert(id.clone(), record);
 
         // A previous incarnation of this agent: forget its offers and allocation.
@@ -652,6 +667,7 @@ impl Master {
             let rec = rec.clone();
             if let Err(e) = self.registry.put_agent(&rec) {
                 tracing::error!(agent_id, "cannot record agent as unreachable: {e}");
+                self.registry_failed(e);
             }
         }
         let mut partitioned = HashSet::new();
@@ -752,7 +768,7 @@ impl Master {
         };
         self.registry
             .put_framework(&record)
-            .map_err(registry_status)?;
+            .map_err(|e| self.registry_failed(e))?;
         self.known.frameworks.insert(id.clone(), record);
         let conn = self.fresh_conn();
         match self.frameworks.get_mut(&id) {
@@ -833,6 +849,7 @@ impl Master {
                 framework_id,
                 "cannot remove framework from the registry: {e}"
             );
+            self.registry_failed(e);
         }
         self.known.frameworks.remove(framework_id);
         // Kill its tasks on every agent; they leave the task table now.
@@ -1294,7 +1311,7 @@ impl Master {
             quota_limit: None,
         });
         rec.weight = weight;
-        self.registry.put_role(&rec).map_err(registry_status)?;
+        self.registry.put_role(&rec).map_err(|e| self.registry_failed(e))?;
         self.known.roles.insert(role.into(), rec);
         self.allocator.set_weight(role, weight);
         self.pending_full = true;
@@ -1324,7 +1341,7 @@ impl Master {
         });
         rec.quota_guarantee = Some(guarantee.to_string());
         rec.quota_limit = limit.as_ref().map(ToString::to_string);
-        self.registry.put_role(&rec).map_err(registry_status)?;
+        self.registry.put_role(&rec).map_err(|e| self.registry_failed(e))?;
         self.known.roles.insert(role.into(), rec);
         self.allocator
             .set_quota(role, crate::allocator::Quota { guarantee, limit });

@@ -16,6 +16,10 @@ pub use resources::{RangeSet, ResourceError, Resources};
 /// Largest gRPC message master and agent accept (4 MiB, gRPC's usual default).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// HTTP header and gRPC metadata key with which a standby master names the leader's
+/// `host:port`; clients reconnect there.
+pub const LEADER_HEADER: &str = "brim-leader";
+
 /// Capability a framework declares to receive revocable (oversubscribed) resources.
 pub const CAPABILITY_REVOCABLE_RESOURCES: &str = "REVOCABLE_RESOURCES";
 /// Capability a framework declares to see TASK_UNREACHABLE instead of TASK_LOST.

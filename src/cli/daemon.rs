@@ -116,6 +116,20 @@ pub(crate) struct MasterArgs {
     /// Registry and other durable state (default ~/.brim/master).
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,
+    /// HA mode: etcd endpoints (comma-separated), e.g. `http://127.0.0.1:2379`. The registry
+    /// lives in etcd and masters elect a leader; standbys redirect to it.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) etcd: Vec<String>,
+    /// Address other masters, agents and frameworks reach this master at (HA mode; default
+    /// the listen address, or the host name when listening on 0.0.0.0).
+    #[arg(long)]
+    pub(crate) advertise: Option<String>,
+    /// Leader lease TTL in HA mode: a dead leader is replaced after about this long.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub(crate) lease_ttl: Duration,
+    /// Key prefix of this cluster in etcd.
+    #[arg(long, default_value = "/brim")]
+    pub(crate) etcd_prefix: String,
     #[command(flatten)]
     pub(crate) tuning: MasterTuning,
 }
@@ -197,7 +211,25 @@ pub(crate) async fn shutdown_signal() {
 
 pub(crate) async fn master(a: MasterArgs) -> anyhow::Result<()> {
     let work_dir = a.work_dir.unwrap_or_else(|| default_work_dir("master"));
-    let config = a.tuning.config(SocketAddr::new(a.ip, a.port), work_dir);
+    let mut config = a.tuning.config(SocketAddr::new(a.ip, a.port), work_dir);
+    if !a.etcd.is_empty() {
+        let advertise = a.advertise.unwrap_or_else(|| {
+            if a.ip.is_unspecified() {
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "127.0.0.1".into());
+                format!("{host}:{}", a.port)
+            } else {
+                SocketAddr::new(a.ip, a.port).to_string()
+            }
+        });
+        config.ha = Some(brim_master::HaConfig {
+            etcd: a.etcd,
+            advertise,
+            lease_ttl: a.lease_ttl,
+            prefix: a.etcd_prefix,
+        });
+    }
     let mut running = brim_master::start(config).await?;
     tokio::select! {
         r = running.wait() => r.context("master stopped")?,

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+pub mod etcd;
 use serde::{Deserialize, Serialize};
 
 /// Why the registry could not be read or written.
@@ -23,6 +25,8 @@ pub enum RegistryError {
     Storage(String),
     #[error("registry record `{key}` is corrupt ({why}); restore the registry file or remove the record")]
     Corrupt { key: String, why: String },
+    #[error("registry write refused: this master no longer holds leadership")]
+    Fenced,
 }
 
 impl From<redb::Error> for RegistryError {

@@ -1,0 +1,121 @@
+//! Leader election for HA masters, on etcd's election API.
+//!
+//! A master campaigns under `<prefix>/leader` with its advertised address as the value and a
+//! lease of `ttl`. While it waits it is a standby; once `campaign` returns it is the leader and
+//! keeps the lease alive. If a keep-alive fails or the lease expires, [`Leadership::lost`]
+//! resolves and the master must stop acting as leader at once (Mesos masters abort on lost
+//! leadership; so does `brim master`, to be restarted as a standby by its supervisor).
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+use tokio::sync::watch;
+
+use crate::registry::etcd::Fence;
+
+/// Why the election could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    #[error("cannot reach etcd at {endpoints}: {source}; check --etcd and that etcd is running")]
+    Connect {
+        endpoints: String,
+        source: etcd_client::Error,
+    },
+    #[error("etcd election failed: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd answered the campaign without a leader key")]
+    NoLeaderKey,
+}
+
+/// Connects to etcd with short timeouts (the election's safety comes from leases, not from
+/// the connection).
+pub async fn connect(endpoints: &[String]) -> Result<Client, ElectionError> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    Client::connect(endpoints, Some(opts))
+        .await
+        .map_err(|source| ElectionError::Connect {
+            endpoints: endpoints.join(","),
+            source,
+        })
+}
+
+/// This master's election.
+pub struct Election {
+    client: Client,
+    name: String,
+    ttl: Duration,
+}
+
+/// Proof of leadership: the election key with its creation revision, and a signal that flips
+/// to `true` when leadership is lost.
+pub struct Leadership {
+    pub fence: Fence,
+    pub lost: watch::Receiver<bool>,
+    keepalive: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+    }
+}
+
+impl Election {
+    pub fn new(client: Client, prefix: &str, ttl: Duration) -> Self {
+        Election {
+            client,
+            name: format!("{prefix}/leader"),
+            ttl: ttl.max(Duration::from_secs(1)),
+        }
+    }
+
+    /// Address of the current leader, if any.
+    pub async fn leader(&self) -> Option<String> {
+        let mut c = self.client.clone();
+        let resp = c.leader(self.name.clone()).await.ok()?;
+        let kv = resp.kv()?;
+        String::from_utf8(kv.value().to_vec()).ok()
+    }
+
+    /// Blocks until this master leads, then keeps its lease alive in the background.
+    pub async fn campaign(&self, address: &str) -> Result<Leadership, ElectionError> {
+        let mut c = self.client.clone();
+        let ttl_secs = self.ttl.as_secs().max(1) as i64;
+        let lease = c.lease_grant(ttl_secs, None).await?.id();
+        let (mut keeper, mut responses) = c.lease_keep_alive(lease).await?;
+        let (lost_tx, lost_rx) = watch::channel(false);
+        // Keep the lease alive while we wait too: a standby must not lose its place in line.
+        let interval = self.ttl / 3;
+        let keepalive = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let alive = match keeper.keep_alive().await {
+                    Ok(()) => matches!(
+                        tokio::time::timeout(interval.max(Duration::from_millis(500)), responses.message()).await,
+                        Ok(Ok(Some(r))) if r.ttl() > 0
+                    ),
+                    Err(_) => false,
+                };
+                if !alive {
+                    tracing::error!(lease, "etcd lease keep-alive failed: leadership is lost");
+                    let _ = lost_tx.send(true);
+                    return;
+                }
+            }
+        });
+        let resp = c.campaign(self.name.clone(), address, lease).await?;
+        let key = resp.leader().ok_or(ElectionError::NoLeaderKey)?;
+        let fence = Fence {
+            key: key.key().to_vec(),
+            revision: key.rev(),
+        };
+        Ok(Leadership {
+            fence,
+            lost: lost_rx,
+            keepalive,
+        })
+    }
+}

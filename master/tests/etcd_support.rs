@@ -1,0 +1,96 @@
+//! A throwaway etcd server for tests (Debian's `etcd-server`), on free loopback ports with
+//! its data in a temp dir; killed on drop. Shared by master/tests and the root tests/.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Etcd {
+    child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Finds the etcd binary, or explains why the test cannot run (and fails when
+/// `BRIM_TEST_REQUIRE_ALL=1`, so CI never skips silently).
+pub fn etcd_binary(test: &str) -> Option<String> {
+    for p in ["/usr/bin/etcd", "/usr/local/bin/etcd"] {
+        if std::path::Path::new(p).exists() {
+            return Some(p.to_string());
+        }
+    }
+    let why = format!("{test}: skipped: etcd not installed (apt-get install etcd-server)");
+    if std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("{why}, and BRIM_TEST_REQUIRE_ALL=1 forbids skipping");
+    }
+    eprintln!("{why}");
+    None
+}
+
+impl Etcd {
+    pub fn start(binary: &str) -> Etcd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new(binary)
+            .args([
+                "--name",
+                "t",
+                "--data-dir",
+                &dir.path().join("data").display().to_string(),
+                "--listen-client-urls",
+                &endpoint,
+                "--advertise-client-urls",
+                &endpoint,
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+                "--initial-cluster",
+                &format!("t={peer_url}"),
+            ])
+            .env("ETCD_UNSUPPORTED_ARCH", "arm64")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let e = Etcd {
+            child,
+            endpoint,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = format!("127.0.0.1:{client}");
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = write!(s, "GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+                let mut body = String::new();
+                let _ = s.read_to_string(&mut body);
+                if body.contains("\"health\":\"true\"") {
+                    return e;
+                }
+            }
+            assert!(Instant::now() < deadline, "etcd did not become healthy in 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
