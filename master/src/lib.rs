@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod registry;
 mod server;
 pub mod state;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

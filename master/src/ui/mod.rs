@@ -1,0 +1,238 @@
+//! The web UI: static assets compiled into the binary (no build step, nothing fetched at run
+//! time), served at `/` and `/ui/...`, plus a read-only proxy to the agents' sandbox files so a
+//! browser that can reach the master can read task output without reaching the agents
+//! (`/agents/{agent_id}/sandbox/{framework_id}/{task_id}/{stdout|stderr}?offset=N`).
+//!
+//! The page itself polls `/state` once a second; see `assets/app.js`.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use crate::actor::{Command, MasterHandle};
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+
+/// How long one proxied sandbox read may take.
+const PROXY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest proxied body: the agent sends at most 1 MiB per read; a little headroom.
+const PROXY_MAX_BODY: usize = 2 * 1024 * 1024;
+/// Header the agent sets on sandbox reads; passed through.
+const TASK_STATE_HEADER: &str = "x-brim-task-state";
+
+/// Why a proxied sandbox read failed.
+#[derive(Debug, thiserror::Error)]
+enum ProxyError {
+    #[error("bad {kind} id `{id}`: use letters, digits, `.`, `_` or `-`")]
+    BadId { kind: &'static str, id: String },
+    #[error("unknown sandbox file `{0}`: use stdout or stderr")]
+    BadFile(String),
+    #[error("agent `{0}` is unknown to this master")]
+    UnknownAgent(String),
+    #[error("agent `{0}` has no HTTP address")]
+    NoAddress(String),
+    #[error("master is shutting down")]
+    ShuttingDown,
+    #[error("cannot reach agent at {addr}: {why}")]
+    Unreachable { addr: String, why: String },
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let code = match &self {
+            ProxyError::BadId { .. } | ProxyError::BadFile(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UnknownAgent(_) => StatusCode::NOT_FOUND,
+            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoAddress(_) | ProxyError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+        };
+        (code, format!("{self}\n")).into_response()
+    }
+}
+
+/// The UI routes, the base of the master's HTTP router (which supplies the state).
+pub(crate) fn router() -> Router<MasterHandle> {
+    Router::new()
+        .route("/", get(index))
+        .route("/ui", get(index))
+        .route("/ui/", get(index))
+        .route("/ui/app.js", get(app_js))
+        .route("/ui/style.css", get(style_css))
+        .route(
+            "/agents/{agent_id}/sandbox/{framework_id}/{task_id}/{file}",
+            get(sandbox),
+        )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn style_css() -> Response {
+    asset("text/css; charset=utf-8", STYLE_CSS)
+}
+
+#[derive(Debug, Deserialize)]
+struct ReadQuery {
+    offset: Option<u64>,
+}
+
+/// Ids travel into another URL: only plain characters pass.
+fn check_id(kind: &'static str, id: &str) -> Result<(), ProxyError> {
+    let ok = !id.is_empty()
+        && id.len() <= 256
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id != "."
+        && id != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(ProxyError::BadId {
+            kind,
+            id: id.chars().take(64).collect(),
+        })
+    }
+}
+
+/// The agent's `http_address` from the master's own view (the actor's `/state`).
+async fn agent_address(master: &MasterHandle, agent_id: &str) -> Result<String, ProxyError> {
+    let (reply, rx) = oneshot::channel();
+    master
+        .send(Command::State { reply })
+        .await
+        .map_err(|_| ProxyError::ShuttingDown)?;
+    let state = rx.await.map_err(|_| ProxyError::ShuttingDown)?;
+    let agent = state["agents"]
+        .as_array()
+        .and_then(|agents| agents.iter().find(|a| a["id"] == agent_id))
+        .ok_or_else(|| ProxyError::UnknownAgent(agent_id.to_string()))?;
+    match agent["http_address"].as_str() {
+        Some(addr) if !addr.is_empty() => Ok(addr.to_string()),
+        _ => Err(ProxyError::NoAddress(agent_id.to_string())),
+    }
+}
+
+async fn sandbox(
+    State(master): State<MasterHandle>,
+    Path((agent_id, framework_id, task_id, file)): Path<(String, String, String, String)>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "offset must be a non-negative integer\n",
+        )
+            .into_response();
+    };
+    match proxy(&master, &agent_id, &framework_id, &task_id, &file, q).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn proxy(
+    master: &MasterHandle,
+    agent_id: &str,
+    framework_id: &str,
+    task_id: &str,
+    file: &str,
+    q: ReadQuery,
+) -> Result<Response, ProxyError> {
+    check_id("agent", agent_id)?;
+    check_id("framework", framework_id)?;
+    check_id("task", task_id)?;
+    if file != "stdout" && file != "stderr" {
+        return Err(ProxyError::BadFile(file.chars().take(64).collect()));
+    }
+    let addr = agent_address(master, agent_id).await?;
+    let offset = q.offset.unwrap_or(0);
+    let unreachable = |why: String| ProxyError::Unreachable {
+        addr: addr.clone(),
+        why,
+    };
+    let uri: axum::http::Uri =
+        format!("http://{addr}/sandbox/{framework_id}/{task_id}/{file}?offset={offset}")
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| unreachable(format!("bad address: {e}")))?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let resp = tokio::time::timeout(PROXY_TIMEOUT, client.get(uri))
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status = resp.status();
+    let task_state = resp.headers().get(TASK_STATE_HEADER).cloned();
+    let body = tokio::time::timeout(
+        PROXY_TIMEOUT,
+        Limited::new(resp.into_body(), PROXY_MAX_BODY).collect(),
+    )
+    .await
+    .map_err(|_| unreachable("timed out reading the body".into()))?
+    .map_err(|e| unreachable(e.to_string()))?
+    .to_bytes();
+    let mut out = Response::new(Body::from(body));
+    *out.status_mut() = status;
+    let headers = out.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(v) = task_state {
+        headers.insert(TASK_STATE_HEADER, v);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_could_escape_the_url_are_refused() {
+        let check = |id: &str, ok: bool| assert_eq!(check_id("task", id).is_ok(), ok, "{id:?}");
+        check("brim-run-1a2b.0", true);
+        check("task_1", true);
+        check("", false);
+        check("..", false);
+        check("a/b", false);
+        check("a?offset=1", false);
+        check("a%2Fb", false);
+        check(&"x".repeat(257), false);
+    }
+
+    #[test]
+    fn assets_reference_each_other() {
+        assert!(INDEX_HTML.contains("/ui/app.js"));
+        assert!(INDEX_HTML.contains("/ui/style.css"));
+        assert!(APP_JS.contains("/state"));
+        assert!(APP_JS.contains("/agents/"));
+    }
+}
