@@ -5,6 +5,7 @@
 mod actor;
 pub mod election;
 pub mod allocator;
+pub mod mesos;
 pub mod metrics;
 pub mod registry;
 mod server;
