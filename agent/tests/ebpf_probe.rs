@@ -43,14 +43,12 @@ fn can_run(test: &str) -> bool {
 
 /// The cgroup2 mount: /sys/fs/cgroup/unified on hybrid machines, else /sys/fs/cgroup.
 fn unified() -> Option<PathBuf> {
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| {
-            p.join("cgroup.procs").exists() && p.join("cgroup.subtree_control").exists()
-                || p.join("cgroup.type").exists()
-                || p.join("cgroup.max.depth").exists()
-        })
+    let hybrid = PathBuf::from("/sys/fs/cgroup/unified");
+    if hybrid.join("cgroup.procs").exists() {
+        return Some(hybrid);
+    }
+    let v2 = PathBuf::from("/sys/fs/cgroup");
+    v2.join("cgroup.controllers").exists().then_some(v2)
 }
 
 /// A root cgroup with one child, removed on drop.
