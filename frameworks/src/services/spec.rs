@@ -1,0 +1,450 @@
+//! The service spec (`app.toml` / `app.json`): parsing, defaults and validation. A validated
+//! spec carries its compiled constraints.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::constraints::Constraint;
+
+/// Largest number of instances of one service.
+pub const MAX_INSTANCES: u32 = 1000;
+
+/// A service as the operator writes it. Unknown fields are rejected so typos are caught.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Lowercase letters, digits and `-`; unique.
+    pub id: String,
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// Shell command (`/bin/sh -c`). `$PORT0`... hold the ports asked with `ports`.
+    pub cmd: String,
+    #[serde(default = "default_cpus")]
+    pub cpus: f64,
+    /// MiB.
+    #[serde(default = "default_mem")]
+    pub mem: f64,
+    /// Number of ports to reserve per instance (exported as `PORT0`, `PORT1`, ...).
+    #[serde(default)]
+    pub ports: u32,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `field:OP[:value]`: `hostname:UNIQUE`, `rack:LIKE:r[12]`, `rack:UNLIKE:r9`,
+    /// `zone:GROUP_BY[:n]`, `rack:CLUSTER:r1`. `field` is `hostname` or an agent attribute.
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    #[serde(default)]
+    pub upgrade: Upgrade,
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// A RUNNING instance counts as healthy (available) once it has been running this long.
+    #[serde(default)]
+    pub healthy_after_seconds: f64,
+    /// SIGTERM→SIGKILL grace period when an instance is stopped.
+    #[serde(default = "default_grace")]
+    pub kill_grace_seconds: f64,
+}
+
+/// Rolling restart bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upgrade {
+    /// How many instances may be unavailable during a restart (below `instances`).
+    pub max_unavailable: u32,
+    /// How many extra instances may run during a restart (above `instances`).
+    pub max_surge: u32,
+}
+
+impl Default for Upgrade {
+    fn default() -> Self {
+        Upgrade {
+            max_unavailable: 0,
+            max_surge: 1,
+        }
+    }
+}
+
+/// Delay before relaunching after an instance failed: `initial * factor^(n-1)`, capped at
+/// `max`, `n` = consecutive failures (reset when an instance ran `reset_after_seconds`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    pub initial_seconds: f64,
+    pub factor: f64,
+    pub max_seconds: f64,
+    pub reset_after_seconds: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial_seconds: 1.0,
+            factor: 2.0,
+            max_seconds: 60.0,
+            reset_after_seconds: 30.0,
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay after `failures` consecutive failures (≥ 1).
+    pub fn delay(&self, failures: u32) -> std::time::Duration {
+        let exp = failures.saturating_sub(1).min(64) as i32;
+        let secs = (self.initial_seconds * self.factor.powi(exp)).min(self.max_seconds);
+        std::time::Duration::from_secs_f64(secs.max(0.0))
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_cpus() -> f64 {
+    0.1
+}
+fn default_mem() -> f64 {
+    64.0
+}
+fn default_grace() -> f64 {
+    3.0
+}
+
+/// One problem in a spec: where (`instances`, `constraints[1]`, `line 3, column 1`) and what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldProblem {
+    pub field: String,
+    pub problem: String,
+}
+
+/// Why a spec was rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot parse the {format} spec: {message}")]
+    Parse {
+        format: &'static str,
+        message: String,
+    },
+    #[error("invalid service spec: {}", problems.iter().map(|p| format!("{}: {}", p.field, p.problem)).collect::<Vec<_>>().join("; "))]
+    Invalid { problems: Vec<FieldProblem> },
+}
+
+impl SpecError {
+    pub fn problems(&self) -> Vec<FieldProblem> {
+        match self {
+            SpecError::Parse { format, message } => vec![FieldProblem {
+                field: format!("({format})"),
+                problem: message.clone(),
+            }],
+            SpecError::Invalid { problems } => problems.clone(),
+        }
+    }
+}
+
+/// A spec that passed validation, with its constraints compiled.
+#[derive(Debug, Clone)]
+pub struct ValidSpec {
+    pub spec: ServiceSpec,
+    pub constraints: Vec<Constraint>,
+}
+
+impl ServiceSpec {
+    /// Parses TOML (line and column in errors).
+    pub fn from_toml(text: &str) -> Result<Self, SpecError> {
+        toml::from_str(text).map_err(|e| SpecError::Parse {
+            format: "TOML",
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Parses JSON (line and column in errors).
+    pub fn from_json(text: &str) -> Result<Self, SpecError> {
+        serde_json::from_str(text).map_err(|e| SpecError::Parse {
+            format: "JSON",
+            message: e.to_string(),
+        })
+    }
+
+    /// Parses by file name: `.json` is JSON, everything else TOML.
+    pub fn from_file_text(name: &str, text: &str) -> Result<Self, SpecError> {
+        if name.ends_with(".json") {
+            Self::from_json(text)
+        } else {
+            Self::from_toml(text)
+        }
+    }
+
+    /// Checks every field, reporting all problems at once.
+    pub fn validate(self) -> Result<ValidSpec, SpecError> {
+        let mut problems = Vec::new();
+        let mut bad = |field: &str, problem: String| {
+            problems.push(FieldProblem {
+                field: field.to_string(),
+                problem,
+            })
+        };
+        if let Err(why) = valid_id(&self.id) {
+            bad("id", why);
+        }
+        if self.instances > MAX_INSTANCES {
+            bad(
+                "instances",
+                format!("must be at most {MAX_INSTANCES}, got {}", self.instances),
+            );
+        }
+        if self.cmd.trim().is_empty() {
+            bad("cmd", "must not be empty".into());
+        }
+        if !(self.cpus.is_finite() && self.cpus > 0.0 && self.cpus <= 1024.0) {
+            bad("cpus", format!("must be in (0, 1024], got {}", self.cpus));
+        }
+        if !(self.mem.is_finite() && self.mem > 0.0 && self.mem <= 16.0 * 1024.0 * 1024.0) {
+            bad(
+                "mem",
+                format!("must be a positive number of MiB, got {}", self.mem),
+            );
+        }
+        if self.ports > 64 {
+            bad("ports", format!("must be at most 64, got {}", self.ports));
+        }
+        for name in self.env.keys() {
+            if name.is_empty()
+                || name.contains('=')
+                || name.contains('\0')
+                || name.starts_with(|c: char| c.is_ascii_digit())
+            {
+                bad(
+                    &format!("env.{name}"),
+                    "is not a valid environment variable name".into(),
+                );
+            }
+        }
+        let mut constraints = Vec::new();
+        for (i, text) in self.constraints.iter().enumerate() {
+            match Constraint::parse(text) {
+                Ok(c) => constraints.push(c),
+                Err(why) => bad(&format!("constraints[{i}]"), format!("`{text}`: {why}")),
+            }
+        }
+        if self.upgrade.max_unavailable == 0 && self.upgrade.max_surge == 0 {
+            bad(
+                "upgrade",
+                "max_unavailable and max_surge are both 0, so a restart could never make \
+                 progress; set one of them to at least 1"
+                    .into(),
+            );
+        }
+        let b = &self.backoff;
+        if !(b.initial_seconds.is_finite()
+            && b.initial_seconds >= 0.0
+            && b.initial_seconds <= 3600.0)
+        {
+            bad(
+                "backoff.initial_seconds",
+                format!("must be in [0, 3600], got {}", b.initial_seconds),
+            );
+        }
+        if !(b.factor.is_finite() && (1.0..=10.0).contains(&b.factor)) {
+            bad(
+                "backoff.factor",
+                format!("must be in [1, 10], got {}", b.factor),
+            );
+        }
+        if !(b.max_seconds.is_finite()
+            && b.max_seconds >= b.initial_seconds
+            && b.max_seconds <= 86400.0)
+        {
+            bad(
+                "backoff.max_seconds",
+                format!("must be in [initial_seconds, 86400], got {}", b.max_seconds),
+            );
+        }
+        if !(b.reset_after_seconds.is_finite() && b.reset_after_seconds >= 0.0) {
+            bad(
+                "backoff.reset_after_seconds",
+                format!("must be ≥ 0, got {}", b.reset_after_seconds),
+            );
+        }
+        if !(self.healthy_after_seconds.is_finite()
+            && (0.0..=3600.0).contains(&self.healthy_after_seconds))
+        {
+            bad(
+                "healthy_after_seconds",
+                format!("must be in [0, 3600], got {}", self.healthy_after_seconds),
+            );
+        }
+        if !(self.kill_grace_seconds.is_finite()
+            && (0.0..=600.0).contains(&self.kill_grace_seconds))
+        {
+            bad(
+                "kill_grace_seconds",
+                format!("must be in [0, 600], got {}", self.kill_grace_seconds),
+            );
+        }
+        if problems.is_empty() {
+            Ok(ValidSpec {
+                spec: self,
+                constraints,
+            })
+        } else {
+            Err(SpecError::Invalid { problems })
+        }
+    }
+
+    /// True when `other` differs only in `instances` (a scale, not a new version).
+    pub fn same_except_instances(&self, other: &ServiceSpec) -> bool {
+        let mut a = self.clone();
+        a.instances = other.instances;
+        a == *other
+    }
+}
+
+/// Service ids: 1-63 of `a-z 0-9 -`, starting with a letter or digit.
+pub fn valid_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 63 {
+        return Err(format!("must be 1-63 characters, got {}", id.len()));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || id.starts_with('-')
+    {
+        return Err(format!(
+            "`{id}` may only contain lowercase letters, digits and `-` (not first)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = "web"
+instances = 3
+cmd = "python3 -m http.server $PORT0"
+cpus = 0.2
+mem = 64
+ports = 1
+env = { GREETING = "hi" }
+constraints = ["hostname:UNIQUE", "rack:LIKE:r[0-9]"]
+[upgrade]
+max_unavailable = 1
+max_surge = 1
+"#;
+
+    #[test]
+    fn toml_and_json_parse_with_defaults() {
+        let v = ServiceSpec::from_toml(GOOD)
+            .and_then(ServiceSpec::validate)
+            .unwrap_or_else(|e| panic!("good spec: {e}"));
+        assert_eq!(v.spec.instances, 3);
+        assert_eq!(v.constraints.len(), 2);
+        assert_eq!(v.spec.backoff, Backoff::default());
+        let j = ServiceSpec::from_json(r#"{"id":"api","cmd":"sleep 100"}"#)
+            .and_then(ServiceSpec::validate)
+            .unwrap_or_else(|e| panic!("json spec: {e}"));
+        assert_eq!((j.spec.instances, j.spec.cpus, j.spec.mem), (1, 0.1, 64.0));
+        assert_eq!(
+            j.spec.upgrade,
+            Upgrade {
+                max_unavailable: 0,
+                max_surge: 1
+            }
+        );
+    }
+
+    #[test]
+    fn parse_errors_carry_the_position() {
+        let check = |name: &str, text: &str, want: &[&str]| {
+            let e = ServiceSpec::from_file_text(name, text)
+                .and_then(ServiceSpec::validate)
+                .err()
+                .unwrap_or_else(|| panic!("{text} should be rejected"));
+            let msg = e.to_string();
+            for w in want {
+                assert!(msg.contains(w), "`{msg}` should mention `{w}`");
+            }
+        };
+        check(
+            "a.toml",
+            "id = \"x\"\ncmd = \"true\"\ninstnces = 2\n",
+            &["line 3", "unknown field `instnces`"],
+        );
+        check(
+            "a.toml",
+            "id = \"x\"\ncmd = \"true\"\ninstances = \"two\"\n",
+            &["line 3", "instances"],
+        );
+        check(
+            "a.json",
+            "{\"id\": \"x\",\n \"cmd\": 3}",
+            &["line 2", "invalid type"],
+        );
+        check("a.toml", "id = \"x\"\n", &["missing field `cmd`"]);
+    }
+
+    #[test]
+    fn validation_names_every_bad_field() {
+        let spec = ServiceSpec {
+            id: "Web_1".into(),
+            instances: 5000,
+            cmd: " ".into(),
+            cpus: 0.0,
+            mem: f64::NAN,
+            ports: 65,
+            env: [("1X".to_string(), "v".to_string())].into(),
+            constraints: vec![
+                "hostname:UNIQUE".into(),
+                "rack:LIKE:([".into(),
+                "rack:SOMETIMES".into(),
+            ],
+            upgrade: Upgrade {
+                max_unavailable: 0,
+                max_surge: 0,
+            },
+            backoff: Backoff {
+                factor: 0.5,
+                ..Backoff::default()
+            },
+            healthy_after_seconds: -1.0,
+            kill_grace_seconds: 3.0,
+        };
+        let problems = match spec.validate() {
+            Err(SpecError::Invalid { problems }) => problems,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "id",
+                "instances",
+                "cmd",
+                "cpus",
+                "mem",
+                "ports",
+                "env.1X",
+                "constraints[1]",
+                "constraints[2]",
+                "upgrade",
+                "backoff.factor",
+                "healthy_after_seconds"
+            ]
+        );
+        assert!(problems[7].problem.contains("regex"), "{:?}", problems[7]);
+        assert!(
+            problems[8].problem.contains("unknown operator `SOMETIMES`"),
+            "{:?}",
+            problems[8]
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff::default();
+        let secs: Vec<f64> = (1..=8).map(|n| b.delay(n).as_secs_f64()).collect();
+        assert_eq!(secs, [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]);
+        assert_eq!(b.delay(u32::MAX).as_secs_f64(), 60.0);
+    }
+}
