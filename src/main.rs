@@ -2,10 +2,16 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "brim", version, about = "brim: fill machines to the brim")]
+#[command(
+    name = "brim",
+    version,
+    about = "brim: fill machines to the brim",
+    long_about = cli::help::LONG_ABOUT,
+    after_long_help = cli::help::OVERVIEW
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,19 +20,34 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Master + a local agent in one process, embedded registry: the first thing to run.
+    #[command(after_long_help = cli::help::DEV)]
     Dev(cli::dev::DevArgs),
     /// Run a master.
+    #[command(after_long_help = cli::help::MASTER)]
     Master(cli::daemon::MasterArgs),
     /// Run an agent on this machine.
+    #[command(after_long_help = cli::help::AGENT)]
     Agent(cli::daemon::AgentArgs),
     /// Run a command (or N instances of it) on the cluster and stream its output.
+    #[command(after_long_help = cli::help::RUN)]
     Run(cli::run::RunArgs),
     /// List tasks.
+    #[command(after_long_help = cli::help::TASKS)]
     Tasks(cli::query::QueryArgs),
     /// List agents.
+    #[command(after_long_help = cli::help::AGENTS)]
     Agents(cli::query::QueryArgs),
     /// List frameworks.
+    #[command(after_long_help = cli::help::FRAMEWORKS)]
     Frameworks(cli::query::QueryArgs),
+    /// Live per-task and per-agent usage and slack in the terminal (q quits).
+    #[command(after_long_help = cli::help::TOP)]
+    Top(cli::top::TopArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_long_help = cli::completions::INSTALL_HELP)]
+    Completions(cli::completions::CompletionsArgs),
+    /// Print brim's version (and the master's, with --master or BRIM_MASTER).
+    Version(cli::version::VersionArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +75,12 @@ fn main() -> std::process::ExitCode {
             Command::Tasks(a) => cli::query::tasks(a).await.map(|()| 0),
             Command::Agents(a) => cli::query::agents(a).await.map(|()| 0),
             Command::Frameworks(a) => cli::query::frameworks(a).await.map(|()| 0),
+            Command::Top(a) => cli::top::run(a).await.map(|()| 0),
+            Command::Completions(a) => {
+                cli::completions::run(a, &mut Cli::command());
+                Ok(0)
+            }
+            Command::Version(a) => cli::version::run(a).await.map(|()| 0),
         }
     });
     match result {
@@ -92,6 +119,11 @@ mod tests {
             vec!["brim", "tasks", "--json"],
             vec!["brim", "agents"],
             vec!["brim", "frameworks"],
+            vec!["brim", "top", "--interval", "0.5", "--sort", "mem"],
+            vec!["brim", "completions", "bash"],
+            vec!["brim", "completions", "zsh"],
+            vec!["brim", "completions", "fish"],
+            vec!["brim", "version"],
         ] {
             if let Err(e) = Cli::try_parse_from(&args) {
                 panic!("{args:?} should parse: {e}");

@@ -1,9 +1,13 @@
 //! Subcommand implementations. Each file is one command family.
 
+pub(crate) mod completions;
 pub(crate) mod daemon;
 pub(crate) mod dev;
+pub(crate) mod help;
 pub(crate) mod query;
 pub(crate) mod run;
+pub(crate) mod top;
+pub(crate) mod version;
 
 /// Master address: `--master`, else `BRIM_MASTER`, else 127.0.0.1:5050.
 pub(crate) const DEFAULT_MASTER: &str = "127.0.0.1:5050";

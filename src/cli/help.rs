@@ -1,0 +1,89 @@
+//! Long help (`brim help CMD` / `brim CMD --help`): what each command is for, with examples,
+//! man-page style. Short help (`-h`) stays one line per flag.
+
+pub(crate) const LONG_ABOUT: &str = "\
+brim: fill machines to the brim.
+
+A two-level cluster resource manager: a master shares the cluster's resources among
+frameworks (weighted DRF), frameworks decide what runs where, agents run tasks in cgroups.
+One binary is the master, the agent, a local dev cluster and the operator CLI.";
+
+pub(crate) const OVERVIEW: &str = "\
+Getting started:
+  brim dev                         master + agent on this machine (UI at http://127.0.0.1:5050/)
+  brim run -- echo hello           run a command on the cluster, stream its output
+  brim tasks                       list tasks; also: brim agents, brim frameworks
+  brim top                         live usage in the terminal
+
+Environment:
+  BRIM_MASTER   master address (host:port) for client commands; default 127.0.0.1:5050
+  RUST_LOG      log filter, e.g. RUST_LOG=debug or RUST_LOG=brim_master=debug
+
+Shell completions: brim completions --help";
+
+pub(crate) const DEV: &str = "\
+Starts a master and one agent in this process with an embedded registry under
+~/.brim/dev. The web UI is at http://127.0.0.1:5050/. Needs root for cgroups.
+
+Examples:
+  brim dev
+  brim dev --resources 'cpus:4;mem:8192' --port 6050 --agent-port 6051";
+
+pub(crate) const MASTER: &str = "\
+Runs a master: gRPC for frameworks and agents, HTTP for operators (/state, /metrics, the
+web UI at /) on one port.
+
+Examples:
+  brim master --ip 0.0.0.0 --work-dir /var/lib/brim/master";
+
+pub(crate) const AGENT: &str = "\
+Runs an agent: registers with the master, runs tasks in cgroups, serves task output on
+its HTTP port (/sandbox). Needs root.
+
+Examples:
+  brim agent --master 10.0.0.1:5050
+  brim agent --master 10.0.0.1:5050 --resources 'cpus:8;mem:16384' --attributes 'rack:r1'";
+
+pub(crate) const RUN: &str = "\
+Runs a command as one task, or as a job array of N instances (each gets BRIM_INSTANCE and
+BRIM_INSTANCES), streams their output and exits with the first non-zero exit code (0 when
+all succeed; 2 when nothing could be placed; 130 after Ctrl-C). With --instances > 1 on a
+terminal a progress bar shows placed, running and finished instances on stderr.
+
+Examples:
+  brim run -- echo hello
+  brim run --cpus 2 --mem 512 -- ./train.sh --epochs 3
+  brim run --instances 10 -- 'echo shard $BRIM_INSTANCE of $BRIM_INSTANCES'";
+
+pub(crate) const TASKS: &str = "\
+Examples:
+  brim tasks            live tasks
+  brim tasks --all      with finished ones
+  brim tasks --json | jq '.[].state'";
+
+pub(crate) const AGENTS: &str = "\
+Examples:
+  brim agents
+  brim agents --json";
+
+pub(crate) const FRAMEWORKS: &str = "\
+Examples:
+  brim frameworks --all";
+
+pub(crate) const TOP: &str = "\
+A live view of the master's /state: tasks with measured cpu (% of one core, from the
+cumulative cpu counter) and memory, agents with allocated vs used resources and slack
+(allocated but unused cpus; revocable stays 0 until oversubscription is enabled).
+
+Keys:
+  c m n s a l   sort by cpu, mem, name, state, agent, slack (same key again: reverse)
+  r             reverse the order
+  tab           sort the agents table instead of the tasks table
+  t             show ended tasks too
+  space         refresh now
+  q, Esc, ^C    quit
+
+Examples:
+  brim top
+  brim top --interval 5 --sort mem
+  BRIM_MASTER=10.0.0.1:5050 brim top";
