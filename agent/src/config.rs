@@ -93,14 +93,14 @@ impl AgentConfig {
             ebpf_max_tasks: 4096,
         }
     }
+}
 
-    /// The master as a URI tonic can dial.
-    pub(crate) fn master_uri(&self) -> String {
-        if self.master.contains("://") {
-            self.master.clone()
-        } else {
-            format!("http://{}", self.master)
-        }
+/// One master address (`host:port`, or a URI) as a URI tonic can dial.
+pub(crate) fn master_uri(master: &str) -> String {
+    if master.contains("://") {
+        master.to_string()
+    } else {
+        format!("http://{master}")
     }
 }
 
@@ -114,8 +114,8 @@ mod tests {
         assert_eq!(c.http_addr.port(), 5051);
         assert_eq!(c.default_kill_grace, Duration::from_secs(3));
         assert_eq!(c.cgroup_name, "brim");
-        assert_eq!(c.master_uri(), "http://127.0.0.1:5050");
+        assert_eq!(master_uri(&c.master), "http://127.0.0.1:5050");
         let c = AgentConfig::new("http://m:1", PathBuf::from("/tmp/w"));
-        assert_eq!(c.master_uri(), "http://m:1");
+        assert_eq!(master_uri(&c.master), "http://m:1");
     }
 }

@@ -59,20 +59,49 @@ pub(crate) fn next_backoff(current: Duration, max: Duration) -> Duration {
 }
 
 /// Runs sessions with the master until `shutdown` turns true.
+/// `--master` may list several masters (`a:5050,b:5050`): they are tried in turn, and a
+/// standby's answer naming the leader (`brim-leader`) sends the next attempt there.
 pub(crate) async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = MIN_BACKOFF;
+    let masters: Vec<String> = agent
+        .config
+        .master
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut next = 0usize;
+    let mut leader: Option<String> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
+        let target = leader.take().unwrap_or_else(|| {
+            let m = masters
+                .get(next % masters.len().max(1))
+                .cloned()
+                .unwrap_or_else(|| agent.config.master.clone());
+            next += 1;
+            m
+        });
         let mut registered = false;
         let result = tokio::select! {
-            r = session(&agent, &mut registered) => r,
+            r = session(&agent, &target, &mut registered) => r,
             _ = shutdown.changed() => return,
         };
         agent.set_disconnected();
         match result {
             Ok(()) => return,
+            Err(LinkError::Status(s)) if s.metadata().get(brim_proto::LEADER_HEADER).is_some() => {
+                leader = s
+                    .metadata()
+                    .get(brim_proto::LEADER_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                tracing::info!(standby = %target, leader = ?leader, "master is a standby; following the leader");
+                backoff = MIN_BACKOFF;
+            }
             Err(e) => {
                 if registered {
                     backoff = MIN_BACKOFF;
@@ -94,10 +123,14 @@ fn msg(m: agent_message::Message) -> AgentMessage {
 
 /// One connection: register, then serve until the stream breaks. Only returns `Ok` never:
 /// the caller stops it by dropping the future.
-async fn session(agent: &Arc<Agent>, registered_flag: &mut bool) -> Result<(), LinkError> {
-    let uri = agent.config.master_uri();
+async fn session(
+    agent: &Arc<Agent>,
+    master: &str,
+    registered_flag: &mut bool,
+) -> Result<(), LinkError> {
+    let uri = crate::config::master_uri(master);
     let endpoint = tonic::transport::Endpoint::from_shared(uri.clone())
-        .map_err(|_| LinkError::Address(agent.config.master.clone()))?
+        .map_err(|_| LinkError::Address(master.to_string()))?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
@@ -109,7 +142,7 @@ async fn session(agent: &Arc<Agent>, registered_flag: &mut bool) -> Result<(), L
     let (tx, rx) = mpsc::channel::<AgentMessage>(1024);
     let register = agent.register_message();
     tracing::info!(
-        master = %agent.config.master,
+        master = %master,
         agent_id = register.agent_info.as_ref().map_or("", |i| i.id.as_str()),
         tasks = register.tasks.len(),
         "registering with master"

@@ -92,25 +92,53 @@ pub(crate) fn master_uri(address: &str) -> Result<String, DriverError> {
     Ok(format!("http://{hostport}"))
 }
 
+fn endpoint_for(address: &str, connect_timeout: Duration) -> Result<Endpoint, DriverError> {
+    let uri = master_uri(address)?;
+    Ok(Endpoint::from_shared(uri)
+        .map_err(|e| DriverError::InvalidMaster {
+            address: address.to_string(),
+            why: e.to_string(),
+        })?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true))
+}
+
 /// Runs a [`Scheduler`] against a master. Create it, keep a [`DriverHandle`] if calls must be
 /// made from outside the callbacks, then `run` it.
 pub struct Driver {
     config: DriverConfig,
-    endpoint: Endpoint,
+    /// Every master given (`host:port,host:port`), as endpoints.
+    masters: Vec<Endpoint>,
+    /// Which master to try next, and the leader a standby pointed at, if any.
+    target: std::sync::Mutex<(usize, Option<Endpoint>)>,
     handle: DriverHandle,
+}
+
+/// The leader a standby named in its refusal (`brim-leader` metadata), if any.
+fn leader_hint(status: &tonic::Status) -> Option<String> {
+    status
+        .metadata()
+        .get(brim_proto::LEADER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 impl Driver {
     /// Validates the configuration. Nothing connects until [`Driver::run`].
     pub fn new(config: DriverConfig) -> Result<Self, DriverError> {
-        let uri = master_uri(&config.master)?;
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| DriverError::InvalidMaster {
+        let masters = config
+            .master
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(|m| endpoint_for(m, config.connect_timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        if masters.is_empty() {
+            return Err(DriverError::InvalidMaster {
                 address: config.master.clone(),
-                why: e.to_string(),
-            })?
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true);
+                why: "no master address given".into(),
+            });
+        }
         let (stop, _) = watch::channel(false);
         let handle = DriverHandle {
             inner: Arc::new(Inner {
@@ -123,7 +151,8 @@ impl Driver {
         };
         Ok(Driver {
             config,
-            endpoint,
+            masters,
+            target: std::sync::Mutex::new((0, None)),
             handle,
         })
     }
@@ -186,10 +215,22 @@ impl Driver {
             error,
             subscribed: false,
         };
+        // A standby's leader hint first, else the masters in turn.
+        let endpoint = {
+            let mut t = self.target.lock().unwrap_or_else(|p| p.into_inner());
+            match t.1.take() {
+                Some(leader) => leader,
+                None => {
+                    let e = self.masters[t.0 % self.masters.len()].clone();
+                    t.0 = (t.0 + 1) % self.masters.len();
+                    e
+                }
+            }
+        };
         let channel = tokio::select! {
-            c = self.endpoint.connect() => match c {
+            c = endpoint.connect() => match c {
                 Ok(c) => c,
-                Err(e) => return lost(format!("cannot connect: {}", source_chain(&e))),
+                Err(e) => return lost(format!("cannot connect to {}: {}", endpoint.uri(), source_chain(&e))),
             },
             _ = stop.changed() => return Session::Stopped,
         };
@@ -218,6 +259,11 @@ impl Driver {
             }
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) if is_retryable(status.code()) => {
+                if let Some(leader) = leader_hint(&status) {
+                    if let Ok(e) = endpoint_for(&leader, self.config.connect_timeout) {
+                        self.target.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(e);
+                    }
+                }
                 return lost(format!("subscribe failed: {}", status.message()));
             }
             Ok(Err(status)) => {
