@@ -41,9 +41,14 @@ async fn fallback(uri: axum::http::Uri) -> Response {
     )
 }
 
-async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
+async fn metrics(State(agent): State<Arc<Agent>>, headers: axum::http::HeaderMap) -> Response {
+    // Prometheus asks for OpenMetrics; anything else (curl, promtool) gets the classic text.
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
     match tokio::task::spawn_blocking(move || crate::metrics::render(&agent)).await {
-        Ok(text) => (
+        Ok(text) if openmetrics => (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(
@@ -51,6 +56,14 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
                 ),
             )],
             text,
+        )
+            .into_response(),
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            crate::metrics::to_classic_text(&text),
         )
             .into_response(),
         Err(e) => error(

@@ -173,3 +173,53 @@ fn per_task(reg: &mut Registry, agent: &Agent) {
         reg.register(name, help, f);
     }
 }
+
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition, for clients that
+/// do not ask for OpenMetrics (curl, `promtool check metrics`): counter families are named
+/// with their `_total` suffix, and `# EOF` / `# UNIT` lines go.
+pub(crate) fn to_classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 256);
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text() {
+        let om = "# HELP a_runs Runs.\n# TYPE a_runs counter\na_runs_total{p=\"x\"} 1.0\n# HELP b Bytes.\n# TYPE b gauge\n# UNIT b bytes\nb 2.0\n# EOF\n";
+        assert_eq!(
+            to_classic_text(om),
+            "# HELP a_runs_total Runs.\n# TYPE a_runs_total counter\na_runs_total{p=\"x\"} 1.0\n# HELP b Bytes.\n# TYPE b gauge\nb 2.0\n"
+        );
+    }
+}
