@@ -343,10 +343,7 @@ impl Telemetry {
     /// yet (tasks recovered after an agent restart), forgets ended ones (their map entries
     /// go with them), then samples. Blocking: call from a blocking thread.
     pub(crate) fn sample_agent(&self, agent: &Agent) {
-        let (live, running): (
-            HashSet<TaskKey>,
-            Vec<(TaskKey, String, TaskInfo, Resources)>,
-        ) = {
+        let (live, running): (HashSet<TaskKey>, Vec<Running>) = {
             let st = agent.state();
             let live = st
                 .tasks
@@ -410,6 +407,9 @@ impl Telemetry {
         }
     }
 }
+
+/// A running task as the sampler sees it: key, container id, task and resources.
+type Running = (TaskKey, String, TaskInfo, Resources);
 
 /// Samples every `usage_interval` until `stop` turns true.
 pub(crate) async fn run(agent: Arc<Agent>, mut stop: tokio::sync::watch::Receiver<bool>) {
