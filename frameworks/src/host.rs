@@ -17,6 +17,10 @@ use crate::store::StoreError;
 /// How long the master keeps the hosted frameworks' tasks while they are away (a week).
 const FAILOVER_TIMEOUT_SECS: f64 = 7.0 * 24.0 * 3600.0;
 
+/// User the hosted frameworks' tasks run as unless a service or job names one (agents
+/// refuse root tasks by default).
+pub const DEFAULT_TASK_USER: &str = "nobody";
+
 /// Why the hosted frameworks could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -129,7 +133,7 @@ async fn supervise<S, F>(
     loop {
         let mut config = DriverConfig::new(&master, name);
         config.framework.failover_timeout = FAILOVER_TIMEOUT_SECS;
-        config.framework.user = "root".into();
+        config.framework.user = DEFAULT_TASK_USER.into();
         config.framework.id = stored_id().unwrap_or_default();
         let driver = match Driver::new(config) {
             Ok(d) => d,

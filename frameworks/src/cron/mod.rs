@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 pub use api::{router, JobView};
 pub use scheduler::{run_loop, CronScheduler};
 
-use crate::services::spec::{valid_id, FieldProblem};
+use crate::services::spec::{valid_id, valid_user, FieldProblem};
 use crate::store::{JsonStore, StoreError};
 use expr::Schedule;
 use policy::Concurrency;
@@ -56,6 +56,9 @@ pub struct JobSpec {
     pub mem: f64,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Unix user to run as (default: `nobody`, the hosted frameworks' user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 fn utc() -> String {
@@ -89,9 +92,15 @@ impl JobSpec {
             }
             Err(e) => {
                 bad("schedule", e.to_string());
+                if let Err(tz) = Schedule::parse("* * * * *", &self.tz) {
+                    bad("tz", tz.to_string());
+                }
                 None
             }
         };
+        if let Some(Err(why)) = self.user.as_deref().map(valid_user) {
+            bad("user", why);
+        }
         if self.cmd.first().is_none_or(|c| c.trim().is_empty()) {
             bad("cmd", "must not be empty".into());
         }
@@ -254,5 +263,17 @@ impl Cron {
             }
         }
         let _ = s.save();
+    }
+}
+
+/// `2024-05-01 09:00:00 CEST` for a Unix-epoch millisecond in `tz` (UTC if unknown).
+pub fn format_time(ms: u64, tz: &str) -> String {
+    let zone = jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
+    match jiff::Timestamp::from_millisecond(ms as i64) {
+        Ok(t) => t
+            .to_zoned_datetime(zone)
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        Err(_) => format!("{ms}ms"),
     }
 }

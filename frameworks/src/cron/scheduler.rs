@@ -48,6 +48,9 @@ fn builder(job: &JobRecord, run: &Run) -> TaskBuilder {
     for (k, v) in &spec.env {
         b = b.env(k, v);
     }
+    if let Some(u) = &spec.user {
+        b = b.user(u);
+    }
     b.env("BRIM_CRON_JOB", &spec.name)
         .env("BRIM_CRON_FIRE", run.fire.to_string())
         .env("BRIM_CRON_ATTEMPT", run.attempt.to_string())

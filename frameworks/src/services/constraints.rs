@@ -84,9 +84,11 @@ impl Constraint {
                 }
             }),
             "UNIQUE" => return Err("UNIQUE takes no value".into()),
-            "" => return Err(format!(
+            "" => {
+                return Err(format!(
                 "missing operator after `{field}`: use UNIQUE, LIKE, UNLIKE, CLUSTER or GROUP_BY"
-            )),
+            ))
+            }
             other => {
                 return Err(format!(
                     "unknown operator `{other}`: use UNIQUE, LIKE, UNLIKE, CLUSTER or GROUP_BY"

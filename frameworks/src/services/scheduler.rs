@@ -139,6 +139,9 @@ impl ServicesScheduler {
                         for (k, v) in &svc.spec.env {
                             b = b.env(k, v);
                         }
+                        if let Some(u) = &svc.spec.user {
+                            b = b.user(u);
+                        }
                         packer.place(&b).map_err(|e| e.to_string())
                     });
                     match fits {

@@ -44,6 +44,9 @@ pub struct ServiceSpec {
     /// SIGTERM→SIGKILL grace period when an instance is stopped.
     #[serde(default = "default_grace")]
     pub kill_grace_seconds: f64,
+    /// Unix user to run as (default: `nobody`, the hosted frameworks' user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Rolling restart bounds.
@@ -194,6 +197,9 @@ impl ServiceSpec {
         if self.cmd.trim().is_empty() {
             bad("cmd", "must not be empty".into());
         }
+        if let Some(Err(why)) = self.user.as_deref().map(valid_user) {
+            bad("user", why);
+        }
         if !(self.cpus.is_finite() && self.cpus > 0.0 && self.cpus <= 1024.0) {
             bad("cpus", format!("must be in (0, 1024], got {}", self.cpus));
         }
@@ -295,6 +301,21 @@ impl ServiceSpec {
         let mut a = self.clone();
         a.instances = other.instances;
         a == *other
+    }
+}
+
+/// Unix user names: 1-32 of `a-z A-Z 0-9 _ . -`, not starting with `-`.
+pub fn valid_user(user: &str) -> Result<(), String> {
+    let ok = !user.is_empty()
+        && user.len() <= 32
+        && !user.starts_with('-')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{user}` is not a valid user name"))
     }
 }
 
@@ -409,6 +430,7 @@ max_surge = 1
             },
             healthy_after_seconds: -1.0,
             kill_grace_seconds: 3.0,
+            user: Some("a b".into()),
         };
         let problems = match spec.validate() {
             Err(SpecError::Invalid { problems }) => problems,
@@ -432,7 +454,7 @@ max_surge = 1
                 "healthy_after_seconds"
             ]
         );
-        assert!(problems[7].problem.contains("regex"), "{:?}", problems[7]);
+        assert!(problems[8].problem.contains("regex"), "{:?}", problems[8]);
         assert!(
             problems[8].problem.contains("unknown operator `SOMETIMES`"),
             "{:?}",
