@@ -40,6 +40,10 @@ enum Command {
     /// List frameworks.
     #[command(after_long_help = cli::help::FRAMEWORKS)]
     Frameworks(cli::query::QueryArgs),
+    /// Long-running services (hosted by the master): apply, list, show, scale, restart, remove.
+    Service(cli::service::ServiceArgs),
+    /// Scheduled jobs (hosted by the master): add, list, runs, remove.
+    Cron(cli::cron::CronArgs),
     /// Live per-task and per-agent usage and slack in the terminal (q quits).
     #[command(after_long_help = cli::help::TOP)]
     Top(cli::top::TopArgs),
@@ -75,6 +79,8 @@ fn main() -> std::process::ExitCode {
             Command::Tasks(a) => cli::query::tasks(a).await.map(|()| 0),
             Command::Agents(a) => cli::query::agents(a).await.map(|()| 0),
             Command::Frameworks(a) => cli::query::frameworks(a).await.map(|()| 0),
+            Command::Service(a) => cli::service::run(a).await,
+            Command::Cron(a) => cli::cron::run(a).await,
             Command::Top(a) => cli::top::run(a).await.map(|()| 0),
             Command::Completions(a) => {
                 cli::completions::run(a, &mut Cli::command());
@@ -119,6 +125,10 @@ mod tests {
             vec!["brim", "tasks", "--json"],
             vec!["brim", "agents"],
             vec!["brim", "frameworks"],
+            vec!["brim", "service", "list"],
+            vec!["brim", "service", "apply", "app.toml"],
+            vec!["brim", "cron", "add", "j", "--schedule", "*/5 * * * *", "--", "echo", "hi"],
+            vec!["brim", "cron", "runs", "j"],
             vec!["brim", "top", "--interval", "0.5", "--sort", "mem"],
             vec!["brim", "completions", "bash"],
             vec!["brim", "completions", "zsh"],

@@ -67,6 +67,9 @@ pub struct MasterConfig {
     pub state: StateConfig,
     /// `Some` runs in HA mode (etcd); `None` is a single master that always leads.
     pub ha: Option<HaConfig>,
+    /// More HTTP routes served by the leader on the same port (the hosted frameworks'
+    /// `/api/services` and `/api/cron`).
+    pub extra_routes: Option<axum::Router>,
 }
 
 impl MasterConfig {
@@ -77,6 +80,7 @@ impl MasterConfig {
             allocation_interval: Duration::from_secs(1),
             state: StateConfig::default(),
             ha: None,
+            extra_routes: None,
         }
     }
 }
@@ -182,7 +186,10 @@ async fn lead(
         },
         stop_rx.clone(),
     );
-    let router = server::router(handle);
+    let mut router = server::router(handle);
+    if let Some(extra) = config.extra_routes.clone() {
+        router = router.merge(extra);
+    }
     let mut server_stop = stop_rx;
     let mut server = tokio::spawn(server::serve(listener, router, async move {
         let _ = server_stop.wait_for(|v| *v).await;

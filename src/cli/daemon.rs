@@ -230,15 +230,41 @@ pub(crate) async fn master(a: MasterArgs) -> anyhow::Result<()> {
             prefix: a.etcd_prefix,
         });
     }
+    let hosted = host_frameworks(&mut config)?;
     let mut running = brim_master::start(config).await?;
+    let frameworks = hosted.start(&loopback(running.addr()));
     tokio::select! {
-        r = running.wait() => r.context("master stopped")?,
+        r = running.wait() => {
+            frameworks.stop().await;
+            r.context("master stopped")?
+        }
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
+            frameworks.stop().await;
             running.stop().await?;
         }
     }
     Ok(())
+}
+
+/// Opens the built-in frameworks' state (`<work dir>/frameworks/`) and serves their HTTP API
+/// (`/api/services`, `/api/cron`) on the master's port. Start them with `Hosted::start` once
+/// the master listens; they connect to it over loopback like any framework (docs/FRAMEWORKS.md).
+pub(crate) fn host_frameworks(
+    config: &mut brim_master::MasterConfig,
+) -> anyhow::Result<brim_frameworks::host::Hosted> {
+    let hosted = brim_frameworks::host::Hosted::open(&config.work_dir.join("frameworks"))?;
+    config.extra_routes = Some(hosted.router());
+    Ok(hosted)
+}
+
+/// `host:port` to reach a master bound at `addr` from this machine.
+pub(crate) fn loopback(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()).to_string()
+    } else {
+        addr.to_string()
+    }
 }
 
 pub(crate) async fn agent(a: AgentArgs) -> anyhow::Result<()> {

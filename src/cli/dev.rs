@@ -33,9 +33,10 @@ pub(crate) async fn run(a: DevArgs) -> anyhow::Result<()> {
         .work_dir
         .clone()
         .unwrap_or_else(|| default_work_dir("dev"));
-    let master_config = a
+    let mut master_config = a
         .master
         .config(SocketAddr::new(a.ip, a.port), work_dir.join("master"));
+    let hosted = super::daemon::host_frameworks(&mut master_config)?;
     let master = brim_master::start(master_config).await?;
     let master_addr = master.addr();
     let connect_host = if a.ip.is_unspecified() {
@@ -44,6 +45,7 @@ pub(crate) async fn run(a: DevArgs) -> anyhow::Result<()> {
         a.ip
     };
     let master_target = SocketAddr::new(connect_host, master_addr.port()).to_string();
+    let frameworks = hosted.start(&master_target);
     let agent_config = a.agent.config(
         master_target.clone(),
         work_dir.join("agent"),
@@ -67,6 +69,7 @@ pub(crate) async fn run(a: DevArgs) -> anyhow::Result<()> {
     }));
     shutdown_signal().await;
     println!("stopping…");
+    frameworks.stop().await;
     let _ = stop_tx.send(());
     match agent_task.await {
         Ok(Ok(())) => {}

@@ -1,11 +1,13 @@
 //! Subcommand implementations. Each file is one command family.
 
 pub(crate) mod completions;
+pub(crate) mod cron;
 pub(crate) mod daemon;
 pub(crate) mod dev;
 pub(crate) mod help;
 pub(crate) mod query;
 pub(crate) mod run;
+pub(crate) mod service;
 pub(crate) mod top;
 pub(crate) mod version;
 
