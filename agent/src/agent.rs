@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use brim_proto::v1::{
@@ -17,10 +17,14 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::cgroups::{self, CgroupBackend, Limits};
+use crate::checkpoint::{self, SupervisorRef, TaskRecord};
 use crate::config::AgentConfig;
-use crate::launcher::{self, LaunchSpec, TaskEnv};
-use crate::sys;
+use crate::launcher::{self, TaskEnv};
+use crate::supervisor::{self, ExitRecord};
 use crate::task::{self, Completed, Task};
+
+/// Name of the cgroup (under the agent root) that holds every task supervisor.
+pub(crate) const SUPERVISORS_CGROUP: &str = "supervisors";
 
 /// (framework id, task id).
 pub(crate) type TaskKey = (String, String);
@@ -109,9 +113,28 @@ pub(crate) struct Agent {
     /// Woken when there is something new to send to the master.
     pub outbox: Notify,
     supervisors: Mutex<Vec<JoinHandle<()>>>,
+    /// Checkpoint layout and writer (started by [`Agent::start_checkpoints`]).
+    pub layout: checkpoint::Layout,
+    checkpoints: OnceLock<checkpoint::Writer>,
+    /// Problems found while recovering (corrupt checkpoints, vanished supervisors), shown in
+    /// `/state`.
+    pub recovery_errors: Mutex<Vec<String>>,
+    /// Whether the supervisors' cgroup exists.
+    pub supervisors_cgroup: std::sync::atomic::AtomicBool,
 }
 
-struct Outcome {
+/// A task whose supervisor runs, as the waiting code needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    pub key: TaskKey,
+    pub container_id: String,
+    pub mem_mib: f64,
+    pub pid: i32,
+    /// A kill was requested before the agent restarted.
+    pub kill_requested: bool,
+}
+
+pub(crate) struct Outcome {
     state: TaskState,
     reason: TaskStatusReason,
     message: String,
@@ -128,7 +151,11 @@ impl Agent {
         agent_id: Option<String>,
     ) -> Self {
         let completed = Completed::new(config.max_completed_tasks);
-        let telemetry = Arc::new(crate::telemetry::Telemetry::start(&config, cgroups.as_ref()));
+        let telemetry = Arc::new(crate::telemetry::Telemetry::start(
+            &config,
+            cgroups.as_ref(),
+        ));
+        let work_dir = config.work_dir.clone();
         Agent {
             config,
             total,
@@ -149,6 +176,102 @@ impl Agent {
             }),
             outbox: Notify::new(),
             supervisors: Mutex::new(Vec::new()),
+            layout: checkpoint::Layout::new(&work_dir),
+            checkpoints: OnceLock::new(),
+            recovery_errors: Mutex::new(Vec::new()),
+            supervisors_cgroup: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Starts the checkpoint writer; from now on every task change is checkpointed and
+    /// status updates wait for their checkpoint.
+    pub(crate) fn start_checkpoints(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let writer = checkpoint::Writer::start(move |done| {
+            if let Some(agent) = weak.upgrade() {
+                agent.mark_durable(done);
+            }
+        });
+        let _ = self.checkpoints.set(writer);
+    }
+
+    fn mark_durable(&self, done: Vec<(TaskKey, u64)>) {
+        let mut st = self.state();
+        for (key, seq) in done {
+            if let Some(t) = st.tasks.get_mut(&key) {
+                t.durable_seq = t.durable_seq.max(seq);
+            }
+        }
+        drop(st);
+        self.outbox.notify_one();
+    }
+
+    /// The checkpoint record of a task.
+    fn record(st: &State, t: &Task) -> TaskRecord {
+        TaskRecord {
+            framework: st
+                .frameworks
+                .get(&t.framework_id)
+                .map(checkpoint::to_hex)
+                .unwrap_or_default(),
+            task: checkpoint::to_hex(&t.info),
+            framework_id: t.framework_id.clone(),
+            container_id: t.container_id.clone(),
+            sandbox: t.sandbox.clone(),
+            state: t.state as i32,
+            message: t.message.clone(),
+            exit_code: t.exit_code,
+            supervisor: t.supervisor,
+            kill_grace_seconds: t.kill_requested.map(|d| d.as_secs_f64()),
+            started_time: t.started_time,
+            updated_time: t.updated_time,
+            updates: t.updates.statuses().map(checkpoint::to_hex).collect(),
+        }
+    }
+
+    /// Queues a checkpoint of the task `key` (bumping its seq). `done` is told when the
+    /// record is on disk.
+    fn persist(
+        &self,
+        st: &mut State,
+        key: &TaskKey,
+        done: Option<tokio::sync::oneshot::Sender<std::io::Result<()>>>,
+    ) {
+        let Some(writer) = self.checkpoints.get() else {
+            if let Some(d) = done {
+                let _ = d.send(Ok(()));
+            }
+            return;
+        };
+        let Some(t) = st.tasks.get(key) else {
+            return;
+        };
+        let bytes = checkpoint::encode(&Self::record(st, t));
+        let Some(t) = st.tasks.get_mut(key) else {
+            return;
+        };
+        t.seq += 1;
+        writer.send(checkpoint::Op::Write {
+            key: key.clone(),
+            seq: t.seq,
+            path: self.layout.task(&key.0, &key.1),
+            bytes,
+            done,
+        });
+    }
+
+    /// Removes the checkpoint of a forgotten task.
+    fn unpersist(&self, key: &TaskKey, t: &Task) {
+        if let Some(writer) = self.checkpoints.get() {
+            let mut paths = vec![self.layout.task(&key.0, &key.1)];
+            if !t.container_id.is_empty() {
+                paths.push(self.layout.container(&t.container_id));
+            }
+            writer.send(checkpoint::Op::Remove {
+                key: key.clone(),
+                seq: t.seq + 1,
+                paths,
+            });
         }
     }
 
@@ -231,6 +354,7 @@ impl Agent {
             t.pid = None;
             st.killers.remove(key);
         }
+        self.persist(&mut st, key, None);
         drop(st);
         self.outbox.notify_one();
         true
@@ -324,12 +448,17 @@ impl Agent {
                 message: String::new(),
                 exit_code: None,
                 pid: None,
+                supervisor: None,
+                seq: 0,
+                durable_seq: 0,
                 kill_requested: None,
                 updates: Default::default(),
                 started_time: now,
                 updated_time: now,
             },
         );
+        st.frameworks
+            .insert(framework.id.clone(), framework.clone());
         let v = match validated {
             Ok(v) => v,
             Err(why) => {
@@ -371,9 +500,14 @@ impl Agent {
             None,
         );
         let outcome = match self.launch(&v).await {
-            Err(e) => {
+            Err((e, started)) => {
                 let msg = e.to_string();
                 tracing::warn!(task = %key.1, error = %msg, "launch failed");
+                if let Some((pid, fd)) = started {
+                    // The supervisor exits on its own once the launch failed.
+                    let _ = supervisor::wait(fd).await;
+                    tracing::debug!(task = %key.1, pid, "supervisor of a failed launch exited");
+                }
                 Outcome {
                     state: TaskState::TaskFailed,
                     reason: TaskStatusReason::ReasonContainerLaunchFailed,
@@ -387,19 +521,41 @@ impl Agent {
                 message: "task killed before it started".into(),
                 exit_code: None,
             },
-            Ok(Some(child)) => self.wait(&v, child, &mut kill_rx).await,
+            Ok(Some((running, fd))) => self.wait(&running, fd, &mut kill_rx).await,
         };
+        self.finish(&key, &v.container_id, outcome).await;
+    }
+
+    /// Follows a task re-attached after an agent restart to its end.
+    pub(crate) async fn supervise_recovered(
+        self: Arc<Self>,
+        running: Running,
+        pidfd: std::os::fd::OwnedFd,
+        mut kill_rx: mpsc::UnboundedReceiver<Duration>,
+    ) {
+        let outcome = self.wait(&running, pidfd, &mut kill_rx).await;
+        self.finish(&running.key, &running.container_id, outcome)
+            .await;
+    }
+
+    /// Removes the container's cgroup and records the task's end.
+    async fn finish(&self, key: &TaskKey, container_id: &str, outcome: Outcome) {
         if let Some(cg) = self.cgroups.clone() {
-            let id = v.container_id.clone();
-            let res = tokio::task::spawn_blocking(move || cgroups::destroy(cg.as_ref(), &id)).await;
-            match res {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(task = %key.1, error = %e, "cgroup cleanup failed"),
-                Err(e) => tracing::warn!(task = %key.1, error = %e, "cgroup cleanup panicked"),
+            let id = container_id.to_string();
+            if !id.is_empty() {
+                let res =
+                    tokio::task::spawn_blocking(move || cgroups::destroy(cg.as_ref(), &id)).await;
+                match res {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(task = %key.1, error = %e, "cgroup cleanup failed")
+                    }
+                    Err(e) => tracing::warn!(task = %key.1, error = %e, "cgroup cleanup panicked"),
+                }
             }
         }
         self.update(
-            &key,
+            key,
             outcome.state,
             outcome.reason,
             outcome.message,
@@ -407,36 +563,59 @@ impl Agent {
         );
     }
 
-    /// Creates the sandbox and cgroup and starts the process. `Ok(None)`: killed meanwhile.
+    /// The user a task runs as: the command's, else the framework's, else the agent's
+    /// default. `None` when the agent cannot switch users (not root).
+    fn task_user(
+        &self,
+        v: &ValidatedTask,
+    ) -> Result<Option<supervisor::TaskUser>, supervisor::SupervisorError> {
+        if !crate::sys::is_root() {
+            return Ok(None);
+        }
+        let command_user = v.info.command.as_ref().map_or("", |c| c.user.as_str());
+        let framework_user = self
+            .state()
+            .frameworks
+            .get(&v.key.0)
+            .map(|f| f.user.clone())
+            .unwrap_or_default();
+        let name = [command_user, framework_user.as_str()]
+            .into_iter()
+            .find(|u| !u.is_empty())
+            .unwrap_or(self.config.default_task_user.as_str());
+        supervisor::resolve_user(name, self.config.allow_root_tasks).map(Some)
+    }
+
+    /// Whether tasks get their own namespaces.
+    pub(crate) fn namespaces(&self) -> bool {
+        self.config.namespaces
+            && self.config.isolation != crate::config::Isolation::None
+            && crate::sys::is_root()
+    }
+
+    /// Creates the sandbox and cgroup, starts the supervisor, checkpoints it, then lets it
+    /// start the task. `Ok(None)`: killed meanwhile. On error after the supervisor started,
+    /// its pid and pidfd come back so the caller can wait for it to go away.
+    #[allow(clippy::type_complexity)]
     async fn launch(
         &self,
         v: &ValidatedTask,
-    ) -> Result<Option<tokio::process::Child>, launcher::LaunchError> {
+    ) -> Result<
+        Option<(Running, std::os::fd::OwnedFd)>,
+        (launcher::LaunchError, Option<(i32, std::os::fd::OwnedFd)>),
+    > {
         let command = v.info.command.clone().unwrap_or_default();
-        let (program, argv) = launcher::argv(&command)?;
-        let (stdout, stderr) = launcher::prepare_sandbox(&v.sandbox)?;
-        let mut procs = Vec::new();
-        if let Some(cg) = self.cgroups.clone() {
-            let limits = Limits {
-                cpus: v.resources.scalar("cpus"),
-                cpu_hard_limit: self.config.cpu_hard_limit,
-                mem_bytes: match v.resources.scalar("mem") {
-                    m if m > 0.0 => Some((m * 1024.0 * 1024.0) as u64),
-                    _ => None,
-                },
-            };
-            let id = v.container_id.clone();
-            // Tracked (bind filter, counters) before the task's process exists.
-            let tel = Arc::clone(&self.telemetry);
-            let (key, info, res) = (v.key.clone(), v.info.clone(), v.resources.clone());
-            let role = self.framework_role(&v.key.0);
-            procs = tokio::task::spawn_blocking(move || {
-                cg.create(&id, &limits)?;
-                tel.register(&key, &id, cg.unified_path(&id), &info, &res, role);
-                cgroups::open_procs(cg.as_ref(), &id)
-            })
-            .await
-            .map_err(|e| launcher::LaunchError::Internal(e.to_string()))??;
+        let (program, argv) = launcher::argv(&command).map_err(|e| (e, None))?;
+        let (stdout, stderr) = launcher::prepare_sandbox(&v.sandbox).map_err(|e| (e, None))?;
+        let user = self.task_user(v).map_err(|e| (e.into(), None))?;
+        if let Some(u) = &user {
+            for p in [
+                v.sandbox.clone(),
+                v.sandbox.join("stdout"),
+                v.sandbox.join("stderr"),
+            ] {
+                supervisor::chown(&p, u).map_err(|e| (e.into(), None))?;
+            }
         }
         let agent_id = self.agent_id();
         let host = self
@@ -454,25 +633,110 @@ impl Agent {
                 host,
             },
         );
-        let mut st = self.state();
-        let Some(t) = st.tasks.get_mut(&v.key) else {
-            return Ok(None);
-        };
-        if t.kill_requested.is_some() {
-            return Ok(None);
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or("", |(_, p)| p.as_str());
+        let program = supervisor::resolve_program(&program, path, &v.sandbox)
+            .map_err(|e| (e.into(), None))?;
+        let mut procs = Vec::new();
+        let mut sup_procs = None;
+        if let Some(cg) = self.cgroups.clone() {
+            let limits = Limits {
+                cpus: v.resources.scalar("cpus"),
+                cpu_hard_limit: self.config.cpu_hard_limit,
+                mem_bytes: match v.resources.scalar("mem") {
+                    m if m > 0.0 => Some((m * 1024.0 * 1024.0) as u64),
+                    _ => None,
+                },
+                pids_max: Some(self.config.task_pids_max),
+            };
+            let id = v.container_id.clone();
+            // Tracked (bind filter, counters) before the task's process exists.
+            let tel = Arc::clone(&self.telemetry);
+            let (key, info, res) = (v.key.clone(), v.info.clone(), v.resources.clone());
+            let role = self.framework_role(&v.key.0);
+            let with_sup = self
+                .supervisors_cgroup
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let opened = tokio::task::spawn_blocking(move || {
+                cg.create(&id, &limits)?;
+                tel.register(&key, &id, cg.unified_path(&id), &info, &res, role);
+                let procs = cgroups::open_procs(cg.as_ref(), &id)?;
+                let sup = if with_sup {
+                    cgroups::open_procs(cg.as_ref(), SUPERVISORS_CGROUP)
+                        .ok()
+                        .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)))
+                } else {
+                    None
+                };
+                Ok::<_, cgroups::CgroupError>((procs, sup))
+            })
+            .await
+            .map_err(|e| (launcher::LaunchError::Internal(e.to_string()), None))?
+            .map_err(|e| (e.into(), None))?;
+            procs = opened.0;
+            sup_procs = opened.1;
         }
-        // Spawn under the lock so a concurrent kill either sees the pid or is seen above.
-        let child = launcher::spawn(LaunchSpec {
+        let spec = supervisor::TaskSpec {
             program,
             argv,
             env,
-            cwd: v.sandbox.clone(),
+            sandbox: v.sandbox.clone(),
+            work_dir: self.config.work_dir.clone(),
             stdout,
             stderr,
-            cgroup_procs: procs,
-        })?;
-        t.pid = child.id().and_then(|p| i32::try_from(p).ok());
-        drop(st);
+            task_procs: procs,
+            supervisor_procs: sup_procs,
+            exit_dir: self.layout.container(&v.container_id),
+            user,
+            rlimits: supervisor::default_rlimits(),
+            namespaces: self.namespaces(),
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let pending = {
+            let mut st = self.state();
+            let Some(t) = st.tasks.get_mut(&v.key) else {
+                return Ok(None);
+            };
+            if t.kill_requested.is_some() {
+                return Ok(None);
+            }
+            // Under the lock so a concurrent kill either sees the pid or is seen above.
+            let pending = supervisor::spawn(spec).map_err(|e| (e.into(), None))?;
+            t.supervisor = Some(SupervisorRef {
+                pid: pending.pid,
+                start_time: pending.start_time,
+            });
+            t.pid = Some(pending.pid);
+            self.persist(&mut st, &v.key, Some(done_tx));
+            pending
+        };
+        let pid = pending.pid;
+        let pidfd = match crate::sys::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                drop(pending);
+                return Err((
+                    launcher::LaunchError::Internal(format!("cannot watch the supervisor: {e}")),
+                    None,
+                ));
+            }
+        };
+        // The task starts only once its supervisor is on disk.
+        if let Ok(Err(e)) = done_rx.await {
+            tracing::error!(task = %v.key.1, error = %e, "checkpoint failed: this task will not survive an agent restart");
+        }
+        match tokio::task::spawn_blocking(move || pending.go()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err((e.into(), Some((pid, pidfd)))),
+            Err(e) => {
+                return Err((
+                    launcher::LaunchError::Internal(e.to_string()),
+                    Some((pid, pidfd)),
+                ))
+            }
+        }
         self.update(
             &v.key,
             TaskState::TaskRunning,
@@ -480,53 +744,94 @@ impl Agent {
             String::new(),
             None,
         );
-        Ok(Some(child))
+        Ok(Some((
+            Running {
+                key: v.key.clone(),
+                container_id: v.container_id.clone(),
+                mem_mib: v.resources.scalar("mem"),
+                pid,
+                kill_requested: false,
+            },
+            pidfd,
+        )))
     }
 
-    /// Waits for the process, handling kill requests (SIGTERM, grace, SIGKILL).
+    /// Waits for the supervisor to exit, handling kill requests (SIGTERM forwarded to the
+    /// task, grace, then the supervisor SIGKILLs it), and reads the recorded exit status.
     async fn wait(
         &self,
-        v: &ValidatedTask,
-        mut child: tokio::process::Child,
+        r: &Running,
+        pidfd: std::os::fd::OwnedFd,
         kill_rx: &mut mpsc::UnboundedReceiver<Duration>,
     ) -> Outcome {
-        let pgid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        let exit = supervisor::wait(pidfd);
+        tokio::pin!(exit);
         let mut killed = false;
-        let status = tokio::select! {
-            st = child.wait() => st,
+        let waited = tokio::select! {
+            st = &mut exit => st,
             Some(grace) = kill_rx.recv() => {
                 killed = true;
-                tracing::info!(task = %v.key.1, ?grace, "killing task");
-                let _ = sys::signal_group(pgid, Signal::SIGTERM);
-                match tokio::time::timeout(grace, child.wait()).await {
+                tracing::info!(task = %r.key.1, ?grace, "killing task");
+                let _ = supervisor::signal(r.pid, libc::SIGTERM);
+                match tokio::time::timeout(grace, &mut exit).await {
                     Ok(st) => st,
                     Err(_) => {
-                        let _ = sys::signal_group(pgid, Signal::SIGKILL);
-                        child.wait().await
+                        let _ = supervisor::signal(r.pid, supervisor::escalate_signal());
+                        exit.await
                     }
                 }
             }
         };
-        if self.cgroups.is_none() {
-            // Without a cgroup the process group is all we can reach.
-            let _ = sys::signal_group(pgid, Signal::SIGKILL);
+        if let Err(e) = waited {
+            return Outcome {
+                state: TaskState::TaskFailed,
+                reason: TaskStatusReason::ReasonExecutorTerminated,
+                message: format!("lost track of the task's supervisor: {e}"),
+                exit_code: None,
+            };
         }
-        let oom = self
-            .cgroups
-            .as_ref()
-            .and_then(|cg| cg.usage(&v.container_id).ok())
-            .is_some_and(|u| u.oom_events > 0);
-        let status = match status {
-            Ok(s) => s,
+        self.outcome_of(r, killed)
+    }
+
+    /// The outcome of a task whose supervisor exited, from its `exit` file.
+    pub(crate) fn outcome_of(&self, r: &Running, killed: bool) -> Outcome {
+        let record = supervisor::read_exit(&self.layout.container(&r.container_id));
+        let status = match record {
+            Ok(Some(ExitRecord::Exited(s))) => s,
+            Ok(Some(ExitRecord::Aborted)) => {
+                return Outcome {
+                    state: if killed {
+                        TaskState::TaskKilled
+                    } else {
+                        TaskState::TaskFailed
+                    },
+                    reason: TaskStatusReason::ReasonAgentRestarted,
+                    message: "the agent restarted while launching the task; it never started: launch it again".into(),
+                    exit_code: None,
+                }
+            }
+            Ok(None) => {
+                return Outcome {
+                    state: TaskState::TaskFailed,
+                    reason: TaskStatusReason::ReasonExecutorTerminated,
+                    message: "the task's supervisor died without recording the exit status (killed by hand?)".into(),
+                    exit_code: None,
+                }
+            }
             Err(e) => {
                 return Outcome {
                     state: TaskState::TaskFailed,
-                    reason: TaskStatusReason::ReasonCommandExecutorFailed,
-                    message: format!("lost track of the task's process: {e}"),
+                    reason: TaskStatusReason::ReasonExecutorTerminated,
+                    message: format!("cannot read the task's exit status: {e}"),
                     exit_code: None,
-                };
+                }
             }
         };
+        let oom = self
+            .cgroups
+            .as_ref()
+            .and_then(|cg| cg.usage(&r.container_id).ok())
+            .is_some_and(|u| u.oom_events > 0);
         let code = launcher::exit_code(status);
         let how = match std::os::unix::process::ExitStatusExt::signal(&status) {
             Some(sig) => format!(
@@ -548,7 +853,7 @@ impl Agent {
                 reason: TaskStatusReason::ReasonContainerLimitationMemory,
                 message: format!(
                     "memory limit of {} MiB exceeded: {how}; give the task more mem",
-                    v.resources.scalar("mem")
+                    r.mem_mib
                 ),
                 exit_code: Some(code),
             }
@@ -567,6 +872,151 @@ impl Agent {
                 exit_code: Some(code),
             }
         }
+    }
+
+    /// Re-creates tasks from their checkpoints and re-attaches to the supervisors that still
+    /// run. Returns the live tasks whose supervisor is gone (to settle with
+    /// [`Agent::settle_recovered`]), the pids of the supervisors re-attached to, and
+    /// problems met.
+    pub(crate) fn restore(
+        self: &Arc<Self>,
+        records: Vec<TaskRecord>,
+    ) -> (Vec<Running>, Vec<i32>, Vec<String>) {
+        let mut ended = Vec::new();
+        let mut live = Vec::new();
+        let mut errors = Vec::new();
+        let mut started = Vec::new();
+        let mut st = self.state();
+        for r in records {
+            let Some(info) = checkpoint::from_hex::<TaskInfo>(&r.task) else {
+                errors.push(format!(
+                    "checkpoint of a task of framework {} holds an undecodable task; it is forgotten",
+                    r.framework_id
+                ));
+                continue;
+            };
+            let key: TaskKey = (r.framework_id.clone(), info.task_id.clone());
+            let framework =
+                checkpoint::from_hex::<FrameworkInfo>(&r.framework).unwrap_or_else(|| {
+                    FrameworkInfo {
+                        id: r.framework_id.clone(),
+                        ..Default::default()
+                    }
+                });
+            let state = TaskState::try_from(r.state).unwrap_or(TaskState::TaskUnknown);
+            let resources = Resources::from_proto(&info.resources).unwrap_or_default();
+            let updates = task::UpdateQueue::from_statuses(
+                r.updates
+                    .iter()
+                    .filter_map(|h| checkpoint::from_hex::<TaskStatus>(h)),
+            );
+            let kill = r
+                .kill_grace_seconds
+                .filter(|g| g.is_finite() && *g >= 0.0)
+                .map(Duration::from_secs_f64);
+            st.frameworks.insert(key.0.clone(), framework);
+            st.tasks.insert(
+                key.clone(),
+                Task {
+                    info,
+                    framework_id: r.framework_id.clone(),
+                    container_id: r.container_id.clone(),
+                    resources: resources.clone(),
+                    sandbox: r.sandbox.clone(),
+                    state,
+                    message: r.message.clone(),
+                    exit_code: r.exit_code,
+                    pid: None,
+                    supervisor: r.supervisor,
+                    seq: 0,
+                    durable_seq: 0,
+                    kill_requested: kill,
+                    updates,
+                    started_time: r.started_time,
+                    updated_time: r.updated_time,
+                },
+            );
+            if state.is_terminal() || r.container_id.is_empty() {
+                continue;
+            }
+            let mut running = Running {
+                key: key.clone(),
+                container_id: r.container_id.clone(),
+                mem_mib: resources.scalar("mem"),
+                pid: 0,
+                kill_requested: kill.is_some(),
+            };
+            let attached = r
+                .supervisor
+                .and_then(|s| supervisor::attach(s.pid, s.start_time).map(|fd| (s.pid, fd)));
+            let Some((pid, fd)) = attached else {
+                running.pid = r.supervisor.map_or(0, |s| s.pid);
+                ended.push(running);
+                continue;
+            };
+            running.pid = pid;
+            live.push(pid);
+            if let Some(t) = st.tasks.get_mut(&key) {
+                t.pid = Some(pid);
+            }
+            if state != TaskState::TaskRunning
+                && state != TaskState::TaskKilling
+                && supervisor::has_children(pid)
+            {
+                started.push(key.clone());
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            if let Some(g) = kill {
+                let _ = tx.send(g);
+            }
+            st.killers.insert(key.clone(), tx);
+            tracing::info!(framework = %key.0, task = %key.1, pid, "re-attached to a running task");
+            let agent = Arc::clone(self);
+            let handle =
+                tokio::spawn(async move { agent.supervise_recovered(running, fd, rx).await });
+            self.supervisors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(handle);
+        }
+        drop(st);
+        for key in started {
+            // Started while the agent was down, after its last checkpoint.
+            self.update(
+                &key,
+                TaskState::TaskRunning,
+                TaskStatusReason::ReasonUnspecified,
+                String::new(),
+                None,
+            );
+        }
+        (ended, live, errors)
+    }
+
+    /// Settles a recovered task whose supervisor is gone, from its `exit` file.
+    pub(crate) async fn settle_recovered(&self, r: Running) {
+        let outcome = if r.pid == 0 {
+            Outcome {
+                state: TaskState::TaskFailed,
+                reason: TaskStatusReason::ReasonAgentRestarted,
+                message: "the agent restarted while launching the task; it never started: launch it again".into(),
+                exit_code: None,
+            }
+        } else {
+            self.outcome_of(&r, r.kill_requested)
+        };
+        tracing::info!(framework = %r.key.0, task = %r.key.1, state = outcome.state.name(), "task ended while the agent was down");
+        self.finish(&r.key, &r.container_id, outcome).await;
+    }
+
+    /// Container ids of every task that is not terminal.
+    pub(crate) fn live_containers(&self) -> std::collections::HashSet<String> {
+        self.state()
+            .tasks
+            .values()
+            .filter(|t| t.is_live() && !t.container_id.is_empty())
+            .map(|t| t.container_id.clone())
+            .collect()
     }
 
     /// Handles `kill_task`: SIGTERM, grace, SIGKILL; TASK_LOST for a task the agent does
@@ -607,6 +1057,7 @@ impl Agent {
         if let Some(tx) = st.killers.get(&key) {
             let _ = tx.send(grace);
         }
+        self.persist(&mut st, &key, None);
     }
 
     /// Handles `shutdown_framework`: kills every task of that framework.
@@ -647,8 +1098,11 @@ impl Agent {
         let finished = t.is_finished();
         if finished {
             if let Some(t) = st.tasks.remove(&key) {
+                self.unpersist(&key, &t);
                 st.completed.push(TaskView::of(&t));
             }
+        } else {
+            self.persist(&mut st, &key, None);
         }
         drop(st);
         // The next update of this task may go now.
@@ -662,6 +1116,8 @@ impl Agent {
         let mut out: Vec<TaskStatus> = st
             .tasks
             .values_mut()
+            // An update goes out only once the record holding it is on disk.
+            .filter(|t| t.durable_seq >= t.seq)
             .filter_map(|t| t.updates.due(now, retry))
             .collect();
         out.extend(st.oneshot.drain(..));
@@ -769,6 +1225,17 @@ impl Agent {
                 tracing::warn!(error = %e, "task supervisor failed");
             }
         }
+        if let Some(cg) = self.cgroups.clone() {
+            if self
+                .supervisors_cgroup
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                let _ = tokio::task::spawn_blocking(move || {
+                    cgroups::destroy(cg.as_ref(), SUPERVISORS_CGROUP)
+                })
+                .await;
+            }
+        }
     }
 
     /// `/state` JSON.
@@ -791,6 +1258,7 @@ impl Agent {
             "attributes": self.config.attributes.iter().cloned().collect::<HashMap<_, _>>(),
             "tasks": tasks,
             "completed_tasks": completed,
+            "recovery_errors": *self.recovery_errors.lock().unwrap_or_else(|p| p.into_inner()),
         })
     }
 

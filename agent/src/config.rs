@@ -68,6 +68,17 @@ pub struct AgentConfig {
     pub ebpf: EbpfMode,
     /// eBPF map sizes: tasks the agent can track at once (more run, untracked, with a warning).
     pub ebpf_max_tasks: u32,
+    /// Let tasks run as root (a task or framework asking for `root`). Off by default: such
+    /// tasks fail with a message saying how to allow it. `brim dev` turns it on.
+    pub allow_root_tasks: bool,
+    /// User for tasks whose command and framework name none (only used when the agent runs
+    /// as root and can switch users).
+    pub default_task_user: String,
+    /// Private PID, mount, UTS and IPC namespaces per task (when the agent runs as root and
+    /// isolation is not `None`).
+    pub namespaces: bool,
+    /// `pids.max` of each task's cgroup (fork bombs stop there).
+    pub task_pids_max: u64,
 }
 
 impl AgentConfig {
@@ -91,6 +102,10 @@ impl AgentConfig {
             max_completed_tasks: 200,
             ebpf: EbpfMode::Auto,
             ebpf_max_tasks: 4096,
+            allow_root_tasks: false,
+            default_task_user: "nobody".to_string(),
+            namespaces: true,
+            task_pids_max: 4096,
         }
     }
 }

@@ -36,6 +36,8 @@ pub enum LaunchError {
     Cgroup(#[from] CgroupError),
     #[error("internal error while launching ({0}); see the agent log")]
     Internal(String),
+    #[error(transparent)]
+    Supervisor(#[from] crate::supervisor::SupervisorError),
 }
 
 /// Program and argv (argv[0] included) for a command.

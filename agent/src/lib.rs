@@ -15,13 +15,16 @@
 
 mod agent;
 pub mod cgroups;
+pub mod checkpoint;
 mod config;
 pub mod ebpf;
 mod http;
 pub mod launcher;
 mod master_link;
 mod metrics;
+mod recovery;
 pub mod resources_detect;
+pub mod supervisor;
 mod sys;
 pub mod task;
 mod telemetry;
@@ -232,7 +235,8 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         &advertise_host(&config, http_addr, &hostname).await,
         http_addr.port(),
     );
-    let agent_id = master_link::load_agent_id(&wd);
+    let agent_id = recovery::identity(&wd, &total);
+    let same_agent = agent_id.is_some();
     tracing::info!(%http_addr, advertised = %http_address, resources = %total, agent_id = ?agent_id, "agent starting");
     let agent = Arc::new(Agent::new(
         config,
@@ -242,6 +246,8 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         cg,
         agent_id,
     ));
+    agent.start_checkpoints();
+    recovery::recover(&agent, same_agent).await;
 
     let (stop, stop_rx) = watch::channel(false);
     let app = http::router(Arc::clone(&agent));

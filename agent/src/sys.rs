@@ -3,9 +3,10 @@
 //!
 //! Architecture Invariant: no other module of `brim-agent` contains `unsafe` or calls libc.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
@@ -14,6 +15,7 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
 /// Sends `sig` to the process group `pgid`. A group that no longer exists is not an error.
+#[allow(dead_code)] // tasks are signalled through their supervisors now
 pub(crate) fn signal_group(pgid: i32, sig: Signal) -> io::Result<()> {
     if pgid <= 1 {
         return Err(io::Error::new(
@@ -129,6 +131,581 @@ fn format_pid(pid: i32, buf: &mut [u8; 24]) -> usize {
         buf[i] = tmp[n - 1 - i];
     }
     n
+}
+
+// ------------------------------------------------------------------ task supervisors
+
+/// Where in the supervisor/task setup a launch failed (reported through the error pipe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub(crate) enum Stage {
+    Session = 1,
+    Cgroup = 2,
+    Mounts = 3,
+    Rlimit = 4,
+    User = 5,
+    Chdir = 6,
+    Exec = 7,
+    Fork = 8,
+    Stdio = 9,
+}
+
+impl Stage {
+    pub(crate) fn from_i32(v: i32) -> Option<Stage> {
+        use Stage::*;
+        [
+            Session, Cgroup, Mounts, Rlimit, User, Chdir, Exec, Fork, Stdio,
+        ]
+        .into_iter()
+        .find(|s| *s as i32 == v)
+    }
+}
+
+/// Private mount namespace setup: hide the agent's work dir behind a tmpfs, bind the task's
+/// own sandbox back at the same path, mount a fresh `/proc` for the new PID namespace.
+#[derive(Debug)]
+pub(crate) struct MountPlan {
+    /// The agent's work dir (covered by a tmpfs).
+    pub work_dir: CString,
+    /// Directories to create in that tmpfs, parents first, ending with the sandbox path.
+    pub mkdirs: Vec<CString>,
+    pub sandbox: CString,
+}
+
+/// Everything a supervisor and its task need, allocated before the fork: the children only
+/// make raw syscalls on this data.
+#[derive(Debug)]
+pub(crate) struct SpawnSpec {
+    pub program: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub cwd: CString,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// `cgroup.procs` of the task's cgroups: the task writes `0` (itself) into each.
+    pub task_procs: Vec<File>,
+    /// `cgroup.procs` of the supervisors' cgroup, joined by the supervisor.
+    pub supervisor_procs: Option<File>,
+    /// Directory the supervisor writes `exit` into (through this fd, so hiding the work dir
+    /// in the task's mount namespace does not matter).
+    pub exit_dir: File,
+    /// (uid, gid, supplementary groups) to switch to; `None` keeps the agent's user.
+    pub user: Option<(u32, u32, Vec<u32>)>,
+    /// (resource, soft, hard).
+    pub rlimits: Vec<(i32, u64, u64)>,
+    /// New PID, mount, UTS and IPC namespaces with this mount plan.
+    pub namespaces: Option<MountPlan>,
+}
+
+/// A supervisor waiting for the go byte.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pub pid: i32,
+    /// Write one byte to let the supervisor start the task; dropping it unwritten makes the
+    /// supervisor exit without starting anything.
+    pub go: File,
+    /// EOF once the task exec'd; 8 bytes (stage, errno) when its setup failed.
+    pub errors: File,
+}
+
+/// Signal the agent sends a supervisor to SIGKILL its task (and, with a PID namespace,
+/// everything in it): a real-time signal no task is told about.
+pub(crate) fn escalate_signal() -> i32 {
+    libc::SIGRTMAX() - 1
+}
+
+/// Signals a supervisor forwards to its task's process group.
+const FORWARDED: [i32; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Opens `/dev/null` read-write.
+fn dev_null() -> io::Result<OwnedFd> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    Ok(OwnedFd::from(f))
+}
+
+/// Starts a supervisor: a child of the agent in its own session (and, with
+/// `spec.namespaces`, PID 1 of new PID/mount/UTS/IPC namespaces) that outlives the agent,
+/// waits for the go byte, starts the task, forwards signals to it, reaps it and writes its
+/// wait status to `exit` in `spec.exit_dir` (write + fsync + rename).
+pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
+    let (go_r, go_w) = pipe_cloexec()?;
+    let (err_r, err_w) = pipe_cloexec()?;
+    let null = dev_null()?;
+    let argv_ptrs: Vec<*const libc::c_char> = spec
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp_ptrs: Vec<*const libc::c_char> = spec
+        .envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let task_procs: Vec<i32> = spec.task_procs.iter().map(AsRawFd::as_raw_fd).collect();
+    let groups: Vec<libc::gid_t> = spec.user.as_ref().map(|u| u.2.clone()).unwrap_or_default();
+    // The fds the supervisor keeps; everything else it inherited is closed at once.
+    let mut keep: Vec<i32> = vec![
+        go_r.as_raw_fd(),
+        err_w.as_raw_fd(),
+        null.as_raw_fd(),
+        spec.stdout.as_raw_fd(),
+        spec.stderr.as_raw_fd(),
+        spec.exit_dir.as_raw_fd(),
+    ];
+    keep.extend(&task_procs);
+    if let Some(p) = &spec.supervisor_procs {
+        keep.push(p.as_raw_fd());
+    }
+    keep.sort_unstable();
+    keep.dedup();
+    let child = Child {
+        spec,
+        go_r: go_r.as_raw_fd(),
+        err_w: err_w.as_raw_fd(),
+        null: null.as_raw_fd(),
+        argv: &argv_ptrs,
+        envp: &envp_ptrs,
+        task_procs: &task_procs,
+        groups: &groups,
+        keep: &keep,
+        escalate: escalate_signal(),
+    };
+    let mut flags = libc::SIGCHLD as libc::c_ulong;
+    if spec.namespaces.is_some() {
+        flags |= (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC)
+            as libc::c_ulong;
+    }
+    // Block every signal around the clone so the supervisor starts with them blocked (it
+    // takes them with sigwaitinfo) and no agent handler ever runs in it.
+    // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask get valid pointers.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to initialized sigsets.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: raw clone without CLONE_VM behaves like fork: the child gets a copy of this
+    // address space and runs on a copy of this stack. The child only makes raw syscalls on
+    // data allocated above (no allocation, no locks, no glibc fork handlers) and never
+    // returns: `supervisor_main` ends in `_exit`.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if pid == 0 {
+        child.supervisor_main();
+    }
+    let clone_err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    if pid < 0 {
+        return Err(clone_err);
+    }
+    drop(go_r);
+    drop(err_w);
+    Ok(Spawned {
+        pid: pid as i32,
+        go: File::from(go_w),
+        errors: File::from(err_r),
+    })
+}
+
+/// The data the forked supervisor and task use, all allocated before the clone.
+struct Child<'a> {
+    spec: &'a SpawnSpec,
+    go_r: i32,
+    err_w: i32,
+    null: i32,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    task_procs: &'a [i32],
+    groups: &'a [libc::gid_t],
+    keep: &'a [i32],
+    escalate: i32,
+}
+
+// Everything below runs in forked children: raw syscalls only, no allocation, no locks.
+impl Child<'_> {
+    fn report(&self, stage: Stage, errno: i32) {
+        let mut buf = [0u8; 8];
+        buf[..4].copy_from_slice(&(stage as i32).to_ne_bytes());
+        buf[4..].copy_from_slice(&errno.to_ne_bytes());
+        // SAFETY: writes 8 initialized bytes to a pipe fd we own.
+        unsafe {
+            libc::write(self.err_w, buf.as_ptr().cast(), buf.len());
+        }
+    }
+
+    fn errno() -> i32 {
+        // SAFETY: __errno_location returns this thread's errno slot.
+        unsafe { *libc::__errno_location() }
+    }
+
+    /// Writes `text` to `exit` in the exit dir: write to a temp file, fsync, rename, fsync
+    /// the directory.
+    fn write_exit(&self, text: &[u8]) {
+        let dir = self.spec.exit_dir.as_raw_fd();
+        // SAFETY: NUL-terminated literals, a valid dir fd, a buffer of `text.len()` bytes.
+        unsafe {
+            let fd = libc::openat(
+                dir,
+                c"exit.tmp".as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                0o644,
+            );
+            if fd < 0 {
+                return;
+            }
+            libc::write(fd, text.as_ptr().cast(), text.len());
+            libc::fsync(fd);
+            libc::close(fd);
+            libc::renameat(dir, c"exit.tmp".as_ptr(), dir, c"exit".as_ptr());
+            libc::fsync(dir);
+        }
+    }
+
+    fn close_others(&self) {
+        let mut lo: u32 = 3;
+        for &fd in self.keep {
+            let fd = fd as u32;
+            if fd > lo {
+                // SAFETY: closes fds this process does not use.
+                unsafe { libc::syscall(libc::SYS_close_range, lo, fd - 1, 0u32) };
+            }
+            lo = lo.max(fd + 1);
+        }
+        // SAFETY: as above.
+        unsafe { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0u32) };
+    }
+
+    fn supervisor_main(&self) -> ! {
+        // SAFETY: raw syscalls on pre-allocated data, see `spawn_supervisor`.
+        unsafe {
+            libc::setsid();
+            if let Some(p) = &self.spec.supervisor_procs {
+                libc::write(p.as_raw_fd(), b"0".as_ptr().cast(), 1);
+            }
+            self.close_others();
+            for fd in 0..3 {
+                libc::dup2(self.null, fd);
+            }
+            // Out of reach of the global OOM killer: the exit status must survive.
+            let adj = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+            if adj >= 0 {
+                libc::write(adj, b"-1000".as_ptr().cast(), 5);
+                libc::close(adj);
+            }
+            let mut b = [0u8; 1];
+            let n = loop {
+                let n = libc::read(self.go_r, b.as_mut_ptr().cast(), 1);
+                if n < 0 && Self::errno() == libc::EINTR {
+                    continue;
+                }
+                break n;
+            };
+            libc::close(self.go_r);
+            if n != 1 {
+                // The agent went away (or gave up) before the launch was checkpointed.
+                self.write_exit(b"aborted\n");
+                libc::_exit(0);
+            }
+            if let Some(m) = &self.spec.namespaces {
+                if let Err(e) = self.setup_mounts(m) {
+                    self.report(Stage::Mounts, e);
+                    self.write_exit(b"aborted\n");
+                    libc::_exit(0);
+                }
+            }
+            let pid = libc::syscall(
+                libc::SYS_clone,
+                libc::SIGCHLD as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            );
+            if pid == 0 {
+                self.task_main();
+            }
+            if pid < 0 {
+                self.report(Stage::Fork, Self::errno());
+                self.write_exit(b"aborted\n");
+                libc::_exit(0);
+            }
+            let pid = pid as i32;
+            libc::close(self.err_w);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::sigaddset(&mut set, self.escalate);
+            for s in FORWARDED {
+                libc::sigaddset(&mut set, s);
+            }
+            let status: i32;
+            'wait: loop {
+                let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
+                if sig == libc::SIGCHLD {
+                    loop {
+                        let mut st = 0;
+                        let r = libc::waitpid(-1, &mut st, libc::WNOHANG);
+                        if r <= 0 {
+                            break;
+                        }
+                        if r == pid {
+                            status = st;
+                            break 'wait;
+                        }
+                    }
+                } else if sig == self.escalate {
+                    libc::kill(-pid, libc::SIGKILL);
+                    if self.spec.namespaces.is_some() {
+                        // PID 1 of the namespace: every other process in it.
+                        libc::kill(-1, libc::SIGKILL);
+                    }
+                } else if sig > 0 {
+                    libc::kill(-pid, sig);
+                }
+            }
+            let mut buf = [0u8; 40];
+            buf[..5].copy_from_slice(b"exit ");
+            let mut num = [0u8; 24];
+            let len = format_pid(status, &mut num);
+            buf[5..5 + len].copy_from_slice(&num[..len]);
+            buf[5 + len] = b'\n';
+            self.write_exit(&buf[..6 + len]);
+            libc::_exit(0);
+        }
+    }
+
+    /// Returns the errno of the failed step.
+    fn setup_mounts(&self, m: &MountPlan) -> Result<(), i32> {
+        let check = |r: i32| if r == 0 { Ok(()) } else { Err(Self::errno()) };
+        // SAFETY: mount/mkdir/open on NUL-terminated strings allocated before the fork, or
+        // built in the stack buffer below.
+        unsafe {
+            check(libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            // Opened in this mount namespace (a bind source must belong to it), before the
+            // tmpfs hides the path.
+            let fd = libc::open(
+                m.sandbox.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return Err(Self::errno());
+            }
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                m.work_dir.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                c"mode=755,size=1m".as_ptr().cast(),
+            ))?;
+            for d in &m.mkdirs {
+                let r = libc::mkdir(d.as_ptr(), 0o755);
+                if r != 0 && Self::errno() != libc::EEXIST {
+                    return Err(Self::errno());
+                }
+            }
+            let mut src = [0u8; 48];
+            let prefix = b"/proc/self/fd/";
+            src[..prefix.len()].copy_from_slice(prefix);
+            let mut num = [0u8; 24];
+            let len = format_pid(fd, &mut num);
+            src[prefix.len()..prefix.len() + len].copy_from_slice(&num[..len]);
+            // src[prefix.len() + len] is already NUL.
+            check(libc::mount(
+                src.as_ptr().cast(),
+                m.sandbox.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ))?;
+            libc::close(fd);
+            check(libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ))?;
+        }
+        Ok(())
+    }
+
+    fn task_main(&self) -> ! {
+        let spec = self.spec;
+        // SAFETY: raw syscalls on pre-allocated data, see `spawn_supervisor`.
+        unsafe {
+            let fail = |stage: Stage| -> ! {
+                self.report(stage, Self::errno());
+                libc::_exit(127);
+            };
+            if libc::setsid() == -1 {
+                fail(Stage::Session);
+            }
+            for &fd in self.task_procs {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    fail(Stage::Cgroup);
+                }
+            }
+            let adj = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+            if adj >= 0 {
+                libc::write(adj, b"0".as_ptr().cast(), 1);
+                libc::close(adj);
+            }
+            for &(res, soft, hard) in &spec.rlimits {
+                let lim = libc::rlimit {
+                    rlim_cur: soft as libc::rlim_t,
+                    rlim_max: hard as libc::rlim_t,
+                };
+                if libc::setrlimit(res as _, &lim) != 0 {
+                    fail(Stage::Rlimit);
+                }
+            }
+            if libc::dup2(self.null, 0) < 0
+                || libc::dup2(spec.stdout.as_raw_fd(), 1) < 0
+                || libc::dup2(spec.stderr.as_raw_fd(), 2) < 0
+            {
+                fail(Stage::Stdio);
+            }
+            if let Some((uid, gid, _)) = &spec.user {
+                if libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0
+                    || libc::setgid(*gid) != 0
+                    || libc::setuid(*uid) != 0
+                {
+                    fail(Stage::User);
+                }
+            }
+            if libc::chdir(spec.cwd.as_ptr()) != 0 {
+                fail(Stage::Chdir);
+            }
+            for sig in 1..libc::SIGRTMAX() {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            libc::execve(
+                spec.program.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            );
+            fail(Stage::Exec);
+        }
+    }
+}
+
+/// Opens a pidfd for `pid` (a handle that cannot be confused with a later process reusing
+/// the pid; readable once the process exits).
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    if pid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to open a pidfd for pid {pid}"),
+        ));
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Reaps the exited process behind `pidfd` when it is a child of the agent (a supervisor
+/// re-attached after a restart is not: nothing to reap then).
+pub(crate) fn reap(pidfd: &OwnedFd) {
+    // SAFETY: siginfo_t is plain data; waitid gets a valid pidfd and a valid pointer.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        );
+    }
+}
+
+/// Waits until the process behind `pidfd` exits, then reaps it (see [`reap`]).
+pub(crate) async fn wait_pidfd(pidfd: OwnedFd) -> io::Result<()> {
+    use tokio::io::unix::AsyncFd;
+    // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and `as_raw_fd` returns the
+    // same descriptor for the AsyncFd's whole life.
+    let afd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    let _guard = afd.readable().await?;
+    reap(afd.get_ref());
+    Ok(())
+}
+
+/// The agent's own hard limit of an rlimit resource.
+pub(crate) fn hard_rlimit(resource: i32) -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the valid rlimit struct passed.
+    if unsafe { libc::getrlimit(resource as _, &mut lim) } != 0 {
+        return None;
+    }
+    Some(lim.rlim_max as u64)
+}
+
+/// Sends a raw signal number (real-time signals included) to one process.
+pub(crate) fn signal_raw(pid: i32, sig: i32) -> io::Result<()> {
+    if pid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal pid {pid}"),
+        ));
+    }
+    // SAFETY: kill(2) with a positive pid has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, sig) } == -1 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Changes the owner of `path` (the task's sandbox and its stdio files).
+pub(crate) fn chown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
 }
 
 #[cfg(test)]

@@ -88,6 +88,24 @@ impl UpdateQueue {
     pub fn len(&self) -> usize {
         self.pending.len()
     }
+
+    /// The queued updates, oldest first (for the checkpoint).
+    pub fn statuses(&self) -> impl Iterator<Item = &TaskStatus> {
+        self.pending.iter().map(|p| &p.status)
+    }
+
+    /// A queue holding `statuses` (restored from a checkpoint), none sent yet.
+    pub fn from_statuses(statuses: impl IntoIterator<Item = TaskStatus>) -> Self {
+        UpdateQueue {
+            pending: statuses
+                .into_iter()
+                .map(|status| Pending {
+                    status,
+                    last_sent: None,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Everything the agent knows about one task.
@@ -103,8 +121,14 @@ pub struct Task {
     pub state: TaskState,
     pub message: String,
     pub exit_code: Option<i32>,
-    /// Pid (= process group id) of the task's process while it runs.
+    /// Pid of the task's supervisor while the task runs.
     pub pid: Option<i32>,
+    /// The task's supervisor (checkpointed before the task starts).
+    pub supervisor: Option<crate::checkpoint::SupervisorRef>,
+    /// Version of this task's record; bumped on every change that is checkpointed.
+    pub seq: u64,
+    /// Newest `seq` known to be on disk: updates are held back until `durable_seq >= seq`.
+    pub durable_seq: u64,
     /// Set once a kill was requested, with the grace period to use.
     pub kill_requested: Option<Duration>,
     pub updates: UpdateQueue,

@@ -116,6 +116,9 @@ impl CgroupBackend for HybridBackend {
                 write_file(&memsw, &bytes.to_string())?;
             }
         }
+        if let (Some(pids), Some(n)) = (self.dir(&self.mounts.pids, id), limits.pids_max) {
+            write_file(&pids.join("pids.max"), &n.to_string())?;
+        }
         Ok(())
     }
 
@@ -201,6 +204,7 @@ mod tests {
             cpus: 1.5,
             cpu_hard_limit: true,
             mem_bytes: Some(64 << 20),
+            pids_max: None,
         };
         b.create("c1", &limits).expect("create");
         let p = |c: &str| base.path().join(c).join("brim-t/c1");
@@ -254,6 +258,7 @@ mod tests {
                 cpus: 1.0,
                 cpu_hard_limit: false,
                 mem_bytes: None,
+                pids_max: None,
             },
         )
         .expect("create");

@@ -62,6 +62,8 @@ pub struct Limits {
     pub cpu_hard_limit: bool,
     /// Memory limit in bytes (`memory.max` / `memory.limit_in_bytes`); `None` = unlimited.
     pub mem_bytes: Option<u64>,
+    /// Most processes/threads in the container (`pids.max`); `None` = unlimited.
+    pub pids_max: Option<u64>,
 }
 
 /// Cumulative counters of one container's cgroup.

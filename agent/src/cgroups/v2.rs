@@ -91,6 +91,9 @@ impl CgroupBackend for V2Backend {
                 write_file(&swap, "0")?;
             }
         }
+        if let Some(n) = limits.pids_max {
+            write_file(&dir.join("pids.max"), &n.to_string())?;
+        }
         Ok(())
     }
 
@@ -182,6 +185,7 @@ mod tests {
             cpus: 1.5,
             cpu_hard_limit: true,
             mem_bytes: Some(128 << 20),
+            pids_max: None,
         };
         b.create("c1", &limits).expect("create");
         let dir = mount.path().join("brim-t/c1");
@@ -198,6 +202,7 @@ mod tests {
                 cpus: 1.0,
                 cpu_hard_limit: false,
                 mem_bytes: None,
+                pids_max: None,
             },
         )
         .expect("create c2");

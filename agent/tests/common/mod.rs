@@ -221,6 +221,8 @@ pub fn config(
         Some(Resources::parse("cpus:2;mem:1024;disk:1000;ports:[31000-31010]").expect("res"));
     c.isolation = isolation;
     c.cgroup_name = cgroup.into();
+    // The fake master's framework runs as root.
+    c.allow_root_tasks = true;
     c.status_update_retry = Duration::from_millis(400);
     c.usage_interval = Duration::from_millis(200);
     c.max_reconnect_backoff = Duration::from_millis(500);
