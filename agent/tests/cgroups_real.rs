@@ -203,7 +203,7 @@ async fn kill_escalates_and_cleans_up() {
     );
     assert!(
         metrics.contains(
-            r#"brim_agent_container_memory_bytes{framework_id="fw",task_id="k1",task_name="k1"}"#
+            r#"brim_agent_container_memory_bytes{framework_id="fw",task_id="k1",task_name="k1",role="",executor_id="k1"}"#
         ),
         "{metrics}"
     );
