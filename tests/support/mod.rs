@@ -209,6 +209,8 @@ impl Cluster {
             resources.into(),
             "--attributes".into(),
             format!("rack:r{i}"),
+            // Tests run as root and their frameworks as root.
+            "--allow-root-tasks".into(),
         ];
         let p = self.spawn(&format!("agent{i}"), &args);
         let addr = format!("127.0.0.1:{port}");

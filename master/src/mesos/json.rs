@@ -309,6 +309,9 @@ fn unsupported(msg: impl Into<String>) -> MesosJsonError {
     MesosJsonError::Unsupported(msg.into())
 }
 
+/// Stand-in for Mesos's `failover_timeout: 0` (remove on disconnect), in seconds.
+pub(crate) const MIN_FAILOVER_TIMEOUT: f64 = 0.001;
+
 /// Mesos FrameworkInfo → brim FrameworkInfo. brim frameworks have exactly one role.
 pub(crate) fn framework_info(fi: &FrameworkInfo) -> Result<v1::FrameworkInfo, MesosJsonError> {
     let capabilities: Vec<String> = fi.capabilities.iter().map(|c| c.kind.clone()).collect();
@@ -331,7 +334,12 @@ pub(crate) fn framework_info(fi: &FrameworkInfo) -> Result<v1::FrameworkInfo, Me
         name: fi.name.clone(),
         id: fi.id.as_ref().map(|i| i.value.clone()).unwrap_or_default(),
         role,
-        failover_timeout: fi.failover_timeout.unwrap_or(0.0),
+        // Mesos removes a framework with failover_timeout 0 (the default) as soon as it
+        // disconnects; brim reads 0 as "the master's default", so ask for the shortest.
+        failover_timeout: match fi.failover_timeout.unwrap_or(0.0) {
+            t if t > 0.0 => t,
+            _ => MIN_FAILOVER_TIMEOUT,
+        },
         capabilities,
         hostname: fi.hostname.clone().unwrap_or_default(),
         principal: fi.principal.clone().unwrap_or_default(),

@@ -484,8 +484,11 @@ async fn accept(
     if e.code() == Code::FailedPrecondition {
         return Err(MesosApiError::from_status(&e));
     }
+    let m = e.message();
     let offers_bad = matches!(e.code(), Code::NotFound | Code::PermissionDenied)
-        || e.message().contains("offer");
+        || m.starts_with("offer ")
+        || m.starts_with("no offer ids")
+        || m.starts_with("offers from different agents");
     let (state, reason, message) = if offers_bad {
         let lost = if sub.partition_aware() {
             TaskState::TaskDropped
