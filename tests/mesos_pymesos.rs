@@ -1,0 +1,140 @@
+//! Unmodified pymesos (from PyPI) drives a real brim master and agent through the Mesos v1
+//! scheduler HTTP API: command tasks launched, updates acknowledged, offers declined with
+//! filters, a task killed, a reconciliation, and a teardown. The scheduler is
+//! `tests/mesos/pymesos_scheduler.py`; it prints `STEP …` lines that this test checks.
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{state, wait_for, Cluster};
+
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/mesos/pymesos_scheduler.py"
+);
+
+/// A python3 that can `import pymesos`: `$BRIM_PYTHON`, then the system python (where
+/// `.ci/run` installs it), then whatever `python3` is on PATH.
+fn python_with_pymesos() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Ok(p) = std::env::var("BRIM_PYTHON") {
+        candidates.push(p.into());
+    }
+    candidates.push("/usr/bin/python3".into());
+    candidates.push("python3".into());
+    candidates.into_iter().find(|py| {
+        Command::new(py)
+            .args(["-c", "import pymesos, http_parser"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Skips (printing why) unless BRIM_TEST_REQUIRE_ALL=1, where it fails instead.
+fn skip(why: &str) {
+    if std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("{why}, and BRIM_TEST_REQUIRE_ALL=1 forbids skipping");
+    }
+    eprintln!("{why}");
+}
+
+/// Runs `py script args…` with a deadline; returns (exit success, stdout, stderr).
+fn run_python(py: &Path, args: &[&str], deadline: Duration) -> (bool, String, String) {
+    let mut child = Command::new(py)
+        .arg(SCRIPT)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait python") {
+            break Some(s);
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status.is_some_and(|s| s.success()), out, err)
+}
+
+#[test]
+fn pymesos_scheduler_launches_acks_declines_kills_and_tears_down() {
+    if !support::can_run_cluster("mesos_pymesos") {
+        return;
+    }
+    let Some(py) = python_with_pymesos() else {
+        skip("mesos_pymesos: skipped: no python3 with pymesos (pip install pymesos; see .ci/run)");
+        return;
+    };
+    let mut c = Cluster::new();
+    c.start_agent(0, "cpus:1;mem:512;ports:[31000-31009]");
+    c.wait_agents_active(1);
+
+    let (ok, out, err) = run_python(&py, &[&c.master_addr], Duration::from_secs(150));
+    let expect = [
+        "STEP registered",
+        "STEP offer",
+        "STEP launched 3 tasks",
+        // A custom executor is refused per task, Mesos-style, without failing the ACCEPT.
+        "STEP update custom TASK_ERROR REASON_TASK_INVALID SOURCE_MASTER no-uuid",
+        "STEP update echo TASK_FINISHED",
+        "STEP kill sent sleeper",
+        "STEP update sleeper TASK_KILLED",
+        "STEP declined",
+        "STEP reconcile sent",
+        "REASON_RECONCILIATION",
+        "STEP torn down",
+    ];
+    let missing: Vec<&str> = expect
+        .iter()
+        .copied()
+        .filter(|e| !out.contains(e))
+        .collect();
+    if !ok || !missing.is_empty() {
+        c.dump_logs();
+        panic!("pymesos scheduler failed (missing {missing:?})\n--- stdout ---\n{out}\n--- stderr ---\n{err}");
+    }
+    // Updates from the agent carry a uuid and were acknowledged (none left unacked).
+    assert!(
+        out.contains("TASK_FINISHED - SOURCE_") || out.contains("TASK_FINISHED REASON_"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("STEP FAIL"),
+        "pymesos scheduler reported a failure:\n{out}"
+    );
+
+    // TEARDOWN removed the framework and its tasks: nothing leaked on the master.
+    let addr = c.master_addr.clone();
+    wait_for(
+        "framework removed after TEARDOWN",
+        Duration::from_secs(20),
+        || {
+            let s = state(&addr);
+            let gone = s["frameworks"].as_array().is_some_and(|f| f.is_empty());
+            let no_tasks = s["tasks"].as_array().is_some_and(|t| t.is_empty());
+            (gone && no_tasks).then_some(())
+        },
+    );
+    c.cleanup_cgroups();
+}
