@@ -323,3 +323,34 @@ fn kill_tree(dir: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Where `tool` is on `PATH`, if anywhere.
+pub fn find_in_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Returns false (after printing why) when a program the test drives (chromium, tmux, ...)
+/// is not installed; panics instead under `BRIM_TEST_REQUIRE_ALL=1`, like [`can_run_cluster`].
+pub fn have_tools(test: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| find_in_path(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!(
+        "{test}: skipped: {} not installed (apt-get install {})",
+        missing.join(", "),
+        missing.join(" ")
+    );
+    if std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("{why}, and BRIM_TEST_REQUIRE_ALL=1 forbids skipping");
+    }
+    eprintln!("{why}");
+    false
+}

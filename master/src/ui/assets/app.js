@@ -173,6 +173,10 @@ function drawChart(canvas, series, opts) {
       if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
     });
     g.stroke();
+    const lastPt = s.data[s.data.length - 1];
+    g.fillStyle = s.color; g.beginPath();
+    g.arc(padL + (pw * (lastPt.t - tMin)) / span, padT + ph - (ph * lastPt.v) / vMax, 2.5, 0, 2 * Math.PI);
+    g.fill();
     g.globalAlpha = 0.08; g.lineTo(padL + pw * (s.data[s.data.length - 1].t - tMin) / span, padT + ph);
     g.lineTo(padL + pw * (s.data[0].t - tMin) / span, padT + ph); g.closePath();
     g.fillStyle = s.color; g.fill(); g.globalAlpha = 1; g.fillStyle = "#6b7686";
