@@ -113,7 +113,11 @@ pub(crate) async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) 
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => return,
         }
-        backoff = next_backoff(backoff, agent.config.max_reconnect_backoff);
+        // Back off only after a whole round over the masters: during a failover the next
+        // one in the list is usually the new leader.
+        if masters.len() <= 1 || next % masters.len() == 0 {
+            backoff = next_backoff(backoff, agent.config.max_reconnect_backoff);
+        }
     }
 }
 

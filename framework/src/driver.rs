@@ -201,7 +201,15 @@ impl Driver {
                 _ = tokio::time::sleep(jitter(backoff)) => {}
                 _ = stop.changed() => return Ok(()),
             }
-            backoff = (backoff * 2).min(self.config.backoff_max);
+            // Back off only after a whole round over the masters (or when no leader is
+            // known): during a failover the next master is usually the new leader.
+            let round_done = {
+                let t = self.target.lock().unwrap_or_else(|p| p.into_inner());
+                t.1.is_none() && t.0 % self.masters.len() == 0
+            };
+            if round_done {
+                backoff = (backoff * 2).min(self.config.backoff_max);
+            }
         }
     }
 

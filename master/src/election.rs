@@ -27,13 +27,14 @@ pub enum ElectionError {
     NoLeaderKey,
 }
 
-/// Connects to etcd with short timeouts (the election's safety comes from leases, not from
-/// the connection).
+/// Connects to etcd with a short connect timeout and HTTP/2 keep-alives (a dead etcd is
+/// noticed in seconds). No per-request timeout: `campaign` legitimately blocks for as long
+/// as another master leads; the lease, not the connection, is what bounds leadership.
 pub async fn connect(endpoints: &[String]) -> Result<Client, ElectionError> {
     let opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5))
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true);
     Client::connect(endpoints, Some(opts))
         .await
         .map_err(|source| ElectionError::Connect {
