@@ -148,6 +148,13 @@ pub(crate) struct AgentTuning {
     /// Host name to advertise to the master and frameworks.
     #[arg(long)]
     pub(crate) hostname: Option<String>,
+    /// Let tasks run as root when their command or framework asks for `root` (off: such
+    /// tasks fail with TASK_FAILED). `brim dev` always allows it.
+    #[arg(long)]
+    pub(crate) allow_root_tasks: bool,
+    /// User for tasks whose command and framework name no user.
+    #[arg(long, default_value = "nobody")]
+    pub(crate) task_user: String,
 }
 
 #[derive(clap::Args)]
@@ -180,6 +187,8 @@ impl AgentTuning {
         c.resources = self.resources.clone();
         c.attributes = self.attributes.0.clone();
         c.cgroup_name = self.cgroup_name.clone();
+        c.allow_root_tasks = self.allow_root_tasks;
+        c.default_task_user = self.task_user.clone();
         if self.hostname.is_some() {
             c.advertise_host = self.hostname.clone();
         }

@@ -46,11 +46,13 @@ pub(crate) async fn run(a: DevArgs) -> anyhow::Result<()> {
     };
     let master_target = SocketAddr::new(connect_host, master_addr.port()).to_string();
     let frameworks = hosted.start(&master_target);
-    let agent_config = a.agent.config(
+    let mut agent_config = a.agent.config(
         master_target.clone(),
         work_dir.join("agent"),
         SocketAddr::new(a.ip, a.agent_port),
     );
+    // One machine, your own tasks: `brim run` as root just works.
+    agent_config.allow_root_tasks = true;
     let agent = brim_agent::start(agent_config)
         .await
         .context("starting the local agent")?;
