@@ -214,3 +214,59 @@ fn top_reports_an_unreachable_master_on_screen() {
         (!tmux.alive()).then_some(())
     });
 }
+
+#[test]
+fn run_shows_a_progress_bar_on_a_terminal_only() {
+    if !support::can_run_cluster("run_progress") || !support::have_tools("run_progress", &["tmux"])
+    {
+        return;
+    }
+    let mut c = Cluster::new();
+    c.start_agent(0, "cpus:2;mem:1024");
+    c.wait_agents_active(1);
+    let master = c.master_addr.clone();
+
+    // On a terminal: the bar shows while instances run, then clears; output stays intact.
+    let tmux = Tmux {
+        socket: format!("brim-run-test-{}", std::process::id()),
+    };
+    let cmd = format!(
+        "env BRIM_MASTER={master} {BRIM} run --instances 3 -- 'sleep 2; echo finished $BRIM_INSTANCE'; \
+         echo exit=$?; sleep 60"
+    );
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "120",
+        "-y",
+        "20",
+        &cmd,
+    ]);
+    assert!(out.status.success(), "tmux new-session: {out:?}");
+    let screen = tmux.wait_screen("the progress bar", |s| {
+        s.contains("/3 done") && s.contains("running")
+    });
+    assert!(screen.contains("0/3 done"), "{screen}");
+    let screen = tmux.wait_screen("the job to end", |s| s.contains("exit="));
+    assert!(screen.contains("exit=0"), "{screen}");
+    for i in 0..3 {
+        assert!(screen.contains(&format!("[{i}] finished {i}")), "{screen}");
+    }
+    assert!(
+        !screen.contains("/3 done"),
+        "the bar is cleared at the end:\n{screen}"
+    );
+
+    // Not a terminal: no bar in the output.
+    let out = c.brim(&["run", "--instances", "2", "--", "echo piped $BRIM_INSTANCE"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("done"),
+        "no bar when stderr is a pipe: {stderr}"
+    );
+    c.cleanup_cgroups();
+}

@@ -2,9 +2,11 @@
 
 pub(crate) mod completions;
 pub(crate) mod cron;
+pub(crate) mod completions;
 pub(crate) mod daemon;
 pub(crate) mod dev;
 pub(crate) mod help;
+pub(crate) mod progress;
 pub(crate) mod query;
 pub(crate) mod run;
 pub(crate) mod service;

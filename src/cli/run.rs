@@ -219,6 +219,16 @@ impl Progress {
         self.pending.is_empty() && self.active().next().is_none()
     }
 
+    /// Where the instances are, for the progress bar.
+    fn counts(&self) -> super::progress::Counts {
+        super::progress::Counts {
+            queued: self.pending.len(),
+            running: self.active().count(),
+            done: self.completed.len(),
+            failed: self.completed.iter().filter(|c| c.1 != 0).count(),
+        }
+    }
+
     /// Nothing placed for `timeout` while nothing of ours runs (so nothing will free up).
     fn stalled(&self, timeout: Duration) -> bool {
         !self.interrupted
@@ -336,7 +346,7 @@ impl Scheduler for Batch {
             entry.exit = Some(code);
             entry.finished.send_replace(true);
             let instance = entry.instance;
-            report_end(&self.job, instance, &status, code);
+            super::progress::suspend(|| report_end(&self.job, instance, &status, code));
             p.completed.push((instance, code));
             p.last_progress = Instant::now();
             if p.done() {
@@ -471,6 +481,10 @@ async fn follow(
 }
 
 fn emit(file: SandboxFile, bytes: &[u8]) {
+    super::progress::suspend(|| emit_now(file, bytes));
+}
+
+fn emit_now(file: SandboxFile, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
@@ -627,6 +641,7 @@ async fn supervise(driver: Driver, batch: &mut Batch, handle: &DriverHandle) -> 
                 kill_deadline = Some(Instant::now() + DRAIN);
             }
             _ = tick.tick() => {
+                super::progress::show(lock(&shared).counts());
                 if let Some(deadline) = kill_deadline {
                     if Instant::now() >= deadline {
                         eprintln!("brim: tasks did not end within {}s of the kill; tearing down", DRAIN.as_secs());
@@ -678,6 +693,7 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<u8> {
     let driver = Driver::new(config)?;
     let handle = driver.handle();
     let shared = Arc::new(Mutex::new(Progress::new(job.instances)));
+    super::progress::start(job.instances);
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
@@ -713,6 +729,7 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<u8> {
         }
     }
 
+    super::progress::finish();
     if handle.framework_id().is_some() {
         if let Err(e) = handle.teardown().await {
             eprintln!("brim: warning: {e}");
