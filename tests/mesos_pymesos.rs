@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{state, wait_for, Cluster};
+use support::{state, Cluster};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -125,16 +125,26 @@ fn pymesos_scheduler_launches_acks_declines_kills_and_tears_down() {
     );
 
     // TEARDOWN removed the framework and its tasks: nothing leaked on the master.
-    let addr = c.master_addr.clone();
-    wait_for(
-        "framework removed after TEARDOWN",
-        Duration::from_secs(20),
-        || {
-            let s = state(&addr);
-            let gone = s["frameworks"].as_array().is_some_and(|f| f.is_empty());
-            let no_tasks = s["tasks"].as_array().is_some_and(|t| t.is_empty());
-            (gone && no_tasks).then_some(())
-        },
-    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = state(&c.master_addr);
+        // (The master hosts brim's own frameworks too; only the pymesos one must be gone.)
+        let gone = s["frameworks"]
+            .as_array()
+            .is_some_and(|f| f.iter().all(|f| f["name"] != "pymesos-probe"));
+        let no_tasks = s["tasks"].as_array().is_some_and(|t| {
+            t.iter().all(|t| {
+                !["echo", "sleeper", "custom"].contains(&t["id"].as_str().unwrap_or_default())
+            })
+        });
+        if gone && no_tasks {
+            break;
+        }
+        if Instant::now() > deadline {
+            c.dump_logs();
+            panic!("framework or tasks left after TEARDOWN: {s:#}\n--- stdout ---\n{out}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     c.cleanup_cgroups();
 }
