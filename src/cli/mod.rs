@@ -2,7 +2,6 @@
 
 pub(crate) mod completions;
 pub(crate) mod cron;
-pub(crate) mod completions;
 pub(crate) mod daemon;
 pub(crate) mod dev;
 pub(crate) mod help;
