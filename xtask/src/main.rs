@@ -8,6 +8,7 @@
 //!   `bench-results/telemetry.json`.
 
 mod ebpf;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use brim_proto::{RangeSet, Resources};
 use serde::Serialize;
 
 const USAGE: &str =
-    "usage: cargo xtask bench allocator [--quick] | cargo xtask ebpf [--out DIR] [--check]";
+    "usage: cargo xtask bench allocator [--quick] | bench telemetry | ebpf [--out DIR] [--check]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,6 +34,8 @@ fn main() -> Result<()> {
             bench_allocator(quick)
         }
         ["ebpf", rest @ ..] => ebpf::ebpf(&workspace_root(), rest),
+        ["bench", "telemetry"] => telemetry::bench_telemetry(&workspace_root()),
+        [w, ..] if w.starts_with("__") => telemetry::workload(&args),
         _ => bail!("unknown task {args:?}; {USAGE}"),
     }
 }
