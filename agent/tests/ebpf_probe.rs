@@ -126,5 +126,5 @@ fn loads_and_counts() {
     assert!(u.oncpu_ns > 0);
     assert!(out.contains("ok31000"), "{out} {err}");
     assert!(out.contains("err 1"), "{out} {err}");
-    drop(p);
+    p.unpin();
 }
