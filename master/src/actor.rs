@@ -92,6 +92,10 @@ pub(crate) struct ActorConfig {
     pub(crate) allocation_interval: Duration,
     pub(crate) tick_interval: Duration,
     pub(crate) leader_address: String,
+    /// Every master taking part (HA: the election's candidates; else just this one).
+    pub(crate) masters: tokio::sync::watch::Receiver<Vec<String>>,
+    /// When this master became the leader (seconds since the Unix epoch).
+    pub(crate) elected_time: f64,
 }
 
 pub(crate) fn wall_clock() -> f64 {
@@ -134,7 +138,9 @@ pub(crate) fn spawn(
                 _ = shutdown.changed() => break,
             }
             if master.is_fenced() {
-                tracing::error!("registry write fenced: another master leads; stopping the state actor");
+                tracing::error!(
+                    "registry write fenced: another master leads; stopping the state actor"
+                );
                 break;
             }
             let t0 = Instant::now();
@@ -191,9 +197,17 @@ fn handle(master: &mut Master, cmd: Command, now: Duration, started: f64, config
             let _ = reply.send(r);
         }
         Command::State { reply } => {
-            let _ = reply.send(master.state_json(started, &config.leader_address));
+            let mut state = master.state_json(started, &config.leader_address);
+            state["masters"] = serde_json::json!(*config.masters.borrow());
+            state["elected_time"] = serde_json::json!(config.elected_time);
+            let _ = reply.send(state);
         }
         Command::Metrics { reply } => {
+            master.metrics.elected_time.set(config.elected_time);
+            master
+                .metrics
+                .masters
+                .set(config.masters.borrow().len() as i64);
             let _ = reply.send(master.metrics_text(now));
         }
     }

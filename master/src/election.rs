@@ -81,6 +81,27 @@ impl Election {
         String::from_utf8(kv.value().to_vec()).ok()
     }
 
+    /// Addresses of every master campaigning (the leader and the standbys), oldest first.
+    pub async fn candidates(&self) -> Option<Vec<String>> {
+        let mut c = self.client.clone();
+        let resp = c
+            .get(
+                format!("{}/", self.name),
+                Some(etcd_client::GetOptions::new().with_prefix().with_sort(
+                    etcd_client::SortTarget::Create,
+                    etcd_client::SortOrder::Ascend,
+                )),
+            )
+            .await
+            .ok()?;
+        Some(
+            resp.kvs()
+                .iter()
+                .filter_map(|kv| String::from_utf8(kv.value().to_vec()).ok())
+                .collect(),
+        )
+    }
+
     /// Blocks until this master leads, then keeps its lease alive in the background.
     pub async fn campaign(&self, address: &str) -> Result<Leadership, ElectionError> {
         let mut c = self.client.clone();

@@ -3,8 +3,8 @@
 #![forbid(unsafe_code)]
 
 mod actor;
-pub mod election;
 pub mod allocator;
+pub mod election;
 pub mod mesos;
 pub mod metrics;
 pub mod registry;
@@ -148,6 +148,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
                 shutdown_rx,
                 None,
                 addr.to_string(),
+                watch::channel(vec![addr.to_string()]).1,
             ))
         }
         Some(ha) => tokio::spawn(run_ha(config, ha, listener, shutdown_rx)),
@@ -167,6 +168,7 @@ async fn lead(
     mut shutdown: watch::Receiver<bool>,
     mut lost: Option<watch::Receiver<bool>>,
     leader_address: String,
+    masters: watch::Receiver<Vec<String>>,
 ) -> Result<(), MasterError> {
     let addr = listener.local_addr().map_err(MasterError::Serve)?;
     let master_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
@@ -183,6 +185,8 @@ async fn lead(
             allocation_interval: config.allocation_interval,
             tick_interval: Duration::from_millis(250),
             leader_address,
+            masters,
+            elected_time: actor::wall_clock(),
         },
         stop_rx.clone(),
     );
@@ -297,13 +301,19 @@ async fn run_ha(
         return Err(MasterError::LostLeadership);
     }
     tracing::info!(advertise = %ha.advertise, "elected leader");
-    let registry = registry::etcd::EtcdRegistry::new(
-        client,
-        &ha.prefix,
-        Some(leadership.fence.clone()),
-    )?;
+    let registry =
+        registry::etcd::EtcdRegistry::new(client, &ha.prefix, Some(leadership.fence.clone()))?;
     let listener = bind(addr).await?;
     let lost = leadership.lost.clone();
+    let (masters_tx, masters_rx) = watch::channel(vec![ha.advertise.clone()]);
+    let candidates = tokio::spawn(async move {
+        loop {
+            if let Some(list) = election.candidates().await {
+                let _ = masters_tx.send(list);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
     let r = lead(
         config,
         listener,
@@ -311,8 +321,10 @@ async fn run_ha(
         shutdown,
         Some(lost),
         ha.advertise.clone(),
+        masters_rx,
     )
     .await;
+    candidates.abort();
     drop(leadership);
     r
 }

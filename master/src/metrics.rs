@@ -25,6 +25,8 @@ pub struct MasterMetrics {
     registry: Registry,
     pub(crate) uptime_secs: Gauge<f64, AtomicU64>,
     pub(crate) elected: Gauge,
+    pub(crate) elected_time: Gauge<f64, AtomicU64>,
+    pub(crate) masters: Gauge,
     pub(crate) agents_active: Gauge,
     pub(crate) agents_connected: Gauge,
     pub(crate) agents_disconnected: Gauge,
@@ -60,6 +62,8 @@ impl MasterMetrics {
             registry: Registry::default(),
             uptime_secs: Gauge::default(),
             elected: Gauge::default(),
+            elected_time: Gauge::default(),
+            masters: Gauge::default(),
             agents_active: Gauge::default(),
             agents_connected: Gauge::default(),
             agents_disconnected: Gauge::default(),
@@ -90,6 +94,16 @@ impl MasterMetrics {
             "elected",
             "1 when this master is the leader",
             m.elected.clone(),
+        );
+        registry.register(
+            "elected_time_secs",
+            "When this master became the leader (Unix time)",
+            m.elected_time.clone(),
+        );
+        registry.register(
+            "masters",
+            "Masters taking part in the election (leader + standbys)",
+            m.masters.clone(),
         );
         registry.register(
             "agents_active",

@@ -351,12 +351,18 @@ pub(crate) fn standby_router(leader: tokio::sync::watch::Receiver<Option<String>
             };
             let mut r = Response::new(axum::body::Body::empty());
             let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/grpc"));
+            h.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/grpc"),
+            );
             h.insert("grpc-status", header::HeaderValue::from_static("14"));
             if let Ok(v) = header::HeaderValue::from_str(&message) {
                 h.insert("grpc-message", v);
             }
-            if let Some(v) = leader.as_deref().and_then(|l| header::HeaderValue::from_str(l).ok()) {
+            if let Some(v) = leader
+                .as_deref()
+                .and_then(|l| header::HeaderValue::from_str(l).ok())
+            {
                 h.insert(LEADER_HEADER, v);
             }
             return r;

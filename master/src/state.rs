@@ -187,7 +187,6 @@ fn refuse_duration(filters: Option<&v1::Filters>, default: Duration) -> Result<D
     }
 }
 
-
 /// All cluster state owned by the master.
 pub struct Master {
     config: StateConfig,
@@ -298,7 +297,9 @@ impl Master {
     fn registry_failed(&mut self, e: RegistryError) -> Status {
         if matches!(e, RegistryError::Fenced) {
             self.fenced = true;
-            return Status::unavailable("this master is no longer the leader; retry against the new leader");
+            return Status::unavailable(
+                "this master is no longer the leader; retry against the new leader",
+            );
         }
         Status::unavailable(format!("master could not persist the change: {e}"))
     }
@@ -404,7 +405,9 @@ impl Master {
             state: AgentRegistryState::Admitted,
             since: wall,
         };
-        self.registry.put_agent(&record).map_err(|e| self.registry_failed(e))?;
+        self.registry
+            .put_agent(&record)
+            .map_err(|e| self.registry_failed(e))?;
         self.known.agents.insert(id.clone(), record);
 
         // A previous incarnation of this agent: forget its offers and allocation.
@@ -1311,7 +1314,9 @@ impl Master {
             quota_limit: None,
         });
         rec.weight = weight;
-        self.registry.put_role(&rec).map_err(|e| self.registry_failed(e))?;
+        self.registry
+            .put_role(&rec)
+            .map_err(|e| self.registry_failed(e))?;
         self.known.roles.insert(role.into(), rec);
         self.allocator.set_weight(role, weight);
         self.pending_full = true;
@@ -1341,7 +1346,9 @@ impl Master {
         });
         rec.quota_guarantee = Some(guarantee.to_string());
         rec.quota_limit = limit.as_ref().map(ToString::to_string);
-        self.registry.put_role(&rec).map_err(|e| self.registry_failed(e))?;
+        self.registry
+            .put_role(&rec)
+            .map_err(|e| self.registry_failed(e))?;
         self.known.roles.insert(role.into(), rec);
         self.allocator
             .set_quota(role, crate::allocator::Quota { guarantee, limit });

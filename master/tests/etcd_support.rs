@@ -82,7 +82,10 @@ impl Etcd {
                     return e;
                 }
             }
-            assert!(Instant::now() < deadline, "etcd did not become healthy in 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not become healthy in 20 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -39,12 +39,19 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, Option<String>, String) {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await;
     let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let location = text
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("location:"))
         .map(|l| l[9..].trim().to_string());
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, location, body)
 }
 
@@ -86,7 +93,10 @@ async fn standby_redirects_then_takes_over_with_the_registry() {
         if code == 307 {
             break location;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "standby never learned the leader");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "standby never learned the leader"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(location, Some(format!("http://{leader_addr}/state")));
@@ -94,12 +104,16 @@ async fn standby_redirects_then_takes_over_with_the_registry() {
         .await
         .expect("connect standby");
     let err = client
-        .revive(v1::ReviveRequest { framework_id: "x".into() })
+        .revive(v1::ReviveRequest {
+            framework_id: "x".into(),
+        })
         .await
         .expect_err("a standby refuses calls");
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert_eq!(
-        err.metadata().get(brim_proto::LEADER_HEADER).and_then(|v| v.to_str().ok()),
+        err.metadata()
+            .get(brim_proto::LEADER_HEADER)
+            .and_then(|v| v.to_str().ok()),
         Some(leader_addr.to_string().as_str())
     );
 
@@ -132,7 +146,10 @@ async fn standby_redirects_then_takes_over_with_the_registry() {
     let now_leader = wait_leader(&[standby_addr], Duration::from_secs(10)).await;
     assert_eq!(now_leader, 0);
     let failover = stopped.elapsed();
-    assert!(failover < Duration::from_secs(10), "failover took {failover:?}");
+    assert!(
+        failover < Duration::from_secs(10),
+        "failover took {failover:?}"
+    );
     let (code, _, body) = get(standby_addr, "/state").await;
     assert_eq!(code, 200, "{body}");
     let state: serde_json::Value = serde_json::from_str(&body).expect("json");
@@ -142,7 +159,10 @@ async fn standby_redirects_then_takes_over_with_the_registry() {
         .iter()
         .filter_map(|f| f["id"].as_str())
         .collect();
-    assert!(known.contains(&framework_id.as_str()), "{known:?} should include {framework_id}");
+    assert!(
+        known.contains(&framework_id.as_str()),
+        "{known:?} should include {framework_id}"
+    );
     assert_eq!(state["leader"], standby_addr.to_string());
     eprintln!("failover to the standby took {failover:?}");
     new.stop().await.expect("stop");
@@ -154,10 +174,11 @@ async fn a_stale_fence_cannot_write_the_registry() {
         return;
     };
     let etcd = Etcd::start(&bin);
-    let client = brim_master::election::connect(&[etcd.endpoint.clone()])
+    let client = brim_master::election::connect(std::slice::from_ref(&etcd.endpoint))
         .await
         .expect("connect");
-    let election = brim_master::election::Election::new(client.clone(), "/fence", Duration::from_secs(2));
+    let election =
+        brim_master::election::Election::new(client.clone(), "/fence", Duration::from_secs(2));
     let leadership = election.campaign("me:1").await.expect("campaign");
     let record = AgentRecord {
         id: "a1".into(),
@@ -183,7 +204,11 @@ async fn a_stale_fence_cannot_write_the_registry() {
     })
     .await
     .expect("join");
-    assert!(matches!(outcome.0, Err(RegistryError::Fenced)), "{:?}", outcome.0);
+    assert!(
+        matches!(outcome.0, Err(RegistryError::Fenced)),
+        "{:?}",
+        outcome.0
+    );
     assert_eq!(outcome.1.agents["a1"].state, AgentRegistryState::Admitted);
     drop(leadership);
 }

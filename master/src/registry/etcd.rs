@@ -30,8 +30,11 @@ pub struct Fence {
     pub revision: i64,
 }
 
+/// Every key under the prefix with its raw value.
+type Entries = Vec<(String, Vec<u8>)>;
+
 enum Op {
-    Load(mpsc::Sender<Result<Vec<(String, Vec<u8>)>, RegistryError>>),
+    Load(mpsc::Sender<Result<Entries, RegistryError>>),
     Put(String, Vec<u8>, mpsc::Sender<Result<(), RegistryError>>),
     Delete(String, mpsc::Sender<Result<(), RegistryError>>),
 }
@@ -85,7 +88,12 @@ impl EtcdRegistry {
         })?
     }
 
-    fn put(&mut self, kind: &str, id: &str, value: &impl serde::Serialize) -> Result<(), RegistryError> {
+    fn put(
+        &mut self,
+        kind: &str,
+        id: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<(), RegistryError> {
         let bytes = serde_json::to_vec(value).map_err(|e| RegistryError::Storage(e.to_string()))?;
         let key = self.key(kind, id);
         self.call(|tx| Op::Put(key, bytes, tx))
@@ -103,7 +111,12 @@ async fn serve(client: &mut Client, fence: &Option<Fence>, prefix: &str, op: Op)
                 .map(|resp| {
                     resp.kvs()
                         .iter()
-                        .map(|kv| (String::from_utf8_lossy(kv.key()).to_string(), kv.value().to_vec()))
+                        .map(|kv| {
+                            (
+                                String::from_utf8_lossy(kv.key()).to_string(),
+                                kv.value().to_vec(),
+                            )
+                        })
                         .collect()
                 });
             let _ = reply.send(r);
@@ -117,7 +130,11 @@ async fn serve(client: &mut Client, fence: &Option<Fence>, prefix: &str, op: Op)
     }
 }
 
-async fn fenced(client: &mut Client, fence: &Option<Fence>, op: TxnOp) -> Result<(), RegistryError> {
+async fn fenced(
+    client: &mut Client,
+    fence: &Option<Fence>,
+    op: TxnOp,
+) -> Result<(), RegistryError> {
     let txn = match fence {
         Some(f) => Txn::new()
             .when(vec![Compare::create_revision(
