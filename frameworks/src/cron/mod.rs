@@ -201,6 +201,8 @@ pub struct CronState {
     kills: Vec<(String, String)>,
     suppressed: bool,
     wanted_offers: bool,
+    /// When to ask the master about every active run (after re-subscribing).
+    reconcile_at_ms: Option<u64>,
 }
 
 impl CronState {
@@ -237,6 +239,7 @@ impl Cron {
                 kills: Vec::new(),
                 suppressed: false,
                 wanted_offers: false,
+                reconcile_at_ms: None,
             }),
             wake: Notify::new(),
         })

@@ -18,6 +18,9 @@ const TICK: Duration = Duration::from_millis(200);
 const REFUSE_IDLE: f64 = 10.0;
 const REFUSE_WAITING: f64 = 1.0;
 
+/// Offers to accept with their tasks, offers to decline, and whether runs still wait.
+type Placed = (Vec<(String, Vec<TaskInfo>)>, Vec<String>, bool);
+
 pub struct CronScheduler {
     pub cron: Arc<Cron>,
 }
@@ -132,7 +135,7 @@ pub(crate) fn fire_due(s: &mut CronState, now: u64) -> bool {
 }
 
 impl CronScheduler {
-    fn place(&self, offers: &[Offer]) -> (Vec<(String, Vec<TaskInfo>)>, Vec<String>, bool) {
+    fn place(&self, offers: &[Offer]) -> Placed {
         let now = now_ms();
         let mut s = self.cron.lock();
         let mut accepts = Vec::new();
@@ -182,25 +185,14 @@ impl CronScheduler {
 }
 
 impl Scheduler for CronScheduler {
-    async fn registered(&mut self, driver: &DriverHandle, framework_id: &str) {
-        let tasks: Vec<(String, String)> = {
+    async fn registered(&mut self, _driver: &DriverHandle, framework_id: &str) {
+        {
             let mut s = self.cron.lock();
             s.doc.framework_id = Some(framework_id.to_string());
             s.suppressed = false;
             s.wanted_offers = false;
+            s.reconcile_at_ms = Some(now_ms() + crate::services::RECONCILE_DELAY_MS);
             let _ = s.save();
-            s.doc
-                .jobs
-                .values()
-                .flat_map(|j| j.runs.iter())
-                .filter(|r| r.state.is_active() && !r.task_id.is_empty())
-                .map(|r| (r.task_id.clone(), r.agent_id.clone()))
-                .collect()
-        };
-        if !tasks.is_empty() {
-            if let Err(e) = driver.reconcile(tasks).await {
-                tracing::warn!(error = %e, "reconciling cron tasks failed");
-            }
         }
         self.cron.wake.notify_one();
     }
@@ -322,7 +314,7 @@ pub async fn run_loop(cron: Arc<Cron>, driver: DriverHandle) {
         }
         let now = now_ms();
         let subscribed = driver.framework_id().is_some();
-        let (kills, revive, suppress) = {
+        let (kills, revive, suppress, reconcile) = {
             let mut s = cron.lock();
             if fire_due(&mut s, now) {
                 let _ = s.save();
@@ -331,6 +323,19 @@ pub async fn run_loop(cron: Arc<Cron>, driver: DriverHandle) {
                 continue;
             }
             let kills = std::mem::take(&mut s.kills);
+            let reconcile: Vec<(String, String)> = match s.reconcile_at_ms {
+                Some(at) if at <= now => {
+                    s.reconcile_at_ms = None;
+                    s.doc
+                        .jobs
+                        .values()
+                        .flat_map(|j| j.runs.iter())
+                        .filter(|r| r.state.is_active() && !r.task_id.is_empty())
+                        .map(|r| (r.task_id.clone(), r.agent_id.clone()))
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
             let wants = s.doc.jobs.values().any(|j| {
                 j.runs
                     .iter()
@@ -345,8 +350,13 @@ pub async fn run_loop(cron: Arc<Cron>, driver: DriverHandle) {
             if suppress {
                 s.suppressed = true;
             }
-            (kills, revive, suppress)
+            (kills, revive, suppress, reconcile)
         };
+        if !reconcile.is_empty() {
+            if let Err(e) = driver.reconcile(reconcile).await {
+                tracing::warn!(error = %e, "reconciling cron tasks failed");
+            }
+        }
         for (task_id, agent_id) in kills {
             if let Err(e) = driver.kill(&task_id, &agent_id, None).await {
                 tracing::warn!(task = %task_id, error = %e, "kill failed");

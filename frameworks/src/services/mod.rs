@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 pub use api::{router, ApplyResult, ServiceView, TaskView};
+pub(crate) use scheduler::RECONCILE_DELAY_MS;
 pub use scheduler::{run_loop, ServicesScheduler};
 
 use crate::store::{JsonStore, StoreError};
@@ -115,6 +116,8 @@ pub struct ServicesState {
     waiting: BTreeMap<String, Waiting>,
     suppressed: bool,
     wanted_offers: bool,
+    /// When to ask the master about every task we know (after re-subscribing).
+    reconcile_at_ms: Option<u64>,
 }
 
 impl ServicesState {
@@ -158,6 +161,7 @@ impl Services {
                 waiting: BTreeMap::new(),
                 suppressed: false,
                 wanted_offers: false,
+                reconcile_at_ms: None,
             }),
             wake: Notify::new(),
             master: Mutex::new(None),

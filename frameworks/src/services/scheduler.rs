@@ -20,8 +20,17 @@ const REFUSE_IDLE: f64 = 10.0;
 const REFUSE_WAITING: f64 = 1.0;
 /// Resend a kill that has not ended its task after this long.
 const KILL_RESEND_MS: u64 = 5000;
+/// Delay between (re)subscribing and the explicit reconciliation of every known task.
+pub(crate) const RECONCILE_DELAY_MS: u64 = 10_000;
 /// Reconcile loop period (it also runs when woken).
 const TICK: Duration = Duration::from_millis(250);
+
+/// Offers to accept with their tasks, offers to decline, and whether instances still wait.
+type Placed = (
+    Vec<(String, Vec<brim_framework::v1::TaskInfo>)>,
+    Vec<String>,
+    bool,
+);
 
 pub struct ServicesScheduler {
     pub services: Arc<Services>,
@@ -79,14 +88,7 @@ fn launch_wants(s: &ServicesState, now: u64) -> Vec<(String, u32)> {
 impl ServicesScheduler {
     /// Places what services want on `offers`; returns (offer, tasks) to accept and offers to
     /// decline.
-    fn place(
-        &self,
-        offers: &[Offer],
-    ) -> (
-        Vec<(String, Vec<brim_framework::v1::TaskInfo>)>,
-        Vec<String>,
-        bool,
-    ) {
+    fn place(&self, offers: &[Offer]) -> Placed {
         let now = now_ms();
         let mut s = self.services.lock();
         for o in offers {
@@ -210,28 +212,16 @@ impl ServicesScheduler {
 }
 
 impl Scheduler for ServicesScheduler {
-    async fn registered(&mut self, driver: &DriverHandle, framework_id: &str) {
-        let tasks: Vec<(String, String)> = {
+    async fn registered(&mut self, _driver: &DriverHandle, framework_id: &str) {
+        {
             let mut s = self.services.lock();
             s.doc.framework_id = Some(framework_id.to_string());
             s.suppressed = false;
             s.wanted_offers = false;
+            // Explicit reconciliation waits for agents to re-register (after a master
+            // restart the master answers LOST for tasks of agents it has not heard from yet).
+            s.reconcile_at_ms = Some(now_ms() + RECONCILE_DELAY_MS);
             let _ = s.save();
-            s.doc
-                .services
-                .values()
-                .flat_map(|svc| {
-                    svc.tasks
-                        .iter()
-                        .map(|(id, t)| (id.clone(), t.agent.agent_id.clone()))
-                })
-                .collect()
-        };
-        // Explicit reconciliation: tasks the master no longer knows come back as LOST.
-        if !tasks.is_empty() {
-            if let Err(e) = driver.reconcile(tasks).await {
-                tracing::warn!(error = %e, "reconciling service tasks failed");
-            }
         }
         self.services.wake.notify_one();
     }
@@ -372,8 +362,23 @@ pub async fn run_loop(services: Arc<Services>, driver: DriverHandle) {
             continue;
         }
         let now = now_ms();
-        let (kills, revive, suppress) = {
+        let (kills, revive, suppress, reconcile) = {
             let mut s = services.lock();
+            let reconcile: Vec<(String, String)> = match s.reconcile_at_ms {
+                Some(at) if at <= now => {
+                    s.reconcile_at_ms = None;
+                    s.doc
+                        .services
+                        .values()
+                        .flat_map(|svc| {
+                            svc.tasks
+                                .iter()
+                                .map(|(id, t)| (id.clone(), t.agent.agent_id.clone()))
+                        })
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
             let mut kills = Vec::new();
             let mut changed = false;
             let mut done = Vec::new();
@@ -421,8 +426,13 @@ pub async fn run_loop(services: Arc<Services>, driver: DriverHandle) {
             if suppress {
                 s.suppressed = true;
             }
-            (kills, revive, suppress)
+            (kills, revive, suppress, reconcile)
         };
+        if !reconcile.is_empty() {
+            if let Err(e) = driver.reconcile(reconcile).await {
+                tracing::warn!(error = %e, "reconciling service tasks failed");
+            }
+        }
         for (task_id, agent_id, grace) in kills {
             if let Err(e) = driver.kill(&task_id, &agent_id, Some(grace)).await {
                 tracing::warn!(task = %task_id, error = %e, "kill failed; will retry");

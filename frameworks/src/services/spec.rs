@@ -443,6 +443,7 @@ max_surge = 1
                 "id",
                 "instances",
                 "cmd",
+                "user",
                 "cpus",
                 "mem",
                 "ports",
@@ -456,9 +457,9 @@ max_surge = 1
         );
         assert!(problems[8].problem.contains("regex"), "{:?}", problems[8]);
         assert!(
-            problems[8].problem.contains("unknown operator `SOMETIMES`"),
+            problems[9].problem.contains("unknown operator `SOMETIMES`"),
             "{:?}",
-            problems[8]
+            problems[9]
         );
     }
 
