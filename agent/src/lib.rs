@@ -235,7 +235,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         &advertise_host(&config, http_addr, &hostname).await,
         http_addr.port(),
     );
-    let agent_id = recovery::identity(&wd, &total);
+    let agent_id = recovery::identity(&wd, &total, config.resources.as_ref());
     let same_agent = agent_id.is_some();
     tracing::info!(%http_addr, advertised = %http_address, resources = %total, agent_id = ?agent_id, "agent starting");
     let agent = Arc::new(Agent::new(

@@ -22,10 +22,14 @@ use crate::{master_link, supervisor};
 
 /// Whether this start continues the previous agent; returns the agent id to reuse.
 /// Records the resources for the next start.
-pub(crate) fn identity(work_dir: &Path, total: &Resources) -> Option<String> {
+pub(crate) fn identity(
+    work_dir: &Path,
+    total: &Resources,
+    configured: Option<&Resources>,
+) -> Option<String> {
     let layout = Layout::new(work_dir);
     let previous = std::fs::read_to_string(layout.resources()).ok();
-    let now = total.to_string();
+    let now = identity_resources(total, configured);
     let id = master_link::load_agent_id(work_dir);
     let same = previous.as_deref().is_none_or(|p| p.trim() == now);
     let keep = match (&id, same) {
@@ -46,6 +50,18 @@ pub(crate) fn identity(work_dir: &Path, total: &Resources) -> Option<String> {
         tracing::warn!(error = %e, "cannot checkpoint the agent's resources");
     }
     keep
+}
+
+/// The resources that define the agent's identity: everything but an auto-detected `disk`
+/// (free space changes from one start to the next).
+fn identity_resources(total: &Resources, configured: Option<&Resources>) -> String {
+    let disk_configured = configured.is_some_and(|c| c.scalar("disk") > 0.0);
+    total
+        .to_string()
+        .split(';')
+        .filter(|r| disk_configured || !r.starts_with("disk:"))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// Container cgroups under the agent's root (first hierarchy).

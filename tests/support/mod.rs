@@ -354,3 +354,44 @@ pub fn have_tools(test: &str, tools: &[&str]) -> bool {
     eprintln!("{why}");
     false
 }
+
+impl Cluster {
+    /// Like [`Cluster::new`] with other master flags (e.g. a longer agent timeout for tests
+    /// that restart agents).
+    pub fn new_with_master_flags(flags: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let tag = format!("brim-it-{}-{}", std::process::id(), port);
+        let mut c = Cluster {
+            dir,
+            master_addr: format!("127.0.0.1:{port}"),
+            master_port: port,
+            master: None,
+            agents: Vec::new(),
+            agent_addrs: Vec::new(),
+            tag,
+        };
+        c.start_master_with_flags(flags);
+        c
+    }
+
+    /// Starts (or restarts) the master with `flags` instead of [`MASTER_FLAGS`].
+    pub fn start_master_with_flags(&mut self, flags: &[&str]) {
+        let mut args: Vec<String> = vec![
+            "master".into(),
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            self.master_port.to_string(),
+            "--work-dir".into(),
+            self.dir.path().join("master").display().to_string(),
+        ];
+        args.extend(flags.iter().map(|s| s.to_string()));
+        let p = self.spawn("master", &args);
+        self.master = Some(p);
+        let addr = self.master_addr.clone();
+        wait_for("master /health", Duration::from_secs(30), || {
+            http_get(&addr, "/health").filter(|(c, _)| *c == 200)
+        });
+    }
+}
