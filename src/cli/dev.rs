@@ -59,11 +59,13 @@ pub(crate) async fn run(a: DevArgs) -> anyhow::Result<()> {
     let agent_http = agent.http_addr();
     println!("brim dev is running (work dir {})", work_dir.display());
     println!("  master   {master_target}   gRPC + HTTP");
+    println!("  web UI   http://{master_target}/");
     println!("  agent    {agent_http}   sandboxes: http://{agent_http}/state");
     println!("  state    http://{master_target}/state");
     println!("  metrics  http://{master_target}/metrics");
     println!("  try      brim run -- echo hello     (in another terminal)");
     println!("           brim tasks");
+    println!("           brim top                   (live usage; q quits)");
     println!("Ctrl-C stops the agent (killing its tasks) and the master.");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let agent_task = tokio::spawn(agent.run_until(async move {
