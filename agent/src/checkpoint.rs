@@ -71,7 +71,7 @@ pub fn to_hex(m: &impl Message) -> String {
 }
 
 pub fn from_hex<M: Message + Default>(s: &str) -> Option<M> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..s.len())

@@ -681,6 +681,7 @@ pub(crate) fn hard_rlimit(resource: i32) -> Option<u64> {
     if unsafe { libc::getrlimit(resource as _, &mut lim) } != 0 {
         return None;
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t differs between libcs
     Some(lim.rlim_max as u64)
 }
 
