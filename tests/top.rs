@@ -246,10 +246,9 @@ fn run_shows_a_progress_bar_on_a_terminal_only() {
         &cmd,
     ]);
     assert!(out.status.success(), "tmux new-session: {out:?}");
-    let screen = tmux.wait_screen("the progress bar", |s| {
+    tmux.wait_screen("the progress bar", |s| {
         s.contains("/3 done") && s.contains("running")
     });
-    assert!(screen.contains("0/3 done"), "{screen}");
     let screen = tmux.wait_screen("the job to end", |s| s.contains("exit="));
     assert!(screen.contains("exit=0"), "{screen}");
     for i in 0..3 {

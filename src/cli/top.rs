@@ -7,6 +7,7 @@
 //! terminal loop is a thin shell around them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,7 +19,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 #[derive(clap::Args)]
 pub(crate) struct TopArgs {
@@ -710,42 +711,77 @@ pub(crate) async fn run(a: TopArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Fetches `/state` every `interval` (or at once when `now` is notified) on its own task, so
+/// a slow master never delays keys: the screen stays responsive and `q` always quits.
+fn spawn_fetcher(
+    client: StateClient,
+    interval: Duration,
+    now: Arc<Notify>,
+) -> (mpsc::Receiver<Result<TopState, String>>, AbortOnDrop) {
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        loop {
+            let result = match client.fetch_json().await {
+                Ok(json) => serde_json::from_value::<TopState>(json)
+                    .map_err(|e| format!("cannot read /state: {e}")),
+                Err(e) => Err(e.to_string()),
+            };
+            if tx.send(result).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = now.notified() => {}
+            }
+        }
+    });
+    (rx, AbortOnDrop(task))
+}
+
+/// Stops a background task when the screen goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     client: &StateClient,
     view: &mut View,
 ) -> anyhow::Result<()> {
     let mut keys = spawn_key_reader();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(view.interval));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let now = Arc::new(Notify::new());
+    let (mut states, _fetcher) = spawn_fetcher(
+        client.clone(),
+        Duration::from_secs_f64(view.interval),
+        now.clone(),
+    );
     loop {
-        let refresh = tokio::select! {
-            _ = tick.tick() => true,
+        terminal
+            .draw(|f| view.draw(f))
+            .context("cannot draw to the terminal")?;
+        tokio::select! {
+            r = states.recv() => match r {
+                Some(Ok(s)) => {
+                    view.rates.observe(&s.tasks);
+                    view.state = Some(s);
+                    view.error = None;
+                }
+                Some(Err(e)) => view.error = Some(e),
+                None => return Ok(()),
+            },
             k = keys.recv() => match k.and_then(|k| view.key(k)) {
                 Some(Input::Quit) => return Ok(()),
-                Some(Input::Refresh) => true,
-                Some(Input::Redraw) => false,
+                Some(Input::Refresh) => now.notify_one(),
+                Some(Input::Redraw) => {}
                 // The reader ended (no terminal): nothing more will come.
                 None if keys.is_closed() => return Ok(()),
                 None => continue,
             },
-        };
-        if refresh {
-            match client.fetch_json().await {
-                Ok(json) => match serde_json::from_value::<TopState>(json) {
-                    Ok(s) => {
-                        view.rates.observe(&s.tasks);
-                        view.state = Some(s);
-                        view.error = None;
-                    }
-                    Err(e) => view.error = Some(format!("cannot read /state: {e}")),
-                },
-                Err(e) => view.error = Some(e.to_string()),
-            }
         }
-        terminal
-            .draw(|f| view.draw(f))
-            .context("cannot draw to the terminal")?;
     }
 }
 
