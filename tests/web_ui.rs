@@ -160,6 +160,24 @@ impl Driver {
         panic!("timed out waiting for {what} ({css}); last text: {last:?}");
     }
 
+    /// Clicks the first element matching `css`.
+    fn click(&self, css: &str) {
+        let found = self.call(
+            "POST",
+            &self.session_path("/element"),
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        let id = found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_string();
+        self.call(
+            "POST",
+            &self.session_path(&format!("/element/{id}/click")),
+            Some(json!({})),
+        );
+    }
+
     /// Saves a PNG screenshot to `path`.
     fn screenshot(&self, path: &Path) {
         let v = self.call("GET", &self.session_path("/screenshot"), None);
@@ -305,6 +323,15 @@ fn pages_load_and_show_a_running_task() {
     d.goto(&format!("{base}/#/agents"));
     let agents = d.wait_text("agents table", "#agents-table", |t| t.contains("connected"));
     assert!(agents.contains("rack:r0"), "{agents}");
+    // The agent's name links to its tasks.
+    d.click("#agents-table a");
+    d.wait_text(
+        "the agent's tasks",
+        &format!("tr[data-task-id=\"{task_id}\"]"),
+        |t| t.contains("web-probe"),
+    );
+    let filter_value = d.js("return document.getElementById('task-text-filter').value;");
+    assert_eq!(filter_value, json!(agent_id), "filtered by the agent's id");
     d.goto(&format!("{base}/#/frameworks"));
     d.wait_text("frameworks table", "#frameworks-table", |t| {
         t.contains("brim-run")

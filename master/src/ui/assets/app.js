@@ -217,6 +217,11 @@ function overview() {
   ];
 }
 
+// A link to the tasks page filtered by `id` (an agent's or a framework's).
+function tasksOf(id, label) {
+  return h("a", { href: "#/tasks", title: "show its tasks", onclick: () => { filters.text = id; filters.state = "all"; } }, label);
+}
+
 function agentsPage() {
   const rows = (state.agents || []).map((a) => {
     const n = (state.tasks || []).filter((t) => t.agent_id === a.id && !TERMINAL.has(t.state)).length;
@@ -225,7 +230,7 @@ function agentsPage() {
     const attrs = Object.entries(a.attributes || {}).map(([k, v]) => `${k}:${v}`).join(" ");
     return h("tr", { "data-agent-id": a.id },
       h("td", { class: "mono", title: a.id }, short(a.id)),
-      h("td", {}, a.hostname || "–"),
+      h("td", {}, tasksOf(a.id, a.hostname || "–")),
       h("td", { class: "mono" }, a.http_address || "–"),
       h("td", {}, a.active ? h("span", { class: "pill ok" }, "connected") : h("span", { class: "pill bad" }, a.status || "disconnected")),
       h("td", {}, `${num(cpu)} / ${num(cpuT)}`, h("div", { class: "bar small" }, h("span", { style: `width:${cpuT ? 100 * cpu / cpuT : 0}%` }))),
@@ -247,7 +252,7 @@ function frameworksPage() {
     else if (f.suppressed) status = h("span", { class: "pill warn" }, "suppressed");
     return h("tr", { "data-framework-id": f.id },
       h("td", { class: "mono", title: f.id }, short(f.id)),
-      h("td", {}, f.name || "–"),
+      h("td", {}, tasksOf(f.id, f.name || "–")),
       h("td", {}, f.role || "*"),
       h("td", {}, f.user || "–"),
       h("td", {}, status),
