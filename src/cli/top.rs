@@ -475,7 +475,7 @@ impl View {
 
         let agent_height = (agents.len() as u16).saturating_add(3).min(12);
         let [head, agent_area, task_area, help] = Layout::vertical([
-            Constraint::Length(2),
+            Constraint::Length(3),
             Constraint::Length(agent_height),
             Constraint::Min(5),
             Constraint::Length(1),
@@ -534,29 +534,22 @@ impl View {
                     Cell::from(a.tasks.to_string()),
                 ])
             }),
+            // Fits 80 columns: allocated/total, then measured use, per resource.
             [
-                Constraint::Min(14),
-                Constraint::Length(12),
-                Constraint::Length(11),
-                Constraint::Length(8),
-                Constraint::Length(13),
-                Constraint::Length(8),
+                Constraint::Min(10),
                 Constraint::Length(7),
                 Constraint::Length(9),
                 Constraint::Length(6),
+                Constraint::Length(11),
+                Constraint::Length(6),
+                Constraint::Length(6),
+                Constraint::Length(5),
+                Constraint::Length(5),
             ],
         )
         .header(
             Row::new([
-                "AGENT",
-                "STATUS",
-                "CPU ALLOC",
-                "CPU USE",
-                "MEM ALLOC",
-                "MEM USE",
-                "SLACK",
-                "REVOCABLE",
-                "TASKS",
+                "AGENT", "STATUS", "CPUS", "USED", "MEM", "USED", "SLACK", "REVOC", "TASKS",
             ])
             .style(bold),
         )
@@ -616,8 +609,7 @@ impl View {
 
         f.render_widget(
             Paragraph::new(
-                " q quit · c/m/n/s/a/l sort cpu/mem/name/state/agent/slack (again: reverse) · \
-                 r reverse · tab agents/tasks · t ended tasks · space refresh",
+                " q quit  c/m/n/s/a/l sort  r reverse  tab agents|tasks  t ended  space refresh",
             )
             .style(Style::new().add_modifier(Modifier::DIM)),
             help,
@@ -630,40 +622,45 @@ impl View {
         let first = Line::from(vec![
             Span::styled("brim top", Style::new().add_modifier(Modifier::BOLD)),
             Span::raw(format!(
-                "  master {} ({})  every {}s",
+                "  master {} ({})  every {}s{}",
                 self.master,
                 if state.master_id.is_empty() {
                     "-"
                 } else {
                     &state.master_id
                 },
-                fmt_num(self.interval)
-            )),
-        ]);
-        let second = match &self.error {
-            Some(e) => Line::from(Span::styled(
-                format!("master unreachable: {e}"),
-                Style::new().fg(Color::Red),
-            )),
-            None => Line::from(format!(
-                "agents {}/{}  tasks {running} running  cpus {}/{} alloc, {:.2} used, {:.2} slack, {} revocable  mem {}/{}{}",
-                agents.iter().filter(|a| a.active).count(),
-                agents.len(),
-                fmt_num(sum(|a| a.cpus_alloc)),
-                fmt_num(sum(|a| a.cpus_total)),
-                sum(|a| a.cpus_used),
-                sum(AgentRow::slack),
-                fmt_num(sum(|a| a.revocable_cpus)),
-                fmt_mb(sum(|a| a.mem_alloc_mb)),
-                fmt_mb(sum(|a| a.mem_total_mb)),
-                if state.leader.is_empty() {
+                fmt_num(self.interval),
+                if state.leader.is_empty() || state.leader == self.master {
                     String::new()
                 } else {
                     format!("  leader {}", state.leader)
                 },
             )),
-        };
-        vec![first, second]
+        ]);
+        if let Some(e) = &self.error {
+            let error = Line::from(Span::styled(
+                format!("master unreachable: {e}"),
+                Style::new().fg(Color::Red),
+            ));
+            return vec![first, error];
+        }
+        let second = Line::from(format!(
+            "agents {}/{}  tasks {running} running  {} ended",
+            agents.iter().filter(|a| a.active).count(),
+            agents.len(),
+            state.completed_tasks.len(),
+        ));
+        let third = Line::from(format!(
+            "cpus {}/{} alloc, {:.2} used, {:.2} slack, {} revocable  mem {}/{}",
+            fmt_num(sum(|a| a.cpus_alloc)),
+            fmt_num(sum(|a| a.cpus_total)),
+            sum(|a| a.cpus_used),
+            sum(AgentRow::slack),
+            fmt_num(sum(|a| a.revocable_cpus)),
+            fmt_mb(sum(|a| a.mem_alloc_mb)),
+            fmt_mb(sum(|a| a.mem_total_mb)),
+        ));
+        vec![first, second, third]
     }
 }
 
