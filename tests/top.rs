@@ -89,15 +89,36 @@ fn top_shows_tasks_and_agents_sorts_and_quits() {
         "sleep 600",
     ]);
     let master = c.master_addr.clone();
-    wait_for("both tasks to run", Duration::from_secs(30), || {
-        let s = state(&master);
-        let running = s["tasks"]
-            .as_array()?
-            .iter()
-            .filter(|t| t["state"] == "TASK_RUNNING")
-            .count();
-        (running == 2).then_some(())
-    });
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("both tasks to run", Duration::from_secs(30), || {
+            let s = state(&master);
+            let running = s["tasks"]
+                .as_array()?
+                .iter()
+                .filter(|t| t["state"] == "TASK_RUNNING")
+                .count();
+            (running == 2).then_some(())
+        })
+    }));
+    if ran.is_err() {
+        for child in [&mut spin, &mut idle] {
+            let _ = child.kill();
+            if let Ok(out) = child.try_wait().map(|_| ()).and_then(|()| {
+                let mut err = String::new();
+                use std::io::Read;
+                child
+                    .stderr
+                    .take()
+                    .map_or(Ok(0), |mut e| e.read_to_string(&mut err))
+                    .map(|_| err)
+            }) {
+                eprintln!("--- brim run stderr ---\n{out}");
+            }
+        }
+        eprintln!("--- /state ---\n{:#}", state(&master));
+        c.dump_logs();
+        panic!("both tasks did not run within 30 s (logs above)");
+    }
 
     let tmux = Tmux {
         socket: format!("brim-top-test-{}", std::process::id()),
@@ -249,7 +270,14 @@ fn run_shows_a_progress_bar_on_a_terminal_only() {
     tmux.wait_screen("the progress bar", |s| {
         s.contains("/3 done") && s.contains("running")
     });
-    let screen = tmux.wait_screen("the job to end", |s| s.contains("exit="));
+    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tmux.wait_screen("the job to end", |s| s.contains("exit="))
+    }));
+    let screen = ended.unwrap_or_else(|_| {
+        eprintln!("--- /state ---\n{:#}", state(&master));
+        c.dump_logs();
+        panic!("the job did not end (logs above)");
+    });
     assert!(screen.contains("exit=0"), "{screen}");
     for i in 0..3 {
         assert!(screen.contains(&format!("[{i}] finished {i}")), "{screen}");
