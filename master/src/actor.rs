@@ -57,6 +57,10 @@ pub(crate) enum Command {
     Metrics {
         reply: oneshot::Sender<String>,
     },
+    MarkAgentGone {
+        agent_id: String,
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
 }
 
 /// Handle API code uses to talk to the actor.
@@ -201,6 +205,9 @@ fn handle(master: &mut Master, cmd: Command, now: Duration, started: f64, config
             state["masters"] = serde_json::json!(*config.masters.borrow());
             state["elected_time"] = serde_json::json!(config.elected_time);
             let _ = reply.send(state);
+        }
+        Command::MarkAgentGone { agent_id, reply } => {
+            let _ = reply.send(master.mark_agent_gone(&agent_id, wall));
         }
         Command::Metrics { reply } => {
             master.metrics.elected_time.set(config.elected_time);

@@ -272,6 +272,33 @@ async fn state(State(master): State<MasterHandle>) -> Response {
     }
 }
 
+/// `POST /agents/{id}/gone`: the operator retires an agent for good.
+async fn mark_agent_gone(
+    State(master): State<MasterHandle>,
+    axum::extract::Path(agent_id): axum::extract::Path<String>,
+) -> Response {
+    let (reply, rx) = oneshot::channel();
+    if master
+        .send(Command::MarkAgentGone { agent_id, reply })
+        .await
+        .is_err()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "master is shutting down\n").into_response();
+    }
+    match rx.await {
+        Ok(Ok(())) => (StatusCode::OK, "marked gone\n").into_response(),
+        Ok(Err(s)) if s.code() == tonic::Code::NotFound => {
+            (StatusCode::NOT_FOUND, format!("{}\n", s.message())).into_response()
+        }
+        Ok(Err(s)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", s.message()),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "master is shutting down\n").into_response(),
+    }
+}
+
 async fn metrics(State(master): State<MasterHandle>) -> Response {
     let (reply, rx) = oneshot::channel();
     if master.send(Command::Metrics { reply }).await.is_err() {
@@ -310,6 +337,10 @@ pub(crate) fn router(master: MasterHandle) -> Router {
         .route("/version", get(version))
         .route("/state", get(state))
         .route("/metrics", get(metrics))
+        .route(
+            "/agents/{agent_id}/gone",
+            axum::routing::post(mark_agent_gone),
+        )
         .with_state(master.clone());
     grpc.merge(http).merge(crate::mesos::router(master))
 }

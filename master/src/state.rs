@@ -655,6 +655,65 @@ impl Master {
         self.rescind_offers_on_agent(agent_id);
     }
 
+    /// Operator call: the agent is gone for good (machine decommissioned). Its tasks become
+    /// `TASK_GONE_BY_OPERATOR`, its resources leave the cluster, and it may never re-register
+    /// with this id (a wiped agent registers as a new one).
+    pub fn mark_agent_gone(&mut self, agent_id: &str, wall: f64) -> Result<(), Status> {
+        let mut rec = self
+            .known
+            .agents
+            .get(agent_id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("agent {agent_id:?} is unknown")))?;
+        if rec.state == AgentRegistryState::Gone {
+            return Ok(());
+        }
+        rec.state = AgentRegistryState::Gone;
+        rec.since = wall;
+        self.registry
+            .put_agent(&rec)
+            .map_err(|e| self.registry_failed(e))?;
+        self.known.agents.insert(agent_id.to_string(), rec);
+        self.rescind_offers_on_agent(agent_id);
+        self.allocator.remove_agent(agent_id);
+        let keys: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.agent_id == agent_id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let Some(mut t) = self.tasks.remove(&key) else {
+                continue;
+            };
+            let status = self.master_status(
+                &t,
+                TaskState::TaskGoneByOperator,
+                TaskStatusReason::ReasonAgentRemoved,
+                "the operator marked the agent gone",
+                wall,
+            );
+            t.state = TaskState::TaskGoneByOperator;
+            t.status = Some(status.clone());
+            t.updated_time = wall;
+            self.send_update(&t.framework_id.clone(), status);
+            self.push_completed(t);
+        }
+        if let Some(agent) = self.agents.remove(agent_id) {
+            if let Some(tx) = agent.tx {
+                let _ = tx.try_send(Ok(MasterMessage {
+                    message: Some(master_message::Message::Error(master_message::Error {
+                        message: format!(
+                            "agent {agent_id} was marked gone by the operator; wipe its work dir to register anew"
+                        ),
+                    })),
+                }));
+            }
+        }
+        tracing::warn!(agent_id, "agent marked gone by the operator");
+        Ok(())
+    }
+
     fn mark_unreachable(&mut self, agent_id: &str, wall: f64) {
         let keys: Vec<TaskKey> = self
             .tasks

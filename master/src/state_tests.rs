@@ -542,3 +542,42 @@ fn teardown_kills_tasks_and_frees_resources() {
         Some(Code::NotFound)
     );
 }
+
+#[test]
+fn an_agent_marked_gone_loses_its_tasks_and_cannot_come_back() {
+    let mut h = Harness::new();
+    let (agent, _) = h.add_agent("cpus:2;mem:1024");
+    let fw = h.subscribe("f", &[]);
+    let o = h.offers(&fw)[0].id.clone();
+    h.accept(&fw, &o, vec![task("t", "cpus:1")])
+        .expect("accept");
+    let _run = h.next_agent(&agent);
+    h.m.mark_agent_gone(&agent, 5.0).expect("mark gone");
+    let state = loop {
+        match h.next_event(&fw) {
+            Some(event::Event::Update(u)) => break u.status.expect("status").state,
+            Some(_) => continue,
+            None => panic!("no update"),
+        }
+    };
+    assert_eq!(state, TaskState::TaskGoneByOperator as i32);
+    let (tx, _rx) = mpsc::channel(4);
+    let again = agent_message::Register {
+        agent_info: Some(AgentInfo {
+            id: agent.clone(),
+            hostname: "h".into(),
+            resources: res("cpus:2;mem:1024").to_proto(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let err =
+        h.m.register_agent(again, tx, h.now, 6.0)
+            .expect_err("gone agents are refused");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("gone"), "{}", err.message());
+    assert_eq!(
+        h.m.mark_agent_gone("nope", 0.0).err().map(|s| s.code()),
+        Some(Code::NotFound)
+    );
+}
