@@ -2,6 +2,8 @@
 //! loopback, each with its own work dir, port and cgroup root, and talks to them over HTTP.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod probe;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
