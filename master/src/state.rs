@@ -1279,6 +1279,11 @@ impl Master {
                     })
                 {
                     statuses.push(self.reconciliation_status(t, wall));
+                } else if self.awaiting_reregistration(&rt.agent_id) {
+                    // The agent is admitted but has not re-registered since this master
+                    // took over: it may well still run the task. Answer once it is back
+                    // (Mesos does the same), rather than wrongly reporting the task lost.
+                    continue;
                 } else {
                     let state = if aware {
                         TaskState::TaskUnknown
@@ -1304,6 +1309,17 @@ impl Master {
             self.send_update(&req.framework_id, s);
         }
         Ok(())
+    }
+
+    /// True for an agent the registry admits that has not re-registered with this master.
+    fn awaiting_reregistration(&self, agent_id: &str) -> bool {
+        !agent_id.is_empty()
+            && !self.agents.contains_key(agent_id)
+            && self
+                .known
+                .agents
+                .get(agent_id)
+                .is_some_and(|a| a.state == AgentRegistryState::Admitted)
     }
 
     fn reconciliation_status(&self, t: &TaskEntry, wall: f64) -> TaskStatus {

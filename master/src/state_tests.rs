@@ -581,3 +581,48 @@ fn an_agent_marked_gone_loses_its_tasks_and_cannot_come_back() {
         Some(Code::NotFound)
     );
 }
+
+#[test]
+fn reconciliation_waits_for_agents_that_have_not_reregistered() {
+    let mut registry = MemoryRegistry::default();
+    registry
+        .put_agent(&AgentRecord {
+            id: "S-known".into(),
+            hostname: "h".into(),
+            http_address: String::new(),
+            resources: "cpus:1".into(),
+            attributes: vec![],
+            state: AgentRegistryState::Admitted,
+            since: 0.0,
+        })
+        .expect("put");
+    let mut h = Harness::new();
+    h.m = Master::new(StateConfig::default(), "m".into(), Box::new(registry), T0).expect("master");
+    let fw = h.subscribe("f", &[]);
+    let task = |task_id: &str, agent_id: &str| v1::reconcile_request::Task {
+        task_id: task_id.into(),
+        agent_id: agent_id.into(),
+    };
+    h.m.reconcile(
+        v1::ReconcileRequest {
+            framework_id: fw.clone(),
+            tasks: vec![
+                task("on-known", "S-known"),
+                task("on-stranger", "S-stranger"),
+            ],
+        },
+        1.0,
+    )
+    .expect("reconcile");
+    let mut answered = Vec::new();
+    while let Some(e) = h.next_event(&fw) {
+        if let event::Event::Update(u) = e {
+            let s = u.status.expect("status");
+            answered.push((s.task_id, s.state));
+        }
+    }
+    assert_eq!(
+        answered,
+        vec![("on-stranger".to_string(), TaskState::TaskLost as i32)]
+    );
+}
