@@ -115,7 +115,7 @@ pub(crate) async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) 
         }
         // Back off only after a whole round over the masters: during a failover the next
         // one in the list is usually the new leader.
-        if masters.len() <= 1 || next % masters.len() == 0 {
+        if masters.len() <= 1 || next.is_multiple_of(masters.len()) {
             backoff = next_backoff(backoff, agent.config.max_reconnect_backoff);
         }
     }

@@ -205,7 +205,7 @@ impl Driver {
             // known): during a failover the next master is usually the new leader.
             let round_done = {
                 let t = self.target.lock().unwrap_or_else(|p| p.into_inner());
-                t.1.is_none() && t.0 % self.masters.len() == 0
+                t.1.is_none() && t.0.is_multiple_of(self.masters.len())
             };
             if round_done {
                 backoff = (backoff * 2).min(self.config.backoff_max);
