@@ -405,10 +405,20 @@ impl Master {
             state: AgentRegistryState::Admitted,
             since: wall,
         };
-        self.registry
-            .put_agent(&record)
-            .map_err(|e| self.registry_failed(e))?;
-        self.known.agents.insert(id.clone(), record);
+        // Re-registration of an unchanged, admitted agent needs no write: after a failover
+        // thousands of agents come back at once and the registry must not be the bottleneck.
+        let unchanged = self.known.agents.get(&id).is_some_and(|known| {
+            AgentRecord {
+                since: known.since,
+                ..record.clone()
+            } == *known
+        });
+        if !unchanged {
+            self.registry
+                .put_agent(&record)
+                .map_err(|e| self.registry_failed(e))?;
+            self.known.agents.insert(id.clone(), record);
+        }
 
         // A previous incarnation of this agent: forget its offers and allocation.
         let previous = self.agents.remove(&id);
