@@ -598,9 +598,27 @@ impl Child<'_> {
                 fail(Stage::Stdio);
             }
             if let Some((uid, gid, _)) = &spec.user {
-                if libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0
-                    || libc::setgid(*gid) != 0
-                    || libc::setuid(*uid) != 0
+                // Raw syscalls, not glibc's wrappers: in a child cloned from the
+                // multi-threaded agent, glibc's set*id broadcast to "all threads" can wait
+                // forever on a lock another agent thread held at clone time. The kernel
+                // calls change only this process, which is all we want here.
+                if libc::syscall(
+                    libc::SYS_setgroups,
+                    self.groups.len() as libc::c_long,
+                    self.groups.as_ptr(),
+                ) != 0
+                    || libc::syscall(
+                        libc::SYS_setresgid,
+                        *gid as libc::c_long,
+                        *gid as libc::c_long,
+                        *gid as libc::c_long,
+                    ) != 0
+                    || libc::syscall(
+                        libc::SYS_setresuid,
+                        *uid as libc::c_long,
+                        *uid as libc::c_long,
+                        *uid as libc::c_long,
+                    ) != 0
                 {
                     fail(Stage::User);
                 }
