@@ -38,6 +38,8 @@ pub enum LaunchError {
     Internal(String),
     #[error(transparent)]
     Supervisor(#[from] crate::supervisor::SupervisorError),
+    #[error(transparent)]
+    Fetch(#[from] crate::fetcher::FetchError),
 }
 
 /// Program and argv (argv[0] included) for a command.

@@ -18,6 +18,8 @@ pub mod cgroups;
 pub mod checkpoint;
 mod config;
 pub mod ebpf;
+pub mod fetcher;
+pub mod health;
 mod http;
 pub mod launcher;
 mod master_link;

@@ -131,6 +131,8 @@ pub struct Task {
     pub durable_seq: u64,
     /// Set once a kill was requested, with the grace period to use.
     pub kill_requested: Option<Duration>,
+    /// Result of the latest health check that changed the task's health (None: unchecked).
+    pub healthy: Option<bool>,
     pub updates: UpdateQueue,
     /// Seconds since the Unix epoch.
     pub started_time: f64,

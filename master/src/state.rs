@@ -1311,6 +1311,7 @@ impl Master {
                         timestamp: wall,
                         uuid: Vec::new(),
                         exit_code: None,
+                        healthy: None,
                     });
                 }
             }
@@ -1673,6 +1674,7 @@ impl Master {
             timestamp: wall,
             uuid: Vec::new(),
             exit_code: t.status.as_ref().and_then(|s| s.exit_code),
+            healthy: t.status.as_ref().and_then(|s| s.healthy),
         }
     }
 

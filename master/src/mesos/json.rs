@@ -479,8 +479,10 @@ pub(crate) fn task_info(t: &TaskInfo) -> Result<v1::TaskInfo, MesosJsonError> {
             arguments: cmd.arguments.clone(),
             environment,
             user: cmd.user.clone().unwrap_or_default(),
+            uris: Vec::new(),
         }),
         kill_grace_period_seconds: grace_seconds(t.kill_policy.as_ref()).unwrap_or(0.0),
+        health_check: None,
         labels: t
             .labels
             .iter()

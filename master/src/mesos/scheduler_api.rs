@@ -202,6 +202,7 @@ fn master_update(
                 timestamp: wall_clock(),
                 uuid: Vec::new(),
                 exit_code: None,
+                healthy: None,
             }),
         })),
     }
