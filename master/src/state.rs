@@ -457,12 +457,18 @@ impl Master {
 
         // Reconcile tasks: the agent is the source of truth.
         let reported_keys: HashSet<TaskKey> = reported.iter().map(|(k, _)| k.clone()).collect();
-        let vanished: Vec<TaskKey> = self
-            .tasks
-            .iter()
-            .filter(|(k, t)| t.agent_id == id && !reported_keys.contains(*k))
-            .map(|(k, _)| k.clone())
-            .collect();
+        // Only an agent this master already knew can have tasks in the table (tasks leave it
+        // when their agent is removed), so a first registration skips the O(tasks) scan —
+        // after a failover thousands of agents register at once.
+        let vanished: Vec<TaskKey> = if previous.is_some() {
+            self.tasks
+                .iter()
+                .filter(|(k, t)| t.agent_id == id && !reported_keys.contains(*k))
+                .map(|(k, _)| k.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         for key in vanished {
             // Already out of the allocator (agent removed above); do not recover again.
             if let Some(mut t) = self.tasks.remove(&key) {
@@ -1024,9 +1030,11 @@ impl Master {
                                 task.task_id, task.agent_id
                             )));
                         }
-                        let cmd = task.command.as_ref().ok_or_else(|| {
+                        // A custom executor's command stands in for the task's.
+                        let executor_cmd = task.executor.as_ref().and_then(|e| e.command.as_ref());
+                        let cmd = task.command.as_ref().or(executor_cmd).ok_or_else(|| {
                             Status::invalid_argument(format!(
-                                "task {} has no command",
+                                "task {} has no command (nor an executor with one)",
                                 task.task_id
                             ))
                         })?;
