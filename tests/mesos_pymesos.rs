@@ -1,7 +1,8 @@
 //! Unmodified pymesos (from PyPI) drives a real brim master and agent through the Mesos v1
-//! scheduler HTTP API: command tasks launched, updates acknowledged, offers declined with
-//! filters, a task killed, a reconciliation, and a teardown. The scheduler is
-//! `tests/mesos/pymesos_scheduler.py`; it prints `STEP …` lines that this test checks.
+//! scheduler and executor HTTP APIs: command tasks launched, two tasks run by a custom pymesos
+//! executor, updates acknowledged, offers declined with filters, a task killed, a
+//! reconciliation, and a teardown. The scheduler is `tests/mesos/pymesos_scheduler.py` (its
+//! executor `tests/mesos/pymesos_executor.py`); it prints `STEP …` lines that this test checks.
 
 mod support;
 
@@ -94,9 +95,14 @@ fn pymesos_scheduler_launches_acks_declines_kills_and_tears_down() {
     let expect = [
         "STEP registered",
         "STEP offer",
-        "STEP launched 3 tasks",
-        // A custom executor is refused per task, Mesos-style, without failing the ACCEPT.
-        "STEP update custom TASK_ERROR REASON_TASK_INVALID SOURCE_MASTER no-uuid",
+        "STEP launched 4 tasks",
+        // Two tasks run by one unmodified pymesos custom executor (tests/mesos/
+        // pymesos_executor.py) over the agent's /api/v1/executor; their updates come from
+        // the executor, carry a uuid and are acknowledged back to it.
+        "STEP update custom TASK_RUNNING - SOURCE_EXECUTOR uuid",
+        "STEP update custom TASK_FINISHED - SOURCE_EXECUTOR uuid finished by the pymesos executor",
+        "STEP update custom2 TASK_RUNNING - SOURCE_EXECUTOR uuid",
+        "STEP update custom2 TASK_FINISHED - SOURCE_EXECUTOR uuid finished by the pymesos executor",
         "STEP update echo TASK_FINISHED",
         "STEP kill sent sleeper",
         "STEP update sleeper TASK_KILLED",
@@ -134,7 +140,8 @@ fn pymesos_scheduler_launches_acks_declines_kills_and_tears_down() {
             .is_some_and(|f| f.iter().all(|f| f["name"] != "pymesos-probe"));
         let no_tasks = s["tasks"].as_array().is_some_and(|t| {
             t.iter().all(|t| {
-                !["echo", "sleeper", "custom"].contains(&t["id"].as_str().unwrap_or_default())
+                !["echo", "sleeper", "custom", "custom2"]
+                    .contains(&t["id"].as_str().unwrap_or_default())
             })
         });
         if gone && no_tasks {

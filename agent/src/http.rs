@@ -24,6 +24,10 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .route("/state", get(state))
         .route("/metrics", get(metrics))
         .route("/sandbox/{framework_id}/{task_id}/{file}", get(sandbox))
+        .route(
+            "/api/v1/executor",
+            axum::routing::post(crate::executor_api::executor),
+        )
         .fallback(fallback)
         .with_state(agent)
 }

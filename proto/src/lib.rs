@@ -9,6 +9,7 @@ pub mod v1 {
     tonic::include_proto!("brim.v1");
 }
 
+pub mod recordio;
 pub mod resources;
 
 pub use resources::{RangeSet, ResourceError, Resources};

@@ -3,15 +3,18 @@
 
 Usage: pymesos_scheduler.py HOST:PORT
 
-Flow: subscribe; on the first offer launch three tasks in one ACCEPT (a command that
-finishes, a sleeper that is killed later, and one with a custom executor that brim rejects
-with TASK_ERROR); decline every other offer with a refuse filter; acknowledge each update
+Flow: subscribe; on the first offer launch four tasks in one ACCEPT (a command that
+finishes, a sleeper that is killed later, and two tasks for one custom pymesos executor,
+pymesos_executor.py, which the agent starts once and which reports TASK_RUNNING and
+TASK_FINISHED for both); decline every other offer with a refuse filter; acknowledge each update
 explicitly; kill the sleeper once it runs; reconcile; tear down. Prints one line per step
 ("STEP ...") and exits 0 only when everything happened; the Rust test asserts on both.
 """
 
 import json
 import logging
+import os
+import shlex
 import sys
 import threading
 import time
@@ -19,6 +22,8 @@ import time
 from pymesos import MesosSchedulerDriver, Scheduler
 
 TIMEOUT_S = 90
+EXECUTOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pymesos_executor.py")
+CUSTOM = ("custom", "custom2")
 
 
 def log(*args):
@@ -78,18 +83,24 @@ class Probe(Scheduler):
                         "command": {"shell": False, "value": "/bin/sleep",
                                     "arguments": ["sleep", "300"]},
                     },
-                    {
-                        "name": "custom-executor",
-                        "task_id": {"value": "custom"},
-                        "agent_id": agent_id,
-                        "resources": [scalar("cpus", 0.1), scalar("mem", 32)],
-                        "executor": {"executor_id": {"value": "e1"},
-                                     "command": {"value": "my-executor"}},
-                    },
                 ]
+                executor = {
+                    "executor_id": {"value": "e1"},
+                    "name": "pymesos-probe-executor",
+                    "command": {"value": "exec %s %s" % (shlex.quote(sys.executable),
+                                                         shlex.quote(EXECUTOR))},
+                }
+                for tid in CUSTOM:
+                    tasks.append({
+                        "name": "custom-executor-" + tid,
+                        "task_id": {"value": tid},
+                        "agent_id": agent_id,
+                        "resources": [scalar("cpus", 0.1), scalar("mem", 64)],
+                        "executor": executor,
+                    })
                 driver.launchTasks(offer["id"], tasks, filters={"refuse_seconds": 1})
                 self.launched = True
-                log("STEP launched 3 tasks on", agent_id["value"])
+                log("STEP launched %d tasks on" % len(tasks), agent_id["value"])
 
     def statusUpdate(self, driver, update):
         with self.lock:
@@ -112,8 +123,8 @@ class Probe(Scheduler):
     def check_done(self, driver):
         finished = "TASK_FINISHED" in self.states.get("echo", [])
         killed = "TASK_KILLED" in self.states.get("sleeper", [])
-        errored = "TASK_ERROR" in self.states.get("custom", [])
-        if finished and killed and errored and not self.reconciled:
+        custom = all("TASK_FINISHED" in self.states.get(t, []) for t in CUSTOM)
+        if finished and killed and custom and not self.reconciled:
             self.reconciled = True
             driver.reconcileTasks([{"task_id": {"value": "echo"}}])
             log("STEP reconcile sent")

@@ -278,6 +278,18 @@ pub(crate) struct Resource {
     pub(crate) disk: Option<Value>,
 }
 
+/// `mesos.v1.ExecutorInfo` (a custom executor; brim runs it on the agent).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExecutorInfo {
+    pub(crate) executor_id: Id,
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) command: Option<CommandInfo>,
+    #[serde(default)]
+    pub(crate) container: Option<Value>,
+}
+
 /// `mesos.v1.TaskInfo`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct TaskInfo {
@@ -288,7 +300,7 @@ pub(crate) struct TaskInfo {
     #[serde(default)]
     pub(crate) resources: Vec<Resource>,
     #[serde(default)]
-    pub(crate) executor: Option<Value>,
+    pub(crate) executor: Option<ExecutorInfo>,
     #[serde(default)]
     pub(crate) command: Option<CommandInfo>,
     #[serde(default)]
@@ -422,12 +434,11 @@ fn grace_seconds(k: Option<&KillPolicy>) -> Option<f64> {
 /// Mesos TaskInfo → brim TaskInfo. Errors are per task: the caller turns them into a
 /// TASK_ERROR update (Mesos semantics), so one bad task does not fail the whole call.
 pub(crate) fn task_info(t: &TaskInfo) -> Result<v1::TaskInfo, MesosJsonError> {
-    if t.executor.is_some() {
-        return Err(unsupported(
-            "custom executors are not supported by brim yet; give the task a 'command' (brim runs it with its command executor)",
-        ));
-    }
-    if let Some(c) = &t.container {
+    if let Some(c) = t
+        .container
+        .as_ref()
+        .or(t.executor.as_ref().and_then(|e| e.container.as_ref()))
+    {
         let has_image = c.get("docker").is_some()
             || c.get("mesos").and_then(|m| m.get("image")).is_some()
             || c.get("type").and_then(Value::as_str) == Some("DOCKER");
@@ -437,10 +448,63 @@ pub(crate) fn task_info(t: &TaskInfo) -> Result<v1::TaskInfo, MesosJsonError> {
             ));
         }
     }
-    let cmd = t
-        .command
-        .as_ref()
-        .ok_or_else(|| shape("task has neither 'command' nor 'executor'"))?;
+    let executor = match (&t.executor, &t.command) {
+        (Some(_), Some(_)) => return Err(shape(
+            "Task should have at least one (but not both) of CommandInfo or ExecutorInfo present",
+        )),
+        (None, None) => return Err(shape("task has neither 'command' nor 'executor'")),
+        (Some(e), None) => {
+            let cmd = e
+                .command
+                .as_ref()
+                .ok_or_else(|| shape("executor has no 'command'"))?;
+            if e.executor_id.value.is_empty() {
+                return Err(shape(
+                    "Expecting 'executor.executor_id.value' to be present",
+                ));
+            }
+            Some(v1::ExecutorInfo {
+                executor_id: e.executor_id.value.clone(),
+                name: e.name.clone().unwrap_or_default(),
+                command: Some(command_info(cmd)?),
+            })
+        }
+        (None, Some(_)) => None,
+    };
+    let command = t.command.as_ref().map(command_info).transpose()?;
+    let resources = t
+        .resources
+        .iter()
+        .map(resource)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut task = v1::TaskInfo {
+        name: t.name.clone(),
+        task_id: t.task_id.value.clone(),
+        agent_id: t
+            .agent_id
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default(),
+        resources,
+        command,
+        kill_grace_period_seconds: grace_seconds(t.kill_policy.as_ref()).unwrap_or(0.0),
+        labels: t
+            .labels
+            .iter()
+            .flat_map(|l| &l.labels)
+            .map(|l| v1::Label {
+                key: l.key.clone(),
+                value: l.value.clone().unwrap_or_default(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    task.executor = executor;
+    Ok(task)
+}
+
+/// Mesos CommandInfo → brim CommandInfo (a task's or an executor's).
+fn command_info(cmd: &CommandInfo) -> Result<v1::CommandInfo, MesosJsonError> {
     if !cmd.uris.is_empty() {
         return Err(unsupported(
             "command URIs (the Mesos fetcher) are not supported by brim yet",
@@ -459,40 +523,15 @@ pub(crate) fn task_info(t: &TaskInfo) -> Result<v1::TaskInfo, MesosJsonError> {
             value: v.value.clone().unwrap_or_default(),
         });
     }
-    let resources = t
-        .resources
-        .iter()
-        .map(resource)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(v1::TaskInfo {
-        name: t.name.clone(),
-        task_id: t.task_id.value.clone(),
-        agent_id: t
-            .agent_id
-            .as_ref()
-            .map(|a| a.value.clone())
-            .unwrap_or_default(),
-        resources,
-        command: Some(v1::CommandInfo {
-            shell: cmd.shell.unwrap_or(true),
-            value: cmd.value.clone().unwrap_or_default(),
-            arguments: cmd.arguments.clone(),
-            environment,
-            user: cmd.user.clone().unwrap_or_default(),
-            uris: Vec::new(),
-        }),
-        kill_grace_period_seconds: grace_seconds(t.kill_policy.as_ref()).unwrap_or(0.0),
-        health_check: None,
-        labels: t
-            .labels
-            .iter()
-            .flat_map(|l| &l.labels)
-            .map(|l| v1::Label {
-                key: l.key.clone(),
-                value: l.value.clone().unwrap_or_default(),
-            })
-            .collect(),
-    })
+    let mut c = v1::CommandInfo {
+        shell: cmd.shell.unwrap_or(true),
+        value: cmd.value.clone().unwrap_or_default(),
+        arguments: cmd.arguments.clone(),
+        environment,
+        ..Default::default()
+    };
+    c.user = cmd.user.clone().unwrap_or_default();
+    Ok(c)
 }
 
 /// Kill call → brim KillRequest.
@@ -802,11 +841,28 @@ mod tests {
     }
 
     #[test]
+    fn custom_executor_tasks_carry_the_executor() {
+        let t: TaskInfo = serde_json::from_str(
+            r#"{"name":"t","task_id":{"value":"t"},"executor":{"executor_id":{"value":"e1"},"name":"ex","command":{"value":"run-it"}}}"#,
+        )
+        .expect("shape ok");
+        let task = task_info(&t).expect("valid");
+        assert!(task.command.is_none());
+        let e = task.executor.expect("executor");
+        assert_eq!((e.executor_id.as_str(), e.name.as_str()), ("e1", "ex"));
+        assert_eq!(e.command.expect("command").value, "run-it");
+    }
+
+    #[test]
     fn unsupported_task_features_are_named() {
         for (json, needle) in [
             (
                 r#"{"name":"t","task_id":{"value":"t"},"executor":{"executor_id":{"value":"e"}}}"#,
-                "custom executors",
+                "executor has no 'command'",
+            ),
+            (
+                r#"{"name":"t","task_id":{"value":"t"},"command":{"value":"x"},"executor":{"executor_id":{"value":"e"},"command":{"value":"x"}}}"#,
+                "not both",
             ),
             (
                 r#"{"name":"t","task_id":{"value":"t"},"command":{"value":"x","uris":[{"value":"http://x"}]}}"#,

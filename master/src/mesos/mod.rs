@@ -14,7 +14,8 @@
 //!   dropped gRPC stream.
 
 pub(crate) mod json;
-pub mod recordio;
+/// RecordIO framing, shared with the agent's executor API (lives in `brim-proto`).
+pub use brim_proto::recordio;
 mod scheduler_api;
 
 use std::collections::HashMap;
@@ -279,4 +280,37 @@ pub(crate) fn mesos_state(s: &Value) -> Value {
         "unregistered_frameworks": [],
         "orphan_tasks": [],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A standby master answers `/api/v1/scheduler` with a 307 whose `Location` names the
+    /// leader (Mesos semantics; pymesos follows it to the `netloc` of `Location`).
+    #[tokio::test]
+    async fn standby_redirects_scheduler_calls_to_the_leader() {
+        let (_tx, rx) = tokio::sync::watch::channel(Some("127.0.0.9:5050".to_string()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = crate::server::standby_router(rx);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let body = r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"u","name":"n"}}}"#;
+        let req = format!(
+            "POST /api/v1/scheduler HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.expect("read");
+        assert!(resp.starts_with("HTTP/1.1 307"), "{resp}");
+        assert!(
+            resp.to_ascii_lowercase()
+                .contains("location: http://127.0.0.9:5050/api/v1/scheduler\r\n"),
+            "{resp}"
+        );
+    }
 }

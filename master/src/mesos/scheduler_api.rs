@@ -200,9 +200,7 @@ fn master_update(
                 agent_id: agent_id.to_string(),
                 framework_id: framework_id.to_string(),
                 timestamp: wall_clock(),
-                uuid: Vec::new(),
-                exit_code: None,
-                healthy: None,
+                ..Default::default()
             }),
         })),
     }

@@ -1,7 +1,8 @@
 //! RecordIO, the framing of Mesos event streams: each record is its length in bytes as
 //! decimal ASCII, a `\n`, then the record (`<len>\n<json>`).
 //!
-//! The master only encodes; the [`Decoder`] exists for clients and tests and is bounded: a
+//! Shared by the master (scheduler API) and the agent (executor API), which only encode; the
+//! [`Decoder`] exists for clients and tests and is bounded: a
 //! length prefix longer than 20 digits or a record larger than the limit is an error, never
 //! an allocation.
 

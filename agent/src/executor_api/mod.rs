@@ -1,0 +1,436 @@
+//! Mesos v1 **executor HTTP API** on the agent port (`POST /api/v1/executor`), so a custom
+//! executor named in a task's `ExecutorInfo` (e.g. pymesos's `MesosExecutorDriver`) runs
+//! tasks on brim. See docs/MESOS_API.md.
+//!
+//! Model: the first task naming `(framework, executor_id)` starts the executor's command as
+//! that task's container (own cgroup, sandbox, supervisor; the Mesos executor environment from
+//! [`environment`]); later tasks naming the same executor while it lives are handed to it
+//! without a process of their own. Tasks reach the executor as `LAUNCH` events once it
+//! SUBSCRIBEs (queued until then); a kill becomes `KILL`, a framework shutdown `SHUTDOWN`.
+//! The executor's `UPDATE`s go through the agent's normal status-update queue (checkpointed,
+//! resent to the master until the framework acknowledges) and the framework's acknowledgement
+//! is handed back as `ACKNOWLEDGED`. When the executor's process exits, its tasks that are
+//! not terminal fail with `REASON_EXECUTOR_TERMINATED`.
+//!
+//! Architecture Invariants:
+//! - the registry lock is never held while taking the agent's state lock (the agent may call
+//!   in here with its state locked);
+//! - an event stream is bounded (`STREAM_EVENTS`); a client that stops reading loses its
+//!   stream and gets the queued tasks again when it re-subscribes.
+
+pub(crate) mod json;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use brim_proto::recordio;
+use brim_proto::v1;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::agent::{Agent, TaskKey};
+
+/// Events buffered for one executor stream before it is dropped as too slow.
+const STREAM_EVENTS: usize = 1024;
+/// Largest request body accepted (same bound as the master's Mesos endpoint).
+const MAX_BODY_BYTES: usize = brim_proto::MAX_MESSAGE_BYTES;
+
+/// (framework id, executor id).
+pub(crate) type ExecutorKey = (String, String);
+
+#[derive(Debug)]
+struct Executor {
+    info: v1::ExecutorInfo,
+    framework: v1::FrameworkInfo,
+    /// The task whose container runs the executor's process.
+    container_task: TaskKey,
+    container_id: String,
+    /// Task ids handed to this executor (launched or queued).
+    tasks: Vec<String>,
+    /// LAUNCH events waiting for a subscription.
+    queued: Vec<Value>,
+    stream: Option<mpsc::Sender<Bytes>>,
+    /// Kills the executor's container (grace before SIGKILL).
+    kill: mpsc::UnboundedSender<Duration>,
+}
+
+impl Executor {
+    /// Sends one event; drops the stream when the client is gone or too slow.
+    fn send(&mut self, event: &Value) -> bool {
+        let Some(tx) = &self.stream else {
+            return false;
+        };
+        let bytes = Bytes::from(recordio::encode(event.to_string().as_bytes()));
+        if tx.try_send(bytes).is_err() {
+            tracing::info!(executor = %self.info.executor_id, "executor stream closed or too slow; dropping it");
+            self.stream = None;
+            return false;
+        }
+        true
+    }
+}
+
+/// The live custom executors of this agent.
+#[derive(Debug, Default)]
+pub(crate) struct Executors {
+    inner: Mutex<HashMap<ExecutorKey, Executor>>,
+}
+
+impl Executors {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ExecutorKey, Executor>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `(framework, executor_id)` has a live executor (which then takes `task`).
+    pub(crate) fn is_live(&self, key: &ExecutorKey) -> bool {
+        self.lock().contains_key(key)
+    }
+
+    /// Registers an executor whose process is about to start as `container_task`'s container.
+    pub(crate) fn start(
+        &self,
+        framework: v1::FrameworkInfo,
+        info: v1::ExecutorInfo,
+        container_task: TaskKey,
+        container_id: String,
+        kill: mpsc::UnboundedSender<Duration>,
+    ) {
+        let key = (framework.id.clone(), info.executor_id.clone());
+        self.lock().insert(
+            key,
+            Executor {
+                info,
+                framework,
+                container_task,
+                container_id,
+                tasks: Vec::new(),
+                queued: Vec::new(),
+                stream: None,
+                kill,
+            },
+        );
+    }
+
+    /// Hands a task to its executor: LAUNCH now when subscribed, else when it subscribes.
+    pub(crate) fn launch(&self, key: &ExecutorKey, task: &v1::TaskInfo, agent_id: &str) {
+        let mut all = self.lock();
+        let Some(e) = all.get_mut(key) else {
+            return;
+        };
+        let event = json!({
+            "type": "LAUNCH",
+            "launch": {"task": json::task_json(task, &key.0, agent_id, &e.framework.role)},
+        });
+        e.tasks.push(task.task_id.clone());
+        if !e.send(&event) {
+            e.queued.push(event);
+        }
+    }
+
+    /// Asks the executor running `task` to kill it. False when it cannot be asked (not
+    /// subscribed), so the caller kills the container instead.
+    pub(crate) fn kill_task(&self, framework_id: &str, task_id: &str) -> bool {
+        let mut all = self.lock();
+        let Some(e) = all
+            .iter_mut()
+            .find(|(k, e)| k.0 == framework_id && e.tasks.iter().any(|t| t == task_id))
+            .map(|(_, e)| e)
+        else {
+            return false;
+        };
+        // A task still queued is simply never launched.
+        let before = e.queued.len();
+        e.queued
+            .retain(|ev| ev["launch"]["task"]["task_id"]["value"] != task_id);
+        if e.queued.len() != before {
+            return false;
+        }
+        e.send(&json!({"type": "KILL", "kill": {"task_id": json::id(task_id)}}))
+    }
+
+    /// The framework acknowledged an executor's update: tell the executor.
+    pub(crate) fn acknowledged(&self, framework_id: &str, task_id: &str, uuid: &[u8]) {
+        let mut all = self.lock();
+        if let Some(e) = all
+            .iter_mut()
+            .find(|(k, e)| k.0 == framework_id && e.tasks.iter().any(|t| t == task_id))
+            .map(|(_, e)| e)
+        {
+            e.send(&json!({
+                "type": "ACKNOWLEDGED",
+                "acknowledged": {"task_id": json::id(task_id), "uuid": json::base64_encode(uuid)},
+            }));
+        }
+    }
+
+    /// Framework shutdown: SHUTDOWN to its executors, then their containers are killed after
+    /// `grace` (the executor may exit on its own before).
+    pub(crate) fn shutdown_framework(&self, framework_id: &str, grace: Duration) {
+        let mut all = self.lock();
+        for (_, e) in all.iter_mut().filter(|(k, _)| k.0 == framework_id) {
+            e.send(&json!({"type": "SHUTDOWN"}));
+            let _ = e.kill.send(grace);
+        }
+    }
+
+    /// The container of `task` exited. If it ran an executor, forgets it and returns every
+    /// task handed to it (they cannot run any more).
+    pub(crate) fn container_exited(&self, task: &TaskKey) -> Option<Vec<TaskKey>> {
+        let mut all = self.lock();
+        let key = all
+            .iter()
+            .find(|(_, e)| &e.container_task == task)
+            .map(|(k, _)| k.clone())?;
+        let e = all.remove(&key)?;
+        let mut tasks: Vec<TaskKey> = e.tasks.into_iter().map(|t| (key.0.clone(), t)).collect();
+        if !tasks.contains(task) {
+            tasks.push(task.clone());
+        }
+        Some(tasks)
+    }
+
+    /// The executor's `(ExecutorInfo, FrameworkInfo, container id)`, when it is live.
+    fn describe(&self, key: &ExecutorKey) -> Option<(v1::ExecutorInfo, v1::FrameworkInfo, String)> {
+        self.lock()
+            .get(key)
+            .map(|e| (e.info.clone(), e.framework.clone(), e.container_id.clone()))
+    }
+
+    /// Attaches a new event stream (replacing an older one) and flushes queued LAUNCHes.
+    fn subscribe(&self, key: &ExecutorKey, first: &Value) -> Option<mpsc::Receiver<Bytes>> {
+        let mut all = self.lock();
+        let e = all.get_mut(key)?;
+        let (tx, rx) = mpsc::channel(STREAM_EVENTS);
+        e.stream = Some(tx);
+        e.send(first);
+        let queued = std::mem::take(&mut e.queued);
+        let mut left = Vec::new();
+        for ev in queued {
+            if !e.send(&ev) {
+                left.push(ev);
+            }
+        }
+        e.queued = left;
+        Some(rx)
+    }
+
+    /// Whether `task_id` was handed to the executor `key`.
+    fn owns(&self, key: &ExecutorKey, task_id: &str) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|e| e.tasks.iter().any(|t| t == task_id))
+    }
+}
+
+/// The Mesos executor environment (on top of the task environment, which already has
+/// `MESOS_FRAMEWORK_ID`, `MESOS_AGENT_ID`, `MESOS_SANDBOX`, `MESOS_DIRECTORY`).
+pub(crate) fn environment(
+    agent_endpoint: &str,
+    executor_id: &str,
+    agent_id: &str,
+) -> Vec<(String, String)> {
+    [
+        ("MESOS_AGENT_ENDPOINT", agent_endpoint),
+        ("MESOS_EXECUTOR_ID", executor_id),
+        ("MESOS_SLAVE_ID", agent_id),
+        // brim checkpoints every task: executors keep running across agent restarts.
+        ("MESOS_CHECKPOINT", "1"),
+        ("MESOS_RECOVERY_TIMEOUT", "15mins"),
+        ("MESOS_SUBSCRIPTION_BACKOFF_MAX", "2secs"),
+        ("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "5secs"),
+        ("MESOS_HTTP_COMMAND_EXECUTOR", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg.into(),
+    )
+        .into_response()
+}
+
+fn bad(msg: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, msg)
+}
+
+/// `POST /api/v1/executor`.
+pub(crate) async fn executor(
+    State(agent): State<Arc<Agent>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return bad("Expecting 'Content-Type' to be present");
+    };
+    let ct = ct.to_str().unwrap_or_default();
+    if !ct.starts_with("application/json") {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Expecting 'Content-Type' of application/json (protobuf bodies are not supported by brim yet)",
+        );
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body exceeds {MAX_BODY_BYTES} bytes"),
+        );
+    }
+    let call: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("Failed to parse body into JSON: {e}")),
+    };
+    let ids = (
+        call.get("framework_id")
+            .and_then(|v| v.get("value"))
+            .and_then(Value::as_str),
+        call.get("executor_id")
+            .and_then(|v| v.get("value"))
+            .and_then(Value::as_str),
+    );
+    let (Some(fw), Some(eid)) = ids else {
+        return bad("Failed to validate executor::Call: Expecting 'framework_id' and 'executor_id' to be present");
+    };
+    let key: ExecutorKey = (fw.to_string(), eid.to_string());
+    let Some((info, framework, container_id)) = agent.executors.describe(&key) else {
+        return bad(format!(
+            "Executor '{eid}' of framework '{fw}' is not running on this agent"
+        ));
+    };
+    let agent_id = agent.state().agent_id.clone().unwrap_or_default();
+    match call.get("type").and_then(Value::as_str).unwrap_or_default() {
+        "SUBSCRIBE" => {
+            let (host, port) = agent
+                .http_address
+                .rsplit_once(':')
+                .map_or((agent.hostname.as_str(), 0u16), |(h, p)| {
+                    (h, p.parse().unwrap_or(0))
+                });
+            let subscribed = json!({
+                "type": "SUBSCRIBED",
+                "subscribed": {
+                    "executor_info": json::executor_info_json(&info, fw),
+                    "framework_info": json::framework_info_json(&framework),
+                    "agent_info": {"id": json::id(&agent_id), "hostname": host, "port": port},
+                    "container_id": json::id(&container_id),
+                },
+            });
+            let Some(rx) = agent.executors.subscribe(&key, &subscribed) else {
+                return bad("Executor is gone");
+            };
+            tracing::info!(framework = fw, executor = eid, "executor subscribed");
+            let stream = futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(stream))
+                .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        }
+        "UPDATE" => {
+            let Some(status) = call.get("update").and_then(|u| u.get("status")) else {
+                return bad("Failed to validate executor::Call: Expecting 'update' to be present");
+            };
+            let status = match json::status_from_json(status, fw, &agent_id) {
+                Ok(s) => s,
+                Err(e) => return bad(format!("Failed to validate executor::Call: {e}")),
+            };
+            if !agent.executors.owns(&key, &status.task_id) {
+                return bad(format!(
+                    "Task '{}' was not launched on executor '{eid}'",
+                    status.task_id
+                ));
+            }
+            let (task_id, uuid) = (status.task_id.clone(), status.uuid.clone());
+            if !agent.executor_update(status) {
+                // Not a valid transition (e.g. after a terminal state): nothing to forward, so
+                // acknowledge at once or the executor would hold on to it.
+                agent.executors.acknowledged(fw, &task_id, &uuid);
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
+        "MESSAGE" => {
+            // Executor → framework messages are not carried to the master yet (docs).
+            tracing::debug!(framework = fw, executor = eid, "executor MESSAGE dropped");
+            StatusCode::ACCEPTED.into_response()
+        }
+        other => bad(format!(
+            "Failed to convert JSON into Call protobuf: unknown executor call type {other:?}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(b: &Bytes) -> Value {
+        let mut d = recordio::Decoder::new(1 << 20);
+        let mut recs = d.feed(b).expect("recordio");
+        assert_eq!(recs.len(), 1);
+        serde_json::from_slice(&recs.remove(0)).expect("json")
+    }
+
+    #[test]
+    fn queues_until_subscribed_then_streams_events() {
+        let ex = Executors::default();
+        let fw = v1::FrameworkInfo {
+            id: "f".into(),
+            role: "*".into(),
+            ..Default::default()
+        };
+        let info = v1::ExecutorInfo {
+            executor_id: "e".into(),
+            ..Default::default()
+        };
+        let (kill, mut killed) = mpsc::unbounded_channel();
+        let key: ExecutorKey = ("f".into(), "e".into());
+        ex.start(fw, info, ("f".into(), "t1".into()), "c1".into(), kill);
+        assert!(ex.is_live(&key));
+        for t in ["t1", "t2"] {
+            let task = v1::TaskInfo {
+                task_id: t.into(),
+                ..Default::default()
+            };
+            ex.launch(&key, &task, "a");
+        }
+        let mut rx = ex
+            .subscribe(&key, &json!({"type": "SUBSCRIBED"}))
+            .expect("live");
+        let kinds: Vec<Value> = (0..3)
+            .map(|_| decode(&rx.try_recv().expect("event")))
+            .collect();
+        assert_eq!(kinds[0]["type"], "SUBSCRIBED");
+        assert_eq!(kinds[1]["launch"]["task"]["task_id"]["value"], "t1");
+        assert_eq!(kinds[2]["launch"]["task"]["agent_id"]["value"], "a");
+        assert!(ex.owns(&key, "t2") && !ex.owns(&key, "t3"));
+        assert!(ex.kill_task("f", "t2"));
+        assert_eq!(decode(&rx.try_recv().expect("kill"))["type"], "KILL");
+        ex.acknowledged("f", "t1", &[1; 16]);
+        let ack = decode(&rx.try_recv().expect("ack"));
+        assert_eq!(ack["acknowledged"]["uuid"], json::base64_encode(&[1; 16]));
+        ex.shutdown_framework("f", Duration::from_secs(1));
+        assert_eq!(
+            decode(&rx.try_recv().expect("shutdown"))["type"],
+            "SHUTDOWN"
+        );
+        assert_eq!(killed.try_recv().ok(), Some(Duration::from_secs(1)));
+        let gone = ex
+            .container_exited(&("f".into(), "t1".into()))
+            .expect("was an executor");
+        assert_eq!(gone.len(), 2);
+        assert!(!ex.is_live(&key));
+    }
+}
