@@ -126,6 +126,8 @@ pub(crate) struct Agent {
     pub recovery_errors: Mutex<Vec<String>>,
     /// Whether the supervisors' cgroup exists.
     pub supervisors_cgroup: std::sync::atomic::AtomicBool,
+    /// Fetches task URIs; its cache is shared by every task.
+    pub fetcher: Arc<crate::fetcher::Fetcher>,
     /// Custom executors (Mesos executor API, `executor_api`).
     pub executors: crate::executor_api::Executors,
 }
@@ -187,6 +189,9 @@ impl Agent {
             checkpoints: OnceLock::new(),
             recovery_errors: Mutex::new(Vec::new()),
             supervisors_cgroup: std::sync::atomic::AtomicBool::new(false),
+            fetcher: Arc::new(crate::fetcher::Fetcher::new(
+                crate::fetcher::FetcherConfig::new(&work_dir),
+            )),
             executors: Default::default(),
         }
     }
@@ -329,6 +334,7 @@ impl Agent {
             timestamp: now_secs(),
             uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
             exit_code,
+            healthy: None,
         }
     }
 
@@ -344,7 +350,7 @@ impl Agent {
     ) -> bool {
         let mut st = self.state();
         let agent_id = st.agent_id.clone().unwrap_or_default();
-        let status = self.status(&agent_id, key, state, reason, message.clone(), exit_code);
+        let mut status = self.status(&agent_id, key, state, reason, message.clone(), exit_code);
         let Some(t) = st.tasks.get_mut(key) else {
             return false;
         };
@@ -352,6 +358,7 @@ impl Agent {
             tracing::debug!(task = %key.1, from = ?t.state, to = ?state, "ignoring transition");
             return false;
         }
+        status.healthy = t.healthy;
         tracing::info!(framework = %key.0, task = %key.1, state = state.name(), %message, "task update");
         t.state = state;
         t.message = message;
@@ -403,6 +410,9 @@ impl Agent {
         launcher::argv(command).map_err(|e| e.to_string())?;
         if !(info.kill_grace_period_seconds.is_finite() && info.kill_grace_period_seconds >= 0.0) {
             return Err("kill_grace_period_seconds must be a finite number >= 0".into());
+        }
+        if let Some(h) = &info.health_check {
+            crate::health::validate(h, first_port(&resources))?;
         }
         let free = self.total.saturating_sub(&Self::used(st));
         if !free.contains(&resources) {
@@ -468,6 +478,7 @@ impl Agent {
                 seq: 0,
                 durable_seq: 0,
                 kill_requested: None,
+                healthy: None,
                 updates: Default::default(),
                 started_time: now,
                 updated_time: now,
@@ -656,6 +667,82 @@ impl Agent {
         true
     }
 
+    /// Reports a change of a running task's health (a TASK_RUNNING update with `healthy`).
+    fn health_update(&self, key: &TaskKey, healthy: bool, message: String) {
+        let mut st = self.state();
+        let agent_id = st.agent_id.clone().unwrap_or_default();
+        let mut status = self.status(
+            &agent_id,
+            key,
+            TaskState::TaskRunning,
+            TaskStatusReason::ReasonTaskHealthCheckStatusUpdated,
+            message,
+            None,
+        );
+        status.healthy = Some(healthy);
+        let Some(t) = st.tasks.get_mut(key) else {
+            return;
+        };
+        if t.state != TaskState::TaskRunning {
+            return;
+        }
+        tracing::info!(framework = %key.0, task = %key.1, healthy, "task health changed");
+        t.healthy = Some(healthy);
+        t.updated_time = status.timestamp;
+        t.updates.push(status);
+        self.persist(&mut st, key, None);
+        drop(st);
+        self.outbox.notify_one();
+    }
+
+    /// What to watch while a task runs: its sandbox's disk use (with a `disk` resource) and
+    /// its health check.
+    fn watch(&self, r: &Running) -> TaskWatch {
+        let st = self.state();
+        let Some(t) = st.tasks.get(&r.key) else {
+            return TaskWatch::default();
+        };
+        let disk_mib = t.resources.scalar("disk");
+        let disk_limit = (disk_mib > 0.0).then_some((disk_mib * 1024.0 * 1024.0) as u64);
+        let health = t
+            .info
+            .health_check
+            .as_ref()
+            .and_then(|h| crate::health::validate(h, first_port(&t.resources)).ok());
+        let env = if health.is_some() {
+            let command = t.info.command.clone().unwrap_or_default();
+            let agent_id = st.agent_id.clone().unwrap_or_default();
+            launcher::environment(
+                &command,
+                &TaskEnv {
+                    task_id: &r.key.1,
+                    framework_id: &r.key.0,
+                    agent_id: &agent_id,
+                    sandbox: &t.sandbox,
+                    resources: &t.resources,
+                    host: "127.0.0.1",
+                },
+            )
+        } else {
+            Vec::new()
+        };
+        let now = tokio::time::Instant::now();
+        TaskWatch {
+            sandbox: t.sandbox.clone(),
+            disk_limit,
+            disk_mib,
+            next_disk: Some(now + DISK_CHECK_INTERVAL),
+            tracker: health
+                .as_ref()
+                .map(|c| crate::health::Tracker::new(c, now.into_std())),
+            next_health: health
+                .as_ref()
+                .map(|c| now + c.interval.min(Duration::from_secs(1))),
+            health,
+            env,
+        }
+    }
+
     /// The user a task runs as: the command's, else the framework's, else the agent's
     /// default. `None` when the agent cannot switch users (not root).
     fn task_user(
@@ -706,15 +793,27 @@ impl Agent {
             .unwrap_or_default();
         let (program, argv) = launcher::argv(&command).map_err(|e| (e, None))?;
         let (stdout, stderr) = launcher::prepare_sandbox(&v.sandbox).map_err(|e| (e, None))?;
+        if !command.uris.is_empty() {
+            let fetcher = Arc::clone(&self.fetcher);
+            let (uris, sandbox) = (command.uris.clone(), v.sandbox.clone());
+            tokio::task::spawn_blocking(move || fetcher.fetch_all(&uris, &sandbox))
+                .await
+                .map_err(|e| (launcher::LaunchError::Internal(e.to_string()), None))?
+                .map_err(|e| (e.into(), None))?;
+        }
         let user = self.task_user(v).map_err(|e| (e.into(), None))?;
         if let Some(u) = &user {
-            for p in [
-                v.sandbox.clone(),
-                v.sandbox.join("stdout"),
-                v.sandbox.join("stderr"),
-            ] {
-                supervisor::chown(&p, u).map_err(|e| (e.into(), None))?;
-            }
+            supervisor::chown(&v.sandbox, u).map_err(|e| (e.into(), None))?;
+            // Everything in the fresh sandbox (stdout, stderr, fetched files) is the task's.
+            crate::fetcher::chown_tree(&v.sandbox, u.uid, u.gid).map_err(|e| {
+                (
+                    launcher::LaunchError::Sandbox {
+                        path: v.sandbox.clone(),
+                        source: e,
+                    },
+                    None,
+                )
+            })?;
         }
         let agent_id = self.agent_id();
         let host = self
@@ -875,10 +974,51 @@ impl Agent {
         let exit = supervisor::wait(pidfd);
         tokio::pin!(exit);
         let mut killed = false;
-        let waited = tokio::select! {
-            st = &mut exit => st,
-            Some(grace) = kill_rx.recv() => {
-                killed = true;
+        let mut watch = self.watch(r);
+        // Set when the agent itself ends the task (disk quota, failed health checks).
+        let mut limitation: Option<Outcome> = None;
+        let mut kill_grace = None;
+        let waited = loop {
+            tokio::select! {
+                st = &mut exit => break Some(st),
+                Some(grace) = kill_rx.recv() => {
+                    killed = true;
+                    kill_grace = Some(grace);
+                    break None;
+                }
+                event = watch.next() => match event {
+                    WatchEvent::Health(healthy, message) => {
+                        self.health_update(&r.key, healthy, message);
+                    }
+                    WatchEvent::Unhealthy(message) => {
+                        killed = true;
+                        kill_grace = Some(self.kill_grace_of(&r.key));
+                        limitation = Some(Outcome {
+                            state: TaskState::TaskKilled,
+                            reason: TaskStatusReason::ReasonTaskHealthCheckStatusUpdated,
+                            message,
+                            exit_code: None,
+                        });
+                        break None;
+                    }
+                    WatchEvent::Disk(message) => {
+                        killed = true;
+                        kill_grace = Some(Duration::ZERO);
+                        limitation = Some(Outcome {
+                            state: TaskState::TaskFailed,
+                            reason: TaskStatusReason::ReasonContainerLimitationDisk,
+                            message,
+                            exit_code: None,
+                        });
+                        break None;
+                    }
+                },
+            }
+        };
+        let waited = match waited {
+            Some(st) => st,
+            None => {
+                let grace = kill_grace.unwrap_or_default();
                 tracing::info!(task = %r.key.1, ?grace, "killing task");
                 let _ = supervisor::signal(r.pid, libc::SIGTERM);
                 match tokio::time::timeout(grace, &mut exit).await {
@@ -898,7 +1038,23 @@ impl Agent {
                 exit_code: None,
             };
         }
-        self.outcome_of(r, killed)
+        let outcome = self.outcome_of(r, killed);
+        match limitation {
+            Some(mut l) => {
+                l.exit_code = outcome.exit_code;
+                l
+            }
+            None => outcome,
+        }
+    }
+
+    /// The grace period of a task killed by the agent (its own, else the agent default).
+    fn kill_grace_of(&self, key: &TaskKey) -> Duration {
+        let st = self.state();
+        match st.tasks.get(key).map(|t| t.info.kill_grace_period_seconds) {
+            Some(g) if g > 0.0 && g.is_finite() => Duration::from_secs_f64(g),
+            _ => self.config.default_kill_grace,
+        }
     }
 
     /// The outcome of a task whose supervisor exited, from its `exit` file.
@@ -1039,6 +1195,7 @@ impl Agent {
                     seq: 0,
                     durable_seq: 0,
                     kill_requested: kill,
+                    healthy: None,
                     updates,
                     started_time: r.started_time,
                     updated_time: r.updated_time,
@@ -1415,5 +1572,97 @@ impl Agent {
             .filter(|t| !t.sandbox.as_os_str().is_empty())
             .map(|t| (t.state, t.sandbox.clone()));
         found
+    }
+}
+
+/// How often a task's sandbox is measured against its `disk` resource.
+const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The task's first port (PORT0), if it has ports.
+fn first_port(resources: &Resources) -> Option<u16> {
+    resources
+        .ranges("ports")
+        .and_then(|r| r.intervals().first().map(|&(b, _)| b))
+        .and_then(|p| u16::try_from(p).ok())
+}
+
+/// Something the agent noticed about a running task.
+enum WatchEvent {
+    /// Health changed (healthy, message).
+    Health(bool, String),
+    /// Too many failed health checks in a row.
+    Unhealthy(String),
+    /// The sandbox outgrew the task's `disk` resource.
+    Disk(String),
+}
+
+/// The periodic checks of one running task: disk use of the sandbox and the health check.
+#[derive(Default)]
+struct TaskWatch {
+    sandbox: PathBuf,
+    disk_limit: Option<u64>,
+    disk_mib: f64,
+    next_disk: Option<tokio::time::Instant>,
+    health: Option<crate::health::Check>,
+    tracker: Option<crate::health::Tracker>,
+    next_health: Option<tokio::time::Instant>,
+    env: Vec<(String, String)>,
+}
+
+impl TaskWatch {
+    /// The next event; pending forever when there is nothing to watch.
+    async fn next(&mut self) -> WatchEvent {
+        loop {
+            let disk_at = self.disk_limit.and(self.next_disk);
+            let health_at = self.health.as_ref().and(self.next_health);
+            let at = match (disk_at, health_at) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => return std::future::pending().await,
+            };
+            tokio::time::sleep_until(at).await;
+            let now = tokio::time::Instant::now();
+            if let (Some(limit), Some(due)) = (self.disk_limit, disk_at) {
+                if due <= now {
+                    self.next_disk = Some(now + DISK_CHECK_INTERVAL);
+                    let dir = self.sandbox.clone();
+                    let used =
+                        tokio::task::spawn_blocking(move || crate::fetcher::disk_usage(&dir))
+                            .await
+                            .unwrap_or(0);
+                    if used > limit {
+                        return WatchEvent::Disk(format!(
+                            "disk quota exceeded: the sandbox uses {:.1} MiB of the {} MiB `disk` resource; give the task more disk or write less",
+                            used as f64 / (1024.0 * 1024.0),
+                            self.disk_mib
+                        ));
+                    }
+                }
+            }
+            if let (Some(check), Some(due)) = (self.health.clone(), health_at) {
+                if due <= now {
+                    let result = crate::health::probe(&check, &self.sandbox, &self.env).await;
+                    let after = tokio::time::Instant::now();
+                    self.next_health = Some(after + check.interval);
+                    let Some(tracker) = self.tracker.as_mut() else {
+                        continue;
+                    };
+                    let message = match &result {
+                        Ok(()) => "health check passed".to_string(),
+                        Err(e) => e.clone(),
+                    };
+                    match tracker.record(result.is_ok(), after.into_std()) {
+                        crate::health::Verdict::Quiet => {}
+                        crate::health::Verdict::Report(h) => return WatchEvent::Health(h, message),
+                        crate::health::Verdict::Kill => {
+                            return WatchEvent::Unhealthy(format!(
+                                "task killed after {} consecutive failed health checks: {message}",
+                                check.max_failures
+                            ))
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -19,6 +19,8 @@ pub mod checkpoint;
 mod config;
 pub mod ebpf;
 mod executor_api;
+pub mod fetcher;
+pub mod health;
 mod http;
 pub mod launcher;
 mod master_link;

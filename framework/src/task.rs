@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use brim_proto::v1::{self, CommandInfo, EnvironmentVariable, Label, Offer, TaskInfo, TaskState};
+use brim_proto::v1::{
+    self, CommandInfo, EnvironmentVariable, HealthCheck, Label, Offer, TaskInfo, TaskState, Uri,
+};
 use brim_proto::{RangeSet, ResourceError, Resources};
 
 /// Why a task could not be built or placed.
@@ -58,6 +60,8 @@ pub struct TaskBuilder {
     ports: u64,
     kill_grace: Option<Duration>,
     labels: Vec<Label>,
+    uris: Vec<Uri>,
+    health_check: Option<HealthCheck>,
 }
 
 impl TaskBuilder {
@@ -73,6 +77,8 @@ impl TaskBuilder {
             ports: 0,
             kill_grace: None,
             labels: Vec::new(),
+            uris: Vec::new(),
+            health_check: None,
         }
     }
 
@@ -157,6 +163,21 @@ impl TaskBuilder {
             key: key.into(),
             value: value.into(),
         });
+        self
+    }
+
+    /// Fetches a file into the sandbox before the command starts: an absolute path,
+    /// `file://` or `http://` URL on the agent's loopback, e.g.
+    /// `.uri(Uri { value: "http://127.0.0.1:8000/app.tgz".into(), extract: true, ..Default::default() })`.
+    pub fn uri(mut self, uri: Uri) -> Self {
+        self.uris.push(uri);
+        self
+    }
+
+    /// Checks the task's health while it runs (results come as TASK_RUNNING updates with
+    /// `healthy` set; too many failures in a row kill the task).
+    pub fn health_check(mut self, check: HealthCheck) -> Self {
+        self.health_check = Some(check);
         self
     }
 
@@ -278,6 +299,7 @@ impl OfferPacker {
         if !task.user.is_empty() {
             command.user = task.user.clone();
         }
+        command.uris.extend(task.uris.iter().cloned());
         Ok(TaskInfo {
             name: task.name.clone(),
             task_id: task.task_id.clone(),
@@ -286,6 +308,7 @@ impl OfferPacker {
             command: Some(command),
             kill_grace_period_seconds: task.kill_grace.map_or(0.0, |g| g.as_secs_f64()),
             labels: task.labels.clone(),
+            health_check: task.health_check.clone(),
             executor: None,
         })
     }

@@ -457,12 +457,18 @@ impl Master {
 
         // Reconcile tasks: the agent is the source of truth.
         let reported_keys: HashSet<TaskKey> = reported.iter().map(|(k, _)| k.clone()).collect();
-        let vanished: Vec<TaskKey> = self
-            .tasks
-            .iter()
-            .filter(|(k, t)| t.agent_id == id && !reported_keys.contains(*k))
-            .map(|(k, _)| k.clone())
-            .collect();
+        // Only an agent this master already knew can have tasks in the table (tasks leave it
+        // when their agent is removed), so a first registration skips the O(tasks) scan —
+        // after a failover thousands of agents register at once.
+        let vanished: Vec<TaskKey> = if previous.is_some() {
+            self.tasks
+                .iter()
+                .filter(|(k, t)| t.agent_id == id && !reported_keys.contains(*k))
+                .map(|(k, _)| k.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         for key in vanished {
             // Already out of the allocator (agent removed above); do not recover again.
             if let Some(mut t) = self.tasks.remove(&key) {
@@ -1313,6 +1319,7 @@ impl Master {
                         timestamp: wall,
                         uuid: Vec::new(),
                         exit_code: None,
+                        healthy: None,
                     });
                 }
             }
@@ -1675,6 +1682,7 @@ impl Master {
             timestamp: wall,
             uuid: Vec::new(),
             exit_code: t.status.as_ref().and_then(|s| s.exit_code),
+            healthy: t.status.as_ref().and_then(|s| s.healthy),
         }
     }
 
