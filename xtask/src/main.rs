@@ -8,6 +8,7 @@
 //!   `bench-results/telemetry.json`.
 
 mod ebpf;
+mod failover;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ fn main() -> Result<()> {
             bench_allocator(quick)
         }
         ["ebpf", rest @ ..] => ebpf::ebpf(&workspace_root(), rest),
+        ["bench", "failover", rest @ ..] => failover::bench_failover(&workspace_root(), rest),
         ["bench", "telemetry"] => telemetry::bench_telemetry(&workspace_root()),
         [w, ..] if w.starts_with("__") => telemetry::workload(&args),
         _ => bail!("unknown task {args:?}; {USAGE}"),
