@@ -299,3 +299,58 @@ fn chaos(m: &mut Masters) {
     assert!(worst <= Duration::from_secs(8), "a failover took {worst:?}");
     h.stop();
 }
+
+/// Split brain: a leader frozen with SIGSTOP loses its lease; a standby takes over. When
+/// the old leader thaws it must not act as leader: it steps down (exits, to be restarted as
+/// a standby) and never answers as leader again.
+#[test]
+fn a_frozen_leader_steps_down_when_it_thaws() {
+    if !support::can_run_cluster("a_frozen_leader_steps_down_when_it_thaws") {
+        return;
+    }
+    let Some(bin) = etcd_support::etcd_binary("a_frozen_leader_steps_down_when_it_thaws") else {
+        return;
+    };
+    let etcd = etcd_support::Etcd::start(&bin);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = Masters {
+        ports: (0..2).map(|_| free_port()).collect(),
+        procs: vec![None, None],
+        etcd: etcd.endpoint.clone(),
+        dir: dir.path().to_path_buf(),
+    };
+    m.start(0);
+    m.start(1);
+    let old = wait_for("a leader", Duration::from_secs(20), || m.leader());
+    let pid = m.procs[old].as_ref().map(|p| p.child.id()).expect("pid");
+    // SAFETY: kill(2) on a child this test started, with valid signals.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let new = wait_for("the standby to take over", Duration::from_secs(20), || {
+        let other = 1 - old;
+        http_get(&format!("127.0.0.1:{}", m.ports[other]), "/health")
+            .is_some_and(|(c, b)| c == 200 && b.starts_with("ok"))
+            .then_some(other)
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    let status = wait_for(
+        "the thawed leader to step down",
+        Duration::from_secs(20),
+        || {
+            m.procs[old]
+                .as_mut()
+                .and_then(|p| p.child.try_wait().ok().flatten())
+        },
+    );
+    assert!(
+        !status.success(),
+        "a deposed leader exits with an error, got {status}"
+    );
+    let log = m.procs[old]
+        .as_ref()
+        .map(Proc::log_text)
+        .unwrap_or_default();
+    assert!(log.contains("lost leadership"), "log should say why: {log}");
+    // Exactly one leader, the new one.
+    assert_eq!(m.leader(), Some(new));
+}
