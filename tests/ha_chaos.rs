@@ -354,3 +354,104 @@ fn a_frozen_leader_steps_down_when_it_thaws() {
     // Exactly one leader, the new one.
     assert_eq!(m.leader(), Some(new));
 }
+
+/// etcd goes down: the leader can no longer prove its lease and steps down (as do standbys,
+/// which cannot campaign). A supervisor restarts them; once etcd is back a leader is elected
+/// from the same registry and the running task is still there, never relaunched.
+#[test]
+fn etcd_restart_loses_no_task() {
+    if !support::can_run_cluster("etcd_restart_loses_no_task") {
+        return;
+    }
+    let Some(bin) = etcd_support::etcd_binary("etcd_restart_loses_no_task") else {
+        return;
+    };
+    let mut etcd = etcd_support::Etcd::start(&bin);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = Masters {
+        ports: (0..2).map(|_| free_port()).collect(),
+        procs: vec![None, None],
+        etcd: etcd.endpoint.clone(),
+        dir: dir.path().to_path_buf(),
+    };
+    m.start(0);
+    m.start(1);
+    wait_for("a leader", Duration::from_secs(20), || m.leader());
+    let log = dir.path().join("agent.log");
+    let out = std::fs::File::create(&log).expect("log");
+    let agent = Command::new(BRIM)
+        .args([
+            "agent",
+            "--master",
+            &m.list(),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &free_port().to_string(),
+            "--work-dir",
+            &dir.path().join("agent").display().to_string(),
+            "--cgroup-name",
+            &format!("brim-etcd-{}", std::process::id()),
+            "--resources",
+            "cpus:1;mem:256",
+        ])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("agent");
+    let _agent = Proc {
+        child: agent,
+        name: "agent".into(),
+        log,
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut config = DriverConfig::new(m.list(), "etcd-restart");
+    config.framework.failover_timeout = 3600.0;
+    config.framework.user = "nobody".into();
+    config.backoff_max = Duration::from_secs(1);
+    let driver = Driver::new(config).expect("driver");
+    let h = driver.handle();
+    rt.spawn(async move {
+        let _ = driver.run(&mut Probe(tx)).await;
+    });
+    rt.block_on(launch_and_wait(
+        &h,
+        &mut rx,
+        "long-survivor",
+        "sleep 3600",
+        TaskState::TaskRunning,
+        Duration::from_secs(30),
+    ));
+
+    etcd.restart(Duration::from_secs(4));
+    // Supervisor: restart masters that stepped down, until one leads with the task back.
+    wait_for(
+        "a leader with the task RUNNING after etcd restarted",
+        Duration::from_secs(40),
+        || {
+            for i in 0..m.procs.len() {
+                let exited = m.procs[i]
+                    .as_mut()
+                    .is_some_and(|p| matches!(p.child.try_wait(), Ok(Some(_))));
+                if exited {
+                    m.start(i);
+                }
+            }
+            (running_long_tasks(&m) == 1).then_some(())
+        },
+    );
+    // The task was not relaunched: its agent still runs the original process.
+    let leader = m.leader().expect("leader");
+    let (_, body) = http_get(&format!("127.0.0.1:{}", m.ports[leader]), "/state").expect("state");
+    let s: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let framework_known = s["frameworks"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f["name"] == "etcd-restart"));
+    assert!(
+        framework_known,
+        "the framework survives in the etcd registry: {s}"
+    );
+    h.stop();
+}

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct Etcd {
     child: Child,
     pub endpoint: String,
+    binary: String,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -41,36 +43,50 @@ impl Etcd {
         let (client, peer) = (free_port(), free_port());
         let endpoint = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new(binary)
-            .args([
-                "--name",
-                "t",
-                "--data-dir",
-                &dir.path().join("data").display().to_string(),
-                "--listen-client-urls",
-                &endpoint,
-                "--advertise-client-urls",
-                &endpoint,
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-                "--initial-cluster",
-                &format!("t={peer_url}"),
-            ])
-            .env("ETCD_UNSUPPORTED_ARCH", "arm64")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd");
+        let args: Vec<String> = [
+            "--name",
+            "t",
+            "--data-dir",
+            &dir.path().join("data").display().to_string(),
+            "--listen-client-urls",
+            &endpoint,
+            "--advertise-client-urls",
+            &endpoint,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("t={peer_url}"),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let child = spawn(binary, &args);
         let e = Etcd {
             child,
             endpoint,
+            binary: binary.to_string(),
+            args,
             _dir: dir,
         };
+        e.wait_healthy();
+        e
+    }
+
+    /// Kills etcd and starts it again on the same ports and data (a member restart).
+    pub fn restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        self.child = spawn(&self.binary, &self.args);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&self) {
+        let client = self.endpoint.trim_start_matches("http://").to_string();
         let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = format!("127.0.0.1:{client}");
+        let addr = client;
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
                 use std::io::{Read, Write};
@@ -79,7 +95,7 @@ impl Etcd {
                 let mut body = String::new();
                 let _ = s.read_to_string(&mut body);
                 if body.contains("\"health\":\"true\"") {
-                    return e;
+                    return;
                 }
             }
             assert!(
@@ -89,6 +105,16 @@ impl Etcd {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+fn spawn(binary: &str, args: &[String]) -> Child {
+    Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd")
 }
 
 impl Drop for Etcd {
