@@ -42,8 +42,15 @@ fn partitioned_agent_unreachable_then_back() {
     c.start_agent(0, "cpus:2;mem:512");
     let s = c.wait_agents_active(1);
     let agent = s["agents"][0]["id"].as_str().expect("agent id").to_string();
-    let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut c, &agent)));
+    let pid = c.agents[0].child.id();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        scenario(
+            &mut c,
+            &agent,
+            || signal(pid, libc::SIGSTOP),
+            || signal(pid, libc::SIGCONT),
+        )
+    }));
     if result.is_err() {
         c.dump_logs();
     }
@@ -56,7 +63,8 @@ fn partitioned_agent_unreachable_then_back() {
     }
 }
 
-fn scenario(c: &mut Cluster, agent: &str) {
+/// Runs the partition story; `cut` isolates the agent from the master, `heal` undoes it.
+fn scenario(c: &mut Cluster, agent: &str, cut: impl Fn(), heal: impl Fn()) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let master = c.master_addr.clone();
     let (mut aware, mut plain) = rt.block_on(async {
@@ -72,8 +80,7 @@ fn scenario(c: &mut Cluster, agent: &str) {
         plain.run_sleeper_on(agent, "plain-task").await;
         (aware, plain)
     });
-    let agent_pid = c.agents[0].child.id();
-    signal(agent_pid, libc::SIGSTOP);
+    cut();
     rt.block_on(async {
         aware
             .wait_state("aware-task", TaskState::TaskUnreachable)
@@ -84,7 +91,7 @@ fn scenario(c: &mut Cluster, agent: &str) {
     let s = support::state(&c.master_addr);
     assert_eq!(s["agents"][0]["status"], "unreachable");
 
-    signal(agent_pid, libc::SIGCONT);
+    heal();
     rt.block_on(async {
         // The partition-aware framework learns its task is running again...
         aware.wait_state("aware-task", TaskState::TaskRunning).await;
@@ -125,4 +132,178 @@ fn scenario(c: &mut Cluster, agent: &str) {
     assert_eq!(code, 404);
     aware.handle.stop();
     plain.handle.stop();
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace for the agent, joined to the host by a veth pair with link-local
+/// addresses; deleted (with its veth) on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let id = std::process::id() % 10_000;
+        let subnet = 1 + std::process::id() % 250;
+        let n = Netns {
+            name: format!("brim-part-{id}"),
+            host_if: format!("bph{id}"),
+            host_ip: format!("169.254.{subnet}.1"),
+            ns_ip: format!("169.254.{subnet}.2"),
+        };
+        let ns_if = format!("bpn{id}");
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &n.name])
+            .output();
+        ip(&["netns", "add", &n.name]);
+        ip(&[
+            "link", "add", &n.host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        ip(&["link", "set", &ns_if, "netns", &n.name]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", n.host_ip),
+            "dev",
+            &n.host_if,
+        ]);
+        ip(&["link", "set", &n.host_if, "up"]);
+        ip(&[
+            "netns",
+            "exec",
+            &n.name,
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/30", n.ns_ip),
+            "dev",
+            &ns_if,
+        ]);
+        ip(&["netns", "exec", &n.name, "ip", "link", "set", &ns_if, "up"]);
+        ip(&["netns", "exec", &n.name, "ip", "link", "set", "lo", "up"]);
+        n
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// The same story with a real network partition: the agent lives in its own network
+/// namespace and the veth link to it is taken down, then up again.
+#[test]
+fn network_partition_with_netns_and_veth() {
+    if !support::can_run_cluster("network_partition_with_netns_and_veth")
+        || !support::have_tools("network_partition_with_netns_and_veth", &["ip"])
+    {
+        return;
+    }
+    let net = Netns::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let master_addr = format!("{}:{port}", net.host_ip);
+    let spawn = |name: &str, program: &str, args: Vec<String>| {
+        let log = dir.path().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log");
+        let child = std::process::Command::new(program)
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn");
+        support::Proc {
+            child,
+            name: name.into(),
+            log,
+        }
+    };
+    let mut margs: Vec<String> = vec![
+        "master".into(),
+        "--ip".into(),
+        net.host_ip.clone(),
+        "--port".into(),
+        port.to_string(),
+        "--work-dir".into(),
+        dir.path().join("master").display().to_string(),
+    ];
+    margs.extend(support::MASTER_FLAGS.iter().map(|s| s.to_string()));
+    let master = spawn("master", support::BRIM, margs);
+    wait_for("master /health", Duration::from_secs(30), || {
+        http_get(&master_addr, "/health").filter(|(c, _)| *c == 200)
+    });
+    let tag = format!("brim-netns-{}", std::process::id());
+    let agent_port = support::free_port();
+    let agent = spawn(
+        "agent0",
+        "ip",
+        vec![
+            "netns".into(),
+            "exec".into(),
+            net.name.clone(),
+            support::BRIM.into(),
+            "agent".into(),
+            "--master".into(),
+            master_addr.clone(),
+            "--ip".into(),
+            net.ns_ip.clone(),
+            "--port".into(),
+            agent_port.to_string(),
+            "--work-dir".into(),
+            dir.path().join("agent0").display().to_string(),
+            "--cgroup-name".into(),
+            format!("{tag}-a0"),
+            "--resources".into(),
+            "cpus:2;mem:512".into(),
+        ],
+    );
+    let mut c = Cluster {
+        dir: tempfile::tempdir().expect("tempdir"),
+        master_addr: master_addr.clone(),
+        master_port: port,
+        master: Some(master),
+        agents: vec![agent],
+        agent_addrs: vec![format!("{}:{agent_port}", net.ns_ip)],
+        tag,
+    };
+    let s = c.wait_agents_active(1);
+    let agent_id = s["agents"][0]["id"].as_str().expect("agent id").to_string();
+    let host_if = net.host_if.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        scenario(
+            &mut c,
+            &agent_id,
+            || ip(&["link", "set", &host_if, "down"]),
+            || ip(&["link", "set", &host_if, "up"]),
+        )
+    }));
+    if result.is_err() {
+        c.dump_logs();
+    }
+    c.agents.clear();
+    c.cleanup_cgroups();
+    drop(net);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }
