@@ -397,3 +397,13 @@ impl Cluster {
         });
     }
 }
+
+impl Drop for Cluster {
+    /// Stops agents (they kill their tasks and remove their cgroups), then the master, then
+    /// removes whatever an agent killed with -9 left behind, so no test leaks cgroups.
+    fn drop(&mut self) {
+        self.agents.clear();
+        self.master.take();
+        self.cleanup_cgroups();
+    }
+}
