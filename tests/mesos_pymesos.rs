@@ -18,9 +18,19 @@ const SCRIPT: &str = concat!(
     "/tests/mesos/pymesos_scheduler.py"
 );
 
+const AVMESOS_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/mesos/avmesos_scheduler.py"
+);
+
 /// A python3 that can `import pymesos`: `$BRIM_PYTHON`, then the system python (where
 /// `.ci/run` installs it), then whatever `python3` is on PATH.
 fn python_with_pymesos() -> Option<PathBuf> {
+    python_with("import pymesos, http_parser")
+}
+
+/// A python3 (same search order) for which `import_line` succeeds.
+fn python_with(import_line: &str) -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Ok(p) = std::env::var("BRIM_PYTHON") {
         candidates.push(p.into());
@@ -29,7 +39,7 @@ fn python_with_pymesos() -> Option<PathBuf> {
     candidates.push("python3".into());
     candidates.into_iter().find(|py| {
         Command::new(py)
-            .args(["-c", "import pymesos, http_parser"])
+            .args(["-c", import_line])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -46,9 +56,14 @@ fn skip(why: &str) {
 }
 
 /// Runs `py script args…` with a deadline; returns (exit success, stdout, stderr).
-fn run_python(py: &Path, args: &[&str], deadline: Duration) -> (bool, String, String) {
+fn run_python(
+    py: &Path,
+    script: &str,
+    args: &[&str],
+    deadline: Duration,
+) -> (bool, String, String) {
     let mut child = Command::new(py)
-        .arg(SCRIPT)
+        .arg(script)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -91,7 +106,7 @@ fn pymesos_scheduler_launches_acks_declines_kills_and_tears_down() {
     c.start_agent(0, "cpus:1;mem:512;ports:[31000-31009]");
     c.wait_agents_active(1);
 
-    let (ok, out, err) = run_python(&py, &[&c.master_addr], Duration::from_secs(150));
+    let (ok, out, err) = run_python(&py, SCRIPT, &[&c.master_addr], Duration::from_secs(150));
     let expect = [
         "STEP registered",
         "STEP offer",
@@ -150,6 +165,61 @@ fn pymesos_scheduler_launches_acks_declines_kills_and_tears_down() {
         if Instant::now() > deadline {
             c.dump_logs();
             panic!("framework or tasks left after TEARDOWN: {s:#}\n--- stdout ---\n{out}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.cleanup_cgroups();
+}
+
+/// A second client library: avmesos (PyPI), with its own RecordIO parsing and requests-based
+/// calls, subscribes, launches a command task, acknowledges its updates and tears down.
+#[test]
+fn avmesos_scheduler_launches_and_tears_down() {
+    if !support::can_run_cluster("mesos_avmesos") {
+        return;
+    }
+    let Some(py) = python_with("import avmesos.client") else {
+        skip("mesos_avmesos: skipped: no python3 with avmesos (pip install avmesos; see .ci/run)");
+        return;
+    };
+    let mut c = Cluster::new();
+    c.start_agent(0, "cpus:1;mem:512;ports:[31000-31009]");
+    c.wait_agents_active(1);
+    let (ok, out, err) = run_python(
+        &py,
+        AVMESOS_SCRIPT,
+        &[&c.master_addr],
+        Duration::from_secs(90),
+    );
+    let expect = [
+        "STEP subscribed",
+        "STEP launched av-echo",
+        "STEP update av-echo TASK_RUNNING SOURCE_AGENT uuid",
+        "STEP update av-echo TASK_FINISHED SOURCE_AGENT uuid",
+        "STEP teardown sent",
+        "STEP done",
+    ];
+    let missing: Vec<&str> = expect
+        .iter()
+        .copied()
+        .filter(|e| !out.contains(e))
+        .collect();
+    if !ok || !missing.is_empty() {
+        c.dump_logs();
+        panic!("avmesos scheduler failed (missing {missing:?})\n--- stdout ---\n{out}\n--- stderr ---\n{err}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = state(&c.master_addr);
+        let gone = s["frameworks"]
+            .as_array()
+            .is_some_and(|f| f.iter().all(|f| f["name"] != "avmesos-probe"));
+        if gone {
+            break;
+        }
+        if Instant::now() > deadline {
+            c.dump_logs();
+            panic!("avmesos framework left after TEARDOWN: {s:#}\n--- stdout ---\n{out}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
