@@ -89,6 +89,7 @@ impl MasterConfig {
 pub struct RunningMaster {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    leading: watch::Receiver<bool>,
     main: tokio::task::JoinHandle<Result<(), MasterError>>,
 }
 
@@ -100,6 +101,12 @@ impl RunningMaster {
     /// Address the master actually listens on (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Turns `true` once this master leads (at once for a single master; after winning the
+    /// election in HA mode). Work that only the leader may do waits for it.
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.clone()
     }
 
     /// Stops serving and waits for the actor to finish.
@@ -138,6 +145,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
         source,
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (leading_tx, leading) = watch::channel(false);
     let main = match config.ha.clone() {
         None => {
             let registry = RedbRegistry::open(&config.work_dir.join("registry.redb"))?;
@@ -149,13 +157,15 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
                 None,
                 addr.to_string(),
                 watch::channel(vec![addr.to_string()]).1,
+                leading_tx,
             ))
         }
-        Some(ha) => tokio::spawn(run_ha(config, ha, listener, shutdown_rx)),
+        Some(ha) => tokio::spawn(run_ha(config, ha, listener, shutdown_rx, leading_tx)),
     };
     Ok(RunningMaster {
         addr,
         shutdown,
+        leading,
         main,
     })
 }
@@ -169,6 +179,7 @@ async fn lead(
     mut lost: Option<watch::Receiver<bool>>,
     leader_address: String,
     masters: watch::Receiver<Vec<String>>,
+    leading: watch::Sender<bool>,
 ) -> Result<(), MasterError> {
     let addr = listener.local_addr().map_err(MasterError::Serve)?;
     let master_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
@@ -199,6 +210,7 @@ async fn lead(
         let _ = server_stop.wait_for(|v| *v).await;
     }));
     tracing::info!(%addr, %master_id, "master leading (gRPC + HTTP)");
+    let _ = leading.send(true);
     let lost_leadership = async {
         match lost.as_mut() {
             Some(l) => {
@@ -240,6 +252,7 @@ async fn run_ha(
     ha: HaConfig,
     listener: tokio::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
+    leading: watch::Sender<bool>,
 ) -> Result<(), MasterError> {
     let addr = listener.local_addr().map_err(MasterError::Serve)?;
     let mut backoff = Duration::from_millis(250);
@@ -322,6 +335,7 @@ async fn run_ha(
         Some(lost),
         ha.advertise.clone(),
         masters_rx,
+        leading,
     )
     .await;
     candidates.abort();

@@ -241,7 +241,19 @@ pub(crate) async fn master(a: MasterArgs) -> anyhow::Result<()> {
     }
     let hosted = host_frameworks(&mut config)?;
     let mut running = brim_master::start(config).await?;
-    let frameworks = hosted.start(&loopback(running.addr()));
+    // Only the leader hosts the built-in frameworks: a standby's copies would register with
+    // the leader as extra frameworks. In HA mode this waits for the election.
+    let addr = running.addr();
+    let mut leading = running.leading();
+    let frameworks = tokio::select! {
+        _ = leading.wait_for(|l| *l) => hosted.start(&loopback(addr)),
+        r = running.wait() => return r.context("master stopped"),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            running.stop().await?;
+            return Ok(());
+        }
+    };
     tokio::select! {
         r = running.wait() => {
             frameworks.stop().await;
