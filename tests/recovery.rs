@@ -1,7 +1,8 @@
 //! Agent crash recovery with the real `brim` binary: `kill -9` the agent while a task runs,
 //! while a task exits, while the master is away (its final update cannot be acknowledged),
-//! then restart it and check that no task was lost, none ran twice and every exit status
-//! and update arrived. Then a wiped work dir and a corrupt checkpoint.
+//! while a launch is half done (its URI still being fetched), then restart it and check that
+//! no task was lost, none ran twice and every exit status and update arrived. Then a wiped
+//! work dir and a corrupt checkpoint.
 
 mod support;
 
@@ -9,6 +10,9 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use brim_framework::v1::{TaskState, Uri};
+use brim_framework::{Resources, TaskBuilder};
+use support::probe::ProbeFramework;
 use support::{http_get, state, wait_for, Cluster};
 
 const RES: &str = "cpus:2;mem:1024;ports:[31000-31099]";
@@ -194,7 +198,18 @@ fn scenario(c: &mut Cluster) {
     assert_eq!(count_lines(&marks, "unacked-start"), 1, "ran twice");
     assert_eq!(agent_id(c), id0);
 
-    // 4. A corrupt checkpoint is reported, not fatal; a wiped work dir makes a new agent
+    // 4. kill -9 while a launch is half done: the task's URI is being fetched (from a server
+    //    that never answers) when the agent dies. The restarted agent reports it failed and
+    //    never starts it: it runs zero times, not once late or twice.
+    half_done_launch(c, &id0, &m);
+    assert_eq!(
+        count_lines(&marks, "half-start"),
+        0,
+        "a half-launched task ran"
+    );
+    assert_eq!(agent_id(c), id0);
+
+    // 5. A corrupt checkpoint is reported, not fatal; a wiped work dir makes a new agent
     //    that kills what the old one left behind.
     let run = c.brim_spawn(&["run", "--name", "orphan", "--", "sleep 7777"]);
     wait_task_state(c, "orphan", "TASK_RUNNING");
@@ -235,4 +250,49 @@ fn scenario(c: &mut Cluster) {
     );
     let (code, out) = finish(run, "orphan");
     assert_ne!(code, Some(0), "{out}");
+}
+
+/// Row 4 of the matrix: the agent is killed while fetching a task's URI.
+fn half_done_launch(c: &mut Cluster, agent: &str, marks: &str) {
+    // Accepts connections and never answers, so the fetch hangs.
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = stall.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in stall.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut fw = rt.block_on(async {
+        let mut fw = ProbeFramework::start(&c.master_addr, "half-launch").await;
+        let offer = fw.offer_on(agent).await;
+        let task = TaskBuilder::new("half", "half")
+            .shell(format!("echo half-start >> {marks}"))
+            .resources(&Resources::parse("cpus:0.1;mem:32").expect("resources"))
+            .uri(Uri {
+                value: format!("http://127.0.0.1:{port}/slow.bin"),
+                ..Default::default()
+            })
+            .build_for(&offer)
+            .expect("task");
+        fw.handle
+            .launch(&offer.id, vec![task])
+            .await
+            .expect("launch");
+        fw.wait_state("half", TaskState::TaskStarting).await;
+        fw
+    });
+    // STARTING is sent before the fetch: let the fetch begin.
+    std::thread::sleep(Duration::from_millis(300));
+    c.agents[0].kill9();
+    c.start_agent(0, RES);
+    let failed = rt.block_on(fw.wait_state("half", TaskState::TaskFailed));
+    assert!(
+        failed.message.contains("never started"),
+        "half-launched task: {}",
+        failed.message
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pids_running("half-start"), 0);
 }
