@@ -18,6 +18,9 @@ SEC("tp_btf/mark_victim")
 int BPF_PROG(brim_oom_victim, struct task_struct *task)
 {
 	__u64 cg = brim_task_cgroup_id(task);
+	__u32 slot;
+	if (!brim_slot_of(cg, &slot))
+		return 0;
 	struct brim_mem_stat *s = bpf_map_lookup_elem(&brim_mem, &cg);
 	if (s)
 		__sync_fetch_and_add(&s->oom_kills, 1);
@@ -28,6 +31,9 @@ SEC("tp_btf/mm_vmscan_memcg_reclaim_begin")
 int BPF_PROG(brim_memcg_reclaim, int order, gfp_t gfp_flags)
 {
 	__u64 cg = bpf_get_current_cgroup_id();
+	__u32 slot;
+	if (!brim_slot_of(cg, &slot))
+		return 0;
 	struct brim_mem_stat *s = bpf_map_lookup_elem(&brim_mem, &cg);
 	if (s)
 		__sync_fetch_and_add(&s->reclaim_events, 1);

@@ -115,7 +115,7 @@ pub(crate) fn render(agent: &Agent) -> String {
 fn per_task(reg: &mut Registry, agent: &Agent) {
     type Get = fn(&Sample) -> f64;
     let counters: [(&str, &str, Get); 12] = [
-        ("container_cpu_seconds", "CPU time used by the task's container (cgroupfs)", |s| s.cpu_ns as f64 / 1e9),
+        ("container_cpu_seconds", "CPU time used by the task's container (eBPF maps, else cgroupfs)", |s| s.cpu_ns as f64 / 1e9),
         ("container_cpu_throttled_seconds", "Time the task's container was throttled by its CPU quota", |s| s.cpu_throttled_ns as f64 / 1e9),
         ("container_oncpu_ebpf_seconds", "On-CPU time of the task's threads seen by the eBPF scheduler probes (as of their last context switch)", |s| s.oncpu_ebpf_ns as f64 / 1e9),
         ("container_runq_wait_seconds", "Time the task's threads waited in a run queue (eBPF)", |s| s.runq_wait_ns as f64 / 1e9),

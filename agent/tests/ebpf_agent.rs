@@ -86,6 +86,37 @@ async fn task_usage(http: std::net::SocketAddr, id: &str) -> serde_json::Value {
         .unwrap_or_default()
 }
 
+async fn task_container(http: std::net::SocketAddr, id: &str) -> String {
+    let st = state(http).await;
+    st["tasks"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["id"] == id))
+        .and_then(|t| t["container_id"].as_str())
+        .expect("task container id")
+        .to_string()
+}
+
+/// CPU ns of a container of the agent whose root cgroup is `root`, from cgroupfs:
+/// `cpuacct.usage` (hybrid layout) or `cpu.stat` usage_usec (v2).
+fn cpuacct_usage(root: &str, container: &str) -> u64 {
+    let file = format!("/sys/fs/cgroup/cpuacct/{root}/{container}/cpuacct.usage");
+    if !std::path::Path::new("/sys/fs/cgroup/cpuacct").exists() {
+        let stat = std::fs::read_to_string(format!("/sys/fs/cgroup/{root}/{container}/cpu.stat"))
+            .expect("cpu.stat");
+        let usec: u64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("usage_usec");
+        return usec * 1000;
+    }
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .trim()
+        .parse()
+        .expect("cpuacct.usage")
+}
+
 /// Waits until the task's stdout contains `want`; returns it.
 async fn stdout_with(http: std::net::SocketAddr, fw: &str, id: &str, want: &str) -> String {
     let deadline = Instant::now() + WAIT;
@@ -173,8 +204,12 @@ async fn ebpf_cpu_net_and_bind() {
     // Counters settle once the task idles; wait for a sample taken after that.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let u = task_usage(http, "t1").await;
+    // With eBPF the agent's cpu_ns is the eBPF counter: compare it with the container's
+    // cpuacct.usage read here (the task idles, so both are settled).
+    assert_eq!(u["cpu_source"], "ebpf", "{u}");
+    assert_eq!(u["cpu_ns"], u["oncpu_ebpf_ns"], "{u}");
     let (cpu, ebpf_cpu) = (
-        u["cpu_ns"].as_u64().expect("cpu_ns"),
+        cpuacct_usage(&cg, &task_container(http, "t1").await),
         u["oncpu_ebpf_ns"].as_u64().expect("oncpu"),
     );
     assert!(cpu > 50_000_000, "the task burned CPU: {u}");
@@ -290,4 +325,88 @@ async fn polling_fallback_without_ebpf() {
     s.expect("t1", TaskState::TaskKilled).await;
     let _ = stop.send(());
     join.await.expect("join").expect("agent stopped cleanly");
+}
+
+/// A task with a `net_egress_mbps` label: what passes its egress (UDP on loopback, sent as
+/// fast as it can for 3 s) stays within 10 % of the rate, the rest is dropped. Then an OOM
+/// kill in the task's cgroup (a child over the memory limit) shows in its usage, counted by
+/// the eBPF program (`mark_victim`): on the eBPF path the agent reads no OOM file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_limit_and_oom_kill() {
+    if !can_run("egress_limit_and_oom_kill") {
+        return;
+    }
+    const MBPS: f64 = 16.0;
+    let mut master = FakeMaster::start().await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let cg = unique("brim-egress");
+    let cfg = config(master.addr, work.path(), Isolation::Cgroups, &cg);
+    let (http, stop, join) = start_agent(cfg).await;
+    let (mut s, _) = master.accept().await;
+    s.registered("agent-1", 30.0).await;
+
+    // A sink nobody reads: the sender's datagrams are counted on egress either way.
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+    let port = sink.local_addr().expect("addr").port();
+    let script = format!(
+        r#"python3 - <<'PY'
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+buf = b"x" * {PAYLOAD}
+t0 = time.monotonic()
+while time.monotonic() - t0 < 3.0:
+    s.sendto(buf, ("127.0.0.1", {port}))
+print("sent for", time.monotonic() - t0)
+PY
+python3 -c 'b = b"x" * (256 << 20); print(len(b))' || echo "child killed"
+echo oom-done
+sleep 30"#
+    );
+    let mut task = shell_task("t1", &script, "cpus:1;mem:64");
+    task.labels.push(brim_proto::v1::Label {
+        key: "net_egress_mbps".into(),
+        value: MBPS.to_string(),
+    });
+    s.run_task("fw", task).await;
+    s.expect("t1", TaskState::TaskStarting).await;
+    s.expect("t1", TaskState::TaskRunning).await;
+    let out = stdout_with(http, "fw", "t1", "oom-done").await;
+    let secs: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("sent for "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no send time: {out}"));
+    assert!(
+        out.contains("child killed"),
+        "the child must be OOM killed: {out}"
+    );
+
+    let deadline = Instant::now() + WAIT;
+    let u = loop {
+        let u = task_usage(http, "t1").await;
+        if u["oom_events"].as_u64().unwrap_or(0) >= 1 {
+            break u;
+        }
+        assert!(Instant::now() < deadline, "no OOM kill in the usage: {u}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(u["cpu_source"], "ebpf", "{u}");
+    let passed = u["net_tx_bytes"].as_u64().expect("tx bytes") as f64;
+    let rate = MBPS * 1e6 / 8.0;
+    let got = passed / secs;
+    let err = (got - rate).abs() / rate * 100.0;
+    assert!(
+        err <= 10.0,
+        "egress {got:.0} B/s vs limit {rate:.0} B/s: {err:.1} % apart ({u})"
+    );
+    assert!(
+        u["net_tx_dropped_packets"].as_u64().unwrap_or(0) > 0,
+        "the sender outpaces the limit, so packets are dropped: {u}"
+    );
+
+    s.kill("fw", "t1", Some(0.0)).await;
+    s.expect("t1", TaskState::TaskKilled).await;
+    let _ = stop.send(());
+    join.await.expect("join").expect("agent stopped cleanly");
+    drop(sink);
 }

@@ -91,6 +91,12 @@ pub trait CgroupBackend: Send + Sync + std::fmt::Debug {
     fn unified_path(&self, id: &str) -> Option<PathBuf>;
     /// Current counters.
     fn usage(&self, id: &str) -> Result<CgroupUsage, CgroupError>;
+    /// The counters eBPF does not give (throttling, memory sizes): the eBPF sampling path
+    /// takes CPU time and OOM kills from the maps, and backends may skip those files here
+    /// (`cpu_ns` and `oom_events` are then 0). Default: everything.
+    fn usage_without_ebpf_counters(&self, id: &str) -> Result<CgroupUsage, CgroupError> {
+        self.usage(id)
+    }
     /// The agent root directories (one per hierarchy), removed on shutdown when empty.
     fn root_paths(&self) -> Vec<PathBuf>;
 }

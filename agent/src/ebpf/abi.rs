@@ -16,8 +16,15 @@ pub const SCHED_SWITCHES: usize = 3;
 pub const SCHED_HIST: usize = 4;
 
 /// `struct brim_net_stat`: rx_bytes, rx_packets, tx_bytes, tx_packets, tx_dropped_bytes,
-/// tx_dropped_packets.
-pub type NetStat = [u64; 6];
+/// tx_dropped_packets, limited.
+pub type NetStat = [u64; 7];
+pub const NET_LIMITED: usize = 6;
+
+/// `struct brim_slot`: cgid (0: free), since_ns (CLOCK_MONOTONIC).
+pub type SlotInfo = [u64; 2];
+
+/// Entries of `brim_filter` (`BRIM_FILTER_SLOTS`, a power of two).
+pub const FILTER_SLOTS: u64 = 65536;
 
 /// `struct brim_net_limit`: spin lock + pad (one u64), rate_bytes_per_sec, burst_bytes,
 /// tokens, last_ns.
@@ -54,8 +61,6 @@ pub const MEM: Object = Object {
 
 // Programs: (name, tracepoint) for tp_btf ones.
 pub const PROG_SCHED_SWITCH: (&str, &str) = ("brim_sched_switch", "sched_switch");
-pub const PROG_SCHED_WAKEUP: (&str, &str) = ("brim_sched_wakeup", "sched_wakeup");
-pub const PROG_SCHED_WAKEUP_NEW: (&str, &str) = ("brim_sched_wakeup_new", "sched_wakeup_new");
 pub const PROG_OOM_VICTIM: (&str, &str) = ("brim_oom_victim", "mark_victim");
 pub const PROG_MEMCG_RECLAIM: (&str, &str) =
     ("brim_memcg_reclaim", "mm_vmscan_memcg_reclaim_begin");
@@ -64,7 +69,11 @@ pub const PROG_NET_EGRESS: &str = "brim_net_egress";
 pub const PROG_BIND4: &str = "brim_bind4";
 pub const PROG_BIND6: &str = "brim_bind6";
 
-// Maps keyed by cgroup id (pinned by name).
+// Maps (pinned by name): keyed by cgroup id, except brim_sched / brim_net / brim_slot_info (by the slot
+// the agent assigns in brim_slots) and brim_filter (by cgroup id & (FILTER_SLOTS - 1)).
+pub const MAP_FILTER: &str = "brim_filter";
+pub const MAP_SLOTS: &str = "brim_slots";
+pub const MAP_SLOT_INFO: &str = "brim_slot_info";
 pub const MAP_SCHED: &str = "brim_sched";
 pub const MAP_NET: &str = "brim_net";
 pub const MAP_NET_LIMIT: &str = "brim_net_limit";
@@ -72,7 +81,10 @@ pub const MAP_PORTS: &str = "brim_ports";
 pub const MAP_BIND_DENIED: &str = "brim_bind_denied";
 pub const MAP_MEM: &str = "brim_mem";
 /// Every pinned map, for cleanup.
-pub const PINNED_MAPS: [&str; 6] = [
+pub const PINNED_MAPS: [&str; 9] = [
+    MAP_FILTER,
+    MAP_SLOTS,
+    MAP_SLOT_INFO,
     MAP_SCHED,
     MAP_NET,
     MAP_NET_LIMIT,

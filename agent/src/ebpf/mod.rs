@@ -16,12 +16,12 @@
 
 pub mod abi;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{
     BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
 };
@@ -134,8 +134,14 @@ pub struct ProgStats {
 }
 
 struct Maps {
-    sched: PerCpuHashMap<MapData, u64, SchedStat>,
-    net: PerCpuHashMap<MapData, u64, NetStat>,
+    filter: Array<MapData, u64>,
+    slots: BpfHashMap<MapData, u64, u32>,
+    slot_info: Array<MapData, SlotInfo>,
+    sched: PerCpuArray<MapData, SchedStat>,
+    /// Userspace copy of `brim_slots` (saves a syscall per read) and the free slots.
+    slot_of: HashMap<u64, u32>,
+    free: Vec<u32>,
+    net: PerCpuArray<MapData, NetStat>,
     net_limit: BpfHashMap<MapData, u64, NetLimit>,
     ports: BpfHashMap<MapData, u64, Ports>,
     bind_denied: BpfHashMap<MapData, u64, u64>,
@@ -192,7 +198,7 @@ fn load(
         .default_map_pin_directory(pin_dir)
         // Task storage (per-thread timestamps) is used by programs only.
         .allow_unsupported_maps();
-    for m in maps {
+    for m in maps.iter().chain(&[MAP_SLOTS, MAP_SLOT_INFO]) {
         loader.map_max_entries(m, max);
     }
     loader.load(&*aligned).map_err(|e| EbpfError::Load {
@@ -244,10 +250,10 @@ impl Probes {
         let max = config.max_tasks.max(1);
         let pin = config.pin_dir.as_path();
 
+        // brim_slots / brim_slot_info / brim_filter are in every object (brim.h) and shared
+        // through their pins: every object sizes them alike.
         let mut sched = load(&SCHED, pin, max, &[MAP_SCHED], &btf)?;
-        for p in [PROG_SCHED_WAKEUP, PROG_SCHED_WAKEUP_NEW, PROG_SCHED_SWITCH] {
-            tp_btf(&mut sched, p, &btf)?;
-        }
+        tp_btf(&mut sched, PROG_SCHED_SWITCH, &btf)?;
         let mut mem = load(&MEM, pin, max, &[MAP_MEM], &btf)?;
         tp_btf(&mut mem, PROG_OOM_VICTIM, &btf)?;
         tp_btf(&mut mem, PROG_MEMCG_RECLAIM, &btf)?;
@@ -277,7 +283,17 @@ impl Probes {
             p.attach(&cgroup, CgroupAttachMode::Single)
                 .map_err(|e| prog_err(name, e))?;
         }
+        let slots: BpfHashMap<MapData, u64, u32> = take(&mut sched, MAP_SLOTS)?;
+        // Pinned slots survive an agent restart: the free list is what they do not use.
+        let slot_of: HashMap<u64, u32> = slots.iter().filter_map(Result::ok).collect();
+        let used: HashSet<u32> = slot_of.values().copied().collect();
+        let free = (0..max).rev().filter(|s| !used.contains(s)).collect();
         let maps = Maps {
+            filter: take(&mut sched, MAP_FILTER)?,
+            slots,
+            slot_info: take(&mut sched, MAP_SLOT_INFO)?,
+            slot_of,
+            free,
             sched: take(&mut sched, MAP_SCHED)?,
             net: take(&mut net, MAP_NET)?,
             net_limit: take(&mut net, MAP_NET_LIMIT)?,
@@ -310,19 +326,68 @@ impl Probes {
             }
             _ => map_err(map, e),
         };
-        if m.sched.get(&cgroup_id, 0).is_err() {
-            let v = PerCpuValues::try_from(vec![[0u64; 4 + RUNQ_BUCKETS]; self.nr_cpus])
-                .map_err(|e| map_err(MAP_SCHED, e))?;
-            m.sched
-                .insert(cgroup_id, v, 0)
-                .map_err(|e| full(MAP_SCHED, e))?;
-        }
-        if m.net.get(&cgroup_id, 0).is_err() {
-            let v = PerCpuValues::try_from(vec![[0u64; 6]; self.nr_cpus])
-                .map_err(|e| map_err(MAP_NET, e))?;
-            m.net
-                .insert(cgroup_id, v, 0)
-                .map_err(|e| full(MAP_NET, e))?;
+        // (Re)start time: threads born before it (e.g. running across an agent restart)
+        // are counted from their next switch-out on, never from their start.
+        let since = monotonic_ns();
+        let limited = u64::from(policy.egress_bytes_per_sec.is_some());
+        match m.slot_of.get(&cgroup_id).copied() {
+            Some(slot) => {
+                m.slot_info
+                    .set(slot, [cgroup_id, since], 0)
+                    .map_err(|e| map_err(MAP_SLOT_INFO, e))?;
+                let old = m.net.get(&slot, 0).map_err(|e| map_err(MAP_NET, e))?;
+                if old.iter().any(|r| r[NET_LIMITED] != limited) {
+                    let rows: Vec<NetStat> = old
+                        .iter()
+                        .map(|r| {
+                            let mut r = *r;
+                            r[NET_LIMITED] = limited;
+                            r
+                        })
+                        .collect();
+                    let v = PerCpuValues::try_from(rows).map_err(|e| map_err(MAP_NET, e))?;
+                    m.net.set(slot, v, 0).map_err(|e| map_err(MAP_NET, e))?;
+                }
+            }
+            None => {
+                let slot = m.free.pop().ok_or(EbpfError::MapFull {
+                    map: MAP_SCHED,
+                    max,
+                })?;
+                // Counters first, then the slot's owner, then the lookups that find it.
+                let zero = PerCpuValues::try_from(vec![[0u64; 4 + RUNQ_BUCKETS]; self.nr_cpus])
+                    .map_err(|e| map_err(MAP_SCHED, e))?;
+                let mut net_row = [0u64; 7];
+                net_row[NET_LIMITED] = limited;
+                let net_zero = PerCpuValues::try_from(vec![net_row; self.nr_cpus])
+                    .map_err(|e| map_err(MAP_NET, e))?;
+                let r = m
+                    .sched
+                    .set(slot, zero, 0)
+                    .map_err(|e| map_err(MAP_SCHED, e))
+                    .and_then(|()| {
+                        m.net
+                            .set(slot, net_zero, 0)
+                            .map_err(|e| map_err(MAP_NET, e))
+                    })
+                    .and_then(|()| {
+                        m.slot_info
+                            .set(slot, [cgroup_id, since], 0)
+                            .map_err(|e| map_err(MAP_SLOT_INFO, e))
+                    })
+                    .and_then(|()| {
+                        m.slots
+                            .insert(cgroup_id, slot, 0)
+                            .map_err(|e| full(MAP_SLOTS, e))
+                    });
+                if let Err(e) = r {
+                    let _ = m.slot_info.set(slot, [0, 0], 0);
+                    m.free.push(slot);
+                    return Err(e);
+                }
+                m.slot_of.insert(cgroup_id, slot);
+                refresh_filter(&mut m, cgroup_id)?;
+            }
         }
         if m.mem.get(&cgroup_id, 0).is_err() {
             m.mem
@@ -378,8 +443,12 @@ impl Probes {
     /// Forgets a cgroup (its container is gone).
     pub fn untrack(&self, cgroup_id: u64) {
         let mut m = self.maps();
-        let _ = m.sched.remove(&cgroup_id);
-        let _ = m.net.remove(&cgroup_id);
+        if let Some(slot) = m.slot_of.remove(&cgroup_id) {
+            let _ = refresh_filter(&mut m, cgroup_id);
+            let _ = m.slots.remove(&cgroup_id);
+            let _ = m.slot_info.set(slot, [0, 0], 0);
+            m.free.push(slot);
+        }
         let _ = m.net_limit.remove(&cgroup_id);
         let _ = m.ports.remove(&cgroup_id);
         let _ = m.bind_denied.remove(&cgroup_id);
@@ -388,14 +457,27 @@ impl Probes {
 
     /// Cgroup ids with an entry in the maps.
     pub fn tracked(&self) -> HashSet<u64> {
-        let m = self.maps();
-        m.sched.keys().filter_map(Result::ok).collect()
+        self.maps().slot_of.keys().copied().collect()
     }
 
     /// Counters of a tracked cgroup; `None` when it is not tracked.
     pub fn read(&self, cgroup_id: u64) -> Option<EbpfUsage> {
+        Self::read_one(&self.maps(), cgroup_id)
+    }
+
+    /// Counters of many cgroups under one lock (one sampling pass); untracked ones are left
+    /// out. Four map lookups per cgroup, no cgroup id -> slot lookup (cached here).
+    pub fn read_many(&self, cgroup_ids: &[u64]) -> HashMap<u64, EbpfUsage> {
         let m = self.maps();
-        let sched = m.sched.get(&cgroup_id, 0).ok()?;
+        cgroup_ids
+            .iter()
+            .filter_map(|&id| Some((id, Self::read_one(&m, id)?)))
+            .collect()
+    }
+
+    fn read_one(m: &Maps, cgroup_id: u64) -> Option<EbpfUsage> {
+        let slot = *m.slot_of.get(&cgroup_id)?;
+        let sched = m.sched.get(&slot, 0).ok()?;
         let mut u = EbpfUsage {
             runq_hist: vec![0; RUNQ_BUCKETS],
             ..Default::default()
@@ -409,7 +491,7 @@ impl Probes {
                 *h += v;
             }
         }
-        if let Ok(net) = m.net.get(&cgroup_id, 0) {
+        if let Ok(net) = m.net.get(&slot, 0) {
             for s in net.iter() {
                 u.net_rx_bytes += s[0];
                 u.net_rx_packets += s[1];
@@ -432,8 +514,6 @@ impl Probes {
         let objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
         let names = [
             PROG_SCHED_SWITCH.0,
-            PROG_SCHED_WAKEUP.0,
-            PROG_SCHED_WAKEUP_NEW.0,
             PROG_OOM_VICTIM.0,
             PROG_MEMCG_RECLAIM.0,
             PROG_NET_INGRESS,
@@ -468,6 +548,35 @@ impl Probes {
         }
         let _ = std::fs::remove_dir(&dir);
     }
+}
+
+/// CLOCK_MONOTONIC in ns (the clock of `bpf_ktime_get_ns` and `task_struct.start_time`).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Rewrites the `brim_filter` bucket of a cgroup id from the tracked set: how many tracked
+/// cgroups share it, and the slot + 1 of the only one (see `brim.h`).
+fn refresh_filter(m: &mut Maps, cgroup_id: u64) -> Result<(), EbpfError> {
+    let bucket = cgroup_id & (FILTER_SLOTS - 1);
+    let mut members = m
+        .slot_of
+        .iter()
+        .filter(|(id, _)| *id & (FILTER_SLOTS - 1) == bucket);
+    let v = match (members.next(), members.count()) {
+        (None, _) => 0,
+        (Some((_, &slot)), 0) => (u64::from(slot) + 1) << 32 | 1,
+        (Some(_), more) => more as u64 + 1,
+    };
+    m.filter
+        .set(bucket as u32, v, 0)
+        .map_err(|e| map_err(MAP_FILTER, e))
 }
 
 /// The cgroup id of a cgroup2 directory (its inode number), as `bpf_get_current_cgroup_id`.

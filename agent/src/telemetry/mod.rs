@@ -1,6 +1,8 @@
-//! Per-task usage: every `usage_interval` the sampler reads each running task's cgroupfs
-//! counters (CPU, throttling, memory) and, when eBPF is on, its map entries (run-queue wait,
-//! network, OOM kills, denied binds), and appends a [`Sample`] to the task's bounded ring.
+//! Per-task usage: every `usage_interval` the sampler reads each running task's counters and
+//! appends a [`Sample`] to the task's bounded ring. With eBPF, CPU time, OOM kills, run-queue
+//! wait, network and denied binds come from the maps (read for all tasks under one lock) and
+//! only what eBPF does not give is read from cgroupfs (throttling, memory sizes: on hybrid
+//! hosts 3 files instead of 5 per task); without eBPF everything comes from cgroupfs.
 //! The master link sends the newest sample of each task; `/state` shows the ring and
 //! `/metrics` the newest sample.
 //!
@@ -33,6 +35,8 @@ pub(crate) const RING_LEN: usize = 60;
 pub(crate) struct Sample {
     /// Seconds since the Unix epoch.
     pub(crate) timestamp: f64,
+    /// Where `cpu_ns` and `oom_events` come from: `ebpf` (the maps) or `cgroupfs`.
+    pub(crate) cpu_source: &'static str,
     pub(crate) cpu_ns: u64,
     pub(crate) cpu_throttled_ns: u64,
     pub(crate) mem_current_bytes: u64,
@@ -60,15 +64,21 @@ impl Sample {
         e: Option<EbpfUsage>,
     ) -> Sample {
         let cg = cg.unwrap_or_default();
+        let (cpu_source, cpu_ns) = match &e {
+            // The same kernel counter cpuacct charges (se.sum_exec_runtime).
+            Some(e) => ("ebpf", e.oncpu_ns),
+            None => ("cgroupfs", cg.cpu_ns),
+        };
         let e = e.unwrap_or_default();
         Sample {
             timestamp,
-            cpu_ns: cg.cpu_ns,
+            cpu_source,
+            cpu_ns,
             cpu_throttled_ns: cg.cpu_throttled_ns,
             mem_current_bytes: cg.mem_current_bytes,
             mem_rss_bytes: cg.mem_rss_bytes,
             mem_cache_bytes: cg.mem_cache_bytes,
-            // cgroupfs counts every OOM kill in the cgroup; eBPF sees them too (mark_victim).
+            // eBPF counts OOM victims (mark_victim); cgroupfs (polling path) every kill.
             oom_events: cg.oom_events.max(e.oom_kills),
             oncpu_ebpf_ns: e.oncpu_ns,
             runq_wait_ns: e.runq_wait_ns,
@@ -274,13 +284,21 @@ impl Telemetry {
             .iter()
             .map(|(k, t)| (k.clone(), t.container_id.clone(), t.cgroup_id))
             .collect();
+        let ids: Vec<u64> = targets.iter().filter_map(|t| t.2).collect();
+        let mut ebpf = match self.probes().as_ref() {
+            Some(p) if !ids.is_empty() => p.read_many(&ids),
+            _ => HashMap::new(),
+        };
         let mut samples = Vec::with_capacity(targets.len());
         for (key, cid, cgid) in targets {
-            let cg = cgroups.and_then(|c| c.usage(&cid).ok());
-            let e = match (self.probes().as_ref(), cgid) {
-                (Some(p), Some(id)) => p.read(id),
-                _ => None,
-            };
+            let e = cgid.and_then(|id| ebpf.remove(&id));
+            let cg = cgroups.and_then(|c| {
+                if e.is_some() {
+                    c.usage_without_ebpf_counters(&cid).ok()
+                } else {
+                    c.usage(&cid).ok()
+                }
+            });
             if cg.is_none() && e.is_none() {
                 continue;
             }
