@@ -33,7 +33,7 @@ enum Command {
     Run(cli::run::RunArgs),
     /// List tasks.
     #[command(after_long_help = cli::help::TASKS)]
-    Tasks(cli::query::QueryArgs),
+    Tasks(cli::query::TasksArgs),
     /// List agents.
     #[command(after_long_help = cli::help::AGENTS)]
     Agents(cli::query::QueryArgs),

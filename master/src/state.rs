@@ -1779,9 +1779,21 @@ impl Master {
                 "message": t.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
                 "reason": t.status.as_ref().and_then(|s| TaskStatusReason::try_from(s.reason).ok()).map(|r| r.as_str_name()),
                 "updated_time": t.updated_time,
+                // Cumulative counters as the agent sent them (ContainerUsage).
                 "usage": t.usage.as_ref().map(|u| json!({
                     "cpu_ns": u.cpu_ns,
+                    "cpu_throttled_ns": u.cpu_throttled_ns,
+                    "runq_wait_ns": u.runq_wait_ns,
                     "mem_current_bytes": u.mem_current_bytes,
+                    "mem_rss_bytes": u.mem_rss_bytes,
+                    "mem_cache_bytes": u.mem_cache_bytes,
+                    "oom_events": u.oom_events,
+                    "net_rx_bytes": u.net_rx_bytes,
+                    "net_tx_bytes": u.net_tx_bytes,
+                    "net_rx_packets": u.net_rx_packets,
+                    "net_tx_packets": u.net_tx_packets,
+                    "io_read_bytes": u.io_read_bytes,
+                    "io_write_bytes": u.io_write_bytes,
                     "timestamp": u.timestamp,
                 })),
             })

@@ -155,6 +155,10 @@ pub(crate) struct AgentTuning {
     /// User for tasks whose command and framework name no user.
     #[arg(long, default_value = "nobody")]
     pub(crate) task_user: String,
+    /// Do not load the eBPF programs: usage from cgroupfs polling only, no network counters,
+    /// run-queue wait, egress limits or bind enforcement.
+    #[arg(long)]
+    pub(crate) no_ebpf: bool,
 }
 
 #[derive(clap::Args)]
@@ -189,6 +193,9 @@ impl AgentTuning {
         c.cgroup_name = self.cgroup_name.clone();
         c.allow_root_tasks = self.allow_root_tasks;
         c.default_task_user = self.task_user.clone();
+        if self.no_ebpf {
+            c.ebpf = brim_agent::EbpfMode::Off;
+        }
         if self.hostname.is_some() {
             c.advertise_host = self.hostname.clone();
         }

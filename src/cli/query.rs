@@ -18,6 +18,18 @@ pub(crate) struct QueryArgs {
     pub(crate) all: bool,
 }
 
+#[derive(clap::Args)]
+pub(crate) struct TasksArgs {
+    #[command(flatten)]
+    pub(crate) query: QueryArgs,
+    /// Add usage columns from the master's /state: CPU% and RUNQ% (run-queue wait per
+    /// wall-clock second) are rates between two /state reads one second apart (the agents'
+    /// default usage interval; `-` when no new sample arrived in between), MEM and NET RX/TX
+    /// are the newest cumulative values.
+    #[arg(long)]
+    pub(crate) usage: bool,
+}
+
 /// Turns a `/state` failure into an error that says what to do.
 fn explain(e: StateError) -> anyhow::Error {
     match e {
@@ -46,8 +58,69 @@ pub(crate) async fn fetch_state(master: &str) -> anyhow::Result<MasterState> {
     Ok(fetch_json(master).await?.1)
 }
 
-pub(crate) async fn tasks(a: QueryArgs) -> anyhow::Result<()> {
+/// `tasks[].usage` of a /state JSON by (framework id, task id).
+fn usage_by_task(json: &Value) -> std::collections::HashMap<(String, String), Value> {
+    json["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["usage"].is_object())
+        .map(|t| {
+            let key = (
+                t["framework_id"].as_str().unwrap_or_default().to_string(),
+                t["id"].as_str().unwrap_or_default().to_string(),
+            );
+            (key, t["usage"].clone())
+        })
+        .collect()
+}
+
+fn bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut v, mut i) = (b, 0);
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{}{}", num((v * 10.0).round() / 10.0), UNITS[i])
+}
+
+/// Usage columns of one task: CPU%, MEM, NET RX, NET TX, RUNQ% (see [`TasksArgs::usage`]).
+fn usage_columns(old: Option<&Value>, new: Option<&Value>) -> Vec<String> {
+    let Some(new) = new else {
+        return vec!["-".to_string(); 5];
+    };
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    let rate = |k: &str| match old {
+        Some(old) if f(new, "timestamp") > f(old, "timestamp") => {
+            let dt = f(new, "timestamp") - f(old, "timestamp");
+            format!("{:.1}", (f(new, k) - f(old, k)).max(0.0) / 1e9 / dt * 100.0)
+        }
+        _ => "-".to_string(),
+    };
+    vec![
+        rate("cpu_ns"),
+        bytes(f(new, "mem_current_bytes")),
+        bytes(f(new, "net_rx_bytes")),
+        bytes(f(new, "net_tx_bytes")),
+        rate("runq_wait_ns"),
+    ]
+}
+
+pub(crate) async fn tasks(args: TasksArgs) -> anyhow::Result<()> {
+    let a = args.query;
+    let first = if args.usage && !a.json {
+        let (f, _) = fetch_json(&a.master).await?;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        Some(f)
+    } else {
+        None
+    };
     let (json, state) = fetch_json(&a.master).await?;
+    let (old_usage, new_usage) = (
+        first.as_ref().map(usage_by_task).unwrap_or_default(),
+        usage_by_task(&json),
+    );
     let live = state.tasks.iter().map(|t| a.all || !t.is_terminal());
     let completed = state.completed_tasks.iter().map(|_| a.all);
     let keep: Vec<bool> = live.chain(completed).collect();
@@ -61,7 +134,7 @@ pub(crate) async fn tasks(a: QueryArgs) -> anyhow::Result<()> {
         .zip(&keep)
         .filter(|(_, &k)| k)
         .map(|(t, _)| {
-            vec![
+            let mut row = vec![
                 t.id.clone(),
                 t.name.clone(),
                 t.state.clone(),
@@ -71,22 +144,28 @@ pub(crate) async fn tasks(a: QueryArgs) -> anyhow::Result<()> {
                 num(t.resources.scalar("mem")),
                 t.exit_code
                     .map_or_else(|| "-".to_string(), |c| c.to_string()),
-            ]
+            ];
+            if args.usage {
+                let key = (t.framework_id.clone(), t.id.clone());
+                row.extend(usage_columns(old_usage.get(&key), new_usage.get(&key)));
+            }
+            row
         })
         .collect();
-    print_table(
-        &[
-            "ID",
-            "NAME",
-            "STATE",
-            "AGENT",
-            "FRAMEWORK",
-            "CPUS",
-            "MEM",
-            "EXIT",
-        ],
-        rows,
-    );
+    let mut headers = vec![
+        "ID",
+        "NAME",
+        "STATE",
+        "AGENT",
+        "FRAMEWORK",
+        "CPUS",
+        "MEM",
+        "EXIT",
+    ];
+    if args.usage {
+        headers.extend(["CPU%", "MEM USED", "NET RX", "NET TX", "RUNQ%"]);
+    }
+    print_table(&headers, rows);
     Ok(())
 }
 
@@ -226,6 +305,23 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_columns_rates_and_sizes() {
+        let old =
+            serde_json::json!({"timestamp": 10.0, "cpu_ns": 1_000_000_000u64, "runq_wait_ns": 0});
+        let new = serde_json::json!({
+            "timestamp": 12.0, "cpu_ns": 2_000_000_000u64, "runq_wait_ns": 100_000_000u64,
+            "mem_current_bytes": 3u64 << 20, "net_rx_bytes": 512, "net_tx_bytes": 2048,
+        });
+        assert_eq!(
+            usage_columns(Some(&old), Some(&new)),
+            ["50.0", "3MiB", "512B", "2KiB", "5.0"]
+        );
+        // No newer sample between the two reads: no rate.
+        assert_eq!(usage_columns(Some(&new), Some(&new))[0], "-");
+        assert_eq!(usage_columns(None, None), vec!["-"; 5]);
+    }
 
     #[test]
     fn tables_align_and_numbers_are_short() {
