@@ -154,10 +154,12 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
                 listener,
                 Box::new(registry),
                 shutdown_rx,
-                None,
-                addr.to_string(),
-                watch::channel(vec![addr.to_string()]).1,
-                leading_tx,
+                Role {
+                    lost: None,
+                    address: addr.to_string(),
+                    masters: watch::channel(vec![addr.to_string()]).1,
+                    leading: leading_tx,
+                },
             ))
         }
         Some(ha) => tokio::spawn(run_ha(config, ha, listener, shutdown_rx, leading_tx)),
@@ -171,16 +173,31 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
 }
 
 /// Serves as the leader until shutdown or, in HA mode, until leadership is lost.
+/// What a leading master needs to know about its leadership.
+struct Role {
+    /// Flips to `true` when leadership is lost (HA); `None` for a single master.
+    lost: Option<watch::Receiver<bool>>,
+    /// The address clients reach the leader at.
+    address: String,
+    /// Every master taking part (leader + standbys).
+    masters: watch::Receiver<Vec<String>>,
+    /// Set to `true` once serving as leader.
+    leading: watch::Sender<bool>,
+}
+
 async fn lead(
     config: MasterConfig,
     listener: tokio::net::TcpListener,
     registry: Box<dyn RegistryStore>,
     mut shutdown: watch::Receiver<bool>,
-    mut lost: Option<watch::Receiver<bool>>,
-    leader_address: String,
-    masters: watch::Receiver<Vec<String>>,
-    leading: watch::Sender<bool>,
+    role: Role,
 ) -> Result<(), MasterError> {
+    let Role {
+        mut lost,
+        address: leader_address,
+        masters,
+        leading,
+    } = role;
     let addr = listener.local_addr().map_err(MasterError::Serve)?;
     let master_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let master = state::Master::new(
@@ -332,10 +349,12 @@ async fn run_ha(
         listener,
         Box::new(registry),
         shutdown,
-        Some(lost),
-        ha.advertise.clone(),
-        masters_rx,
-        leading,
+        Role {
+            lost: Some(lost),
+            address: ha.advertise.clone(),
+            masters: masters_rx,
+            leading,
+        },
     )
     .await;
     candidates.abort();
