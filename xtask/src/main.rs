@@ -6,9 +6,12 @@
 //! - `ebpf [--out DIR] [--check]`: builds the agent's eBPF objects (see `ebpf.rs`).
 //! - `bench telemetry`: measures the agent's eBPF telemetry (see `telemetry.rs`) and writes
 //!   `bench-results/telemetry.json`.
+//! - `bench launch [--tasks N]`: native task launches on one agent (see `launch.rs`), writes
+//!   `bench-results/launch.json`.
 
 mod ebpf;
 mod failover;
+mod launch;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -20,7 +23,7 @@ use brim_proto::{RangeSet, Resources};
 use serde::Serialize;
 
 const USAGE: &str =
-    "usage: cargo xtask bench allocator [--quick] | bench telemetry | ebpf [--out DIR] [--check]";
+    "usage: cargo xtask bench allocator [--quick] | bench telemetry | bench launch [--tasks N] | ebpf [--out DIR] [--check]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +40,8 @@ fn main() -> Result<()> {
         ["ebpf", rest @ ..] => ebpf::ebpf(&workspace_root(), rest),
         ["bench", "failover", rest @ ..] => failover::bench_failover(&workspace_root(), rest),
         ["bench", "telemetry"] => telemetry::bench_telemetry(&workspace_root()),
+        ["bench", "launch", rest @ ..] => launch::bench_launch(&workspace_root(), rest),
+        ["__launch-agent", rest @ ..] => launch::agent_main(rest),
         [w, ..] if w.starts_with("__") => telemetry::workload(&args),
         _ => bail!("unknown task {args:?}; {USAGE}"),
     }
