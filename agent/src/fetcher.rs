@@ -26,7 +26,7 @@ pub enum FetchError {
     InvalidUri { uri: String, why: String },
     #[error("cannot fetch `{uri}`: {why}")]
     Failed { uri: String, why: String },
-    #[error("`{uri}` is larger than the fetcher limit of {limit} bytes: fetch a smaller file or raise the agent's --fetcher-max-bytes")]
+    #[error("`{uri}` is larger than the fetcher limit of {limit} bytes: fetch a smaller file or split it")]
     TooLarge { uri: String, limit: u64 },
     #[error("cannot extract `{uri}`: {why}")]
     Extract { uri: String, why: String },

@@ -39,6 +39,8 @@ struct Report {
     agent_rss_loaded_bytes: u64,
     supervisor_pss_bytes_per_task: f64,
     supervisors_seen: usize,
+    single_p50_ms: f64,
+    single_p99_ms: f64,
     cpus: usize,
 }
 
@@ -116,6 +118,7 @@ fn table(r: &Report) -> String {
     format!(
         "| metric | measured | target |\n|---|---|---|\n\
          | `/bin/true` launches/s ({n} tasks, one accept) | {:.0} | ≥ 200 |\n\
+         | accept→RUNNING p50 / p99, one task at a time on an idle agent | {:.1} ms / {:.1} ms | p50 ≤ 10 ms |\n\
          | accept→RUNNING p50 / p99 (`/bin/true`) | {:.1} ms / {:.1} ms | p50 ≤ 10 ms |\n\
          | `sleep 60` launches/s ({n} tasks) | {:.0} | ≥ 200 |\n\
          | accept→RUNNING p50 / p99 (`sleep 60`) | {:.1} ms / {:.1} ms | p50 ≤ 10 ms |\n\
@@ -124,6 +127,8 @@ fn table(r: &Report) -> String {
          | agent memory per running task | {:.1} KiB | ≤ 1 MiB |\n\
          | supervisor PSS per task ({} seen) | {:.1} KiB | — |",
         r.native_tasks_per_s,
+        r.single_p50_ms,
+        r.single_p99_ms,
         r.p50_ms,
         r.p99_ms,
         r.sleep_tasks_per_s,
@@ -314,6 +319,62 @@ async fn phase(
     Ok((rate, lat, ended))
 }
 
+/// Launches `k` `/bin/true` tasks one at a time on an otherwise idle agent; returns the
+/// sorted accept→RUNNING latencies (ms).
+async fn single(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    h: &DriverHandle,
+    k: usize,
+) -> Result<Vec<f64>> {
+    let per = Resources::parse(TASK_RESOURCES)?;
+    let mut lat = Vec::with_capacity(k);
+    for i in 0..k {
+        let o = offer(rx, h, &per).await?;
+        let id = format!("single-{i}");
+        let task = TaskBuilder::new(&id, "single")
+            .command(["/bin/true"])
+            .resources(&per)
+            .build_for(&o)?;
+        let t0 = Instant::now();
+        h.accept(
+            vec![o.id.clone()],
+            vec![brim_framework::launch_operation(vec![task])],
+            brim_framework::v1::Filters {
+                refuse_seconds: Some(0.0),
+            },
+        )
+        .await
+        .context("accept")?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .with_context(|| format!("{id} did not start within 30 s"))?
+            {
+                Some(Event::Update(s)) if s.task_id == id => {
+                    use brim_framework::v1::TaskState::*;
+                    let st = s.state();
+                    if matches!(st, TaskFailed | TaskError | TaskLost | TaskDropped) {
+                        bail!("task {id} ended {st:?}: {}", s.message);
+                    }
+                    if st == TaskRunning || st.is_terminal() {
+                        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                        break;
+                    }
+                }
+                Some(Event::Offers(offers)) => {
+                    let ids = offers.into_iter().map(|o| o.id).collect();
+                    let _ = h.decline(ids, Some(0.0)).await;
+                }
+                Some(_) => {}
+                None => bail!("framework driver stopped"),
+            }
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(lat)
+}
+
 /// Waits until `n` more tasks with `prefix` are terminal.
 async fn wait_terminal(
     rx: &mut mpsc::UnboundedReceiver<Event>,
@@ -401,6 +462,8 @@ async fn run(n: usize) -> Result<Report> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = rss_bytes(agent_pid);
 
+    println!("single launches on an idle agent ...");
+    let single_lat = single(&mut rx, &h, 30).await?;
     println!("fork/exec floor: {n} × /bin/true ...");
     let floor = fork_exec_floor(n)?;
     println!("launching {n} × /bin/true ...");
@@ -432,6 +495,8 @@ async fn run(n: usize) -> Result<Report> {
             pss as f64 / sups as f64
         },
         supervisors_seen: sups,
+        single_p50_ms: percentile(&single_lat, 0.50),
+        single_p99_ms: percentile(&single_lat, 0.99),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
     })
 }
