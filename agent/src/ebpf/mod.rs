@@ -328,7 +328,7 @@ impl Probes {
         };
         // (Re)start time: threads born before it (e.g. running across an agent restart)
         // are counted from their next switch-out on, never from their start.
-        let since = monotonic_ns();
+        let since = crate::sys::monotonic_ns();
         let limited = u64::from(policy.egress_bytes_per_sec.is_some());
         match m.slot_of.get(&cgroup_id).copied() {
             Some(slot) => {
@@ -548,17 +548,6 @@ impl Probes {
         }
         let _ = std::fs::remove_dir(&dir);
     }
-}
-
-/// CLOCK_MONOTONIC in ns (the clock of `bpf_ktime_get_ns` and `task_struct.start_time`).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Rewrites the `brim_filter` bucket of a cgroup id from the tracked set: how many tracked
