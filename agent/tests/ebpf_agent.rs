@@ -330,7 +330,8 @@ async fn polling_fallback_without_ebpf() {
 /// A task with a `net_egress_mbps` label: what passes its egress (UDP on loopback, sent as
 /// fast as it can for 3 s) stays within 10 % of the rate, the rest is dropped. Then an OOM
 /// kill in the task's cgroup (a child over the memory limit) shows in its usage, counted by
-/// the eBPF program (`mark_victim`): on the eBPF path the agent reads no OOM file.
+/// the eBPF program (`mark_victim`): on the eBPF path the agent reads no OOM file. And the
+/// device allow-list: /dev/urandom opens, /dev/kmsg fails with EPERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_limit_and_oom_kill() {
     if !can_run("egress_limit_and_oom_kill") {
@@ -349,7 +350,15 @@ async fn egress_limit_and_oom_kill() {
     let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sink");
     let port = sink.local_addr().expect("addr").port();
     let script = format!(
-        r#"python3 - <<'PY'
+        r#"head -c 16 /dev/urandom > /dev/null && echo urandom ok
+python3 - <<'PY'
+try:
+    open("/dev/kmsg", "rb")
+    print("kmsg opened")
+except OSError as e:
+    print("kmsg errno", e.errno)
+PY
+python3 - <<'PY'
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 buf = b"x" * {PAYLOAD}
@@ -380,6 +389,12 @@ sleep 30"#
         out.contains("child killed"),
         "the child must be OOM killed: {out}"
     );
+    // Device allow-list (cgroup/dev): urandom is in it, kmsg is not.
+    assert!(out.contains("urandom ok"), "{out}");
+    assert!(
+        out.contains("kmsg errno 1"),
+        "kmsg must fail with EPERM: {out}"
+    );
 
     let deadline = Instant::now() + WAIT;
     let u = loop {
@@ -391,6 +406,7 @@ sleep 30"#
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(u["cpu_source"], "ebpf", "{u}");
+    assert!(u["dev_denied"].as_u64().unwrap_or(0) >= 1, "{u}");
     let passed = u["net_tx_bytes"].as_u64().expect("tx bytes") as f64;
     let rate = MBPS * 1e6 / 8.0;
     let got = passed / secs;

@@ -54,6 +54,10 @@ pub const SOCK: Object = Object {
     file: "sock.bpf.o",
     bytes: aya::include_bytes_aligned!("../../../agent-ebpf/obj/sock.bpf.o"),
 };
+pub const DEV: Object = Object {
+    file: "dev.bpf.o",
+    bytes: aya::include_bytes_aligned!("../../../agent-ebpf/obj/dev.bpf.o"),
+};
 pub const MEM: Object = Object {
     file: "mem.bpf.o",
     bytes: aya::include_bytes_aligned!("../../../agent-ebpf/obj/mem.bpf.o"),
@@ -68,6 +72,7 @@ pub const PROG_NET_INGRESS: &str = "brim_net_ingress";
 pub const PROG_NET_EGRESS: &str = "brim_net_egress";
 pub const PROG_BIND4: &str = "brim_bind4";
 pub const PROG_BIND6: &str = "brim_bind6";
+pub const PROG_DEV: &str = "brim_dev";
 
 // Maps (pinned by name): keyed by cgroup id, except brim_sched / brim_net / brim_slot_info (by the slot
 // the agent assigns in brim_slots) and brim_filter (by cgroup id & (FILTER_SLOTS - 1)).
@@ -80,8 +85,10 @@ pub const MAP_NET_LIMIT: &str = "brim_net_limit";
 pub const MAP_PORTS: &str = "brim_ports";
 pub const MAP_BIND_DENIED: &str = "brim_bind_denied";
 pub const MAP_MEM: &str = "brim_mem";
+pub const MAP_DEV_DENIED: &str = "brim_dev_denied";
 /// Every pinned map, for cleanup.
-pub const PINNED_MAPS: [&str; 9] = [
+pub const PINNED_MAPS: [&str; 10] = [
+    MAP_DEV_DENIED,
     MAP_FILTER,
     MAP_SLOTS,
     MAP_SLOT_INFO,

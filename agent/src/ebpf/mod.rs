@@ -23,7 +23,7 @@ use std::sync::Mutex;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{
-    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
+    BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
 };
 use aya::{Btf, Ebpf, EbpfLoader};
 
@@ -114,6 +114,8 @@ pub struct EbpfUsage {
     pub oom_kills: u64,
     pub reclaim_events: u64,
     pub bind_denied: u64,
+    /// Device accesses outside the allow-list (`cgroup/dev`).
+    pub dev_denied: u64,
 }
 
 /// What the agent allows one task's cgroup.
@@ -146,6 +148,7 @@ struct Maps {
     ports: BpfHashMap<MapData, u64, Ports>,
     bind_denied: BpfHashMap<MapData, u64, u64>,
     mem: BpfHashMap<MapData, u64, MemStat>,
+    dev_denied: PerCpuArray<MapData, u64>,
 }
 
 /// Loaded and attached programs and their maps. Dropping it detaches everything.
@@ -288,7 +291,19 @@ impl Probes {
         let slot_of: HashMap<u64, u32> = slots.iter().filter_map(Result::ok).collect();
         let used: HashSet<u32> = slot_of.values().copied().collect();
         let free = (0..max).rev().filter(|s| !used.contains(s)).collect();
+        let mut dev = load(&DEV, pin, max, &[MAP_DEV_DENIED], &btf)?;
+        {
+            let p: &mut CgroupDevice = dev
+                .program_mut(PROG_DEV)
+                .ok_or_else(|| missing_prog(PROG_DEV))?
+                .try_into()
+                .map_err(|e| prog_err(PROG_DEV, e))?;
+            p.load().map_err(|e| prog_err(PROG_DEV, e))?;
+            p.attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(|e| prog_err(PROG_DEV, e))?;
+        }
         let maps = Maps {
+            dev_denied: take(&mut dev, MAP_DEV_DENIED)?,
             filter: take(&mut sched, MAP_FILTER)?,
             slots,
             slot_info: take(&mut sched, MAP_SLOT_INFO)?,
@@ -305,7 +320,7 @@ impl Probes {
             config,
             nr_cpus,
             maps: Mutex::new(maps),
-            objects: Mutex::new(vec![sched, net, sock, mem]),
+            objects: Mutex::new(vec![sched, net, sock, mem, dev]),
         })
     }
 
@@ -361,10 +376,17 @@ impl Probes {
                 net_row[NET_LIMITED] = limited;
                 let net_zero = PerCpuValues::try_from(vec![net_row; self.nr_cpus])
                     .map_err(|e| map_err(MAP_NET, e))?;
+                let dev_zero = PerCpuValues::try_from(vec![0u64; self.nr_cpus])
+                    .map_err(|e| map_err(MAP_DEV_DENIED, e))?;
                 let r = m
-                    .sched
-                    .set(slot, zero, 0)
-                    .map_err(|e| map_err(MAP_SCHED, e))
+                    .dev_denied
+                    .set(slot, dev_zero, 0)
+                    .map_err(|e| map_err(MAP_DEV_DENIED, e))
+                    .and_then(|()| {
+                        m.sched
+                            .set(slot, zero, 0)
+                            .map_err(|e| map_err(MAP_SCHED, e))
+                    })
                     .and_then(|()| {
                         m.net
                             .set(slot, net_zero, 0)
@@ -506,6 +528,9 @@ impl Probes {
             u.reclaim_events = mem[1];
         }
         u.bind_denied = m.bind_denied.get(&cgroup_id, 0).unwrap_or(0);
+        if let Ok(d) = m.dev_denied.get(&slot, 0) {
+            u.dev_denied = d.iter().sum();
+        }
         Some(u)
     }
 
@@ -520,6 +545,7 @@ impl Probes {
             PROG_NET_EGRESS,
             PROG_BIND4,
             PROG_BIND6,
+            PROG_DEV,
         ];
         let mut out = Vec::new();
         for name in names {

@@ -55,6 +55,7 @@ pub(crate) struct Sample {
     pub(crate) net_tx_dropped_packets: u64,
     pub(crate) mem_reclaim_events: u64,
     pub(crate) bind_denied: u64,
+    pub(crate) dev_denied: u64,
 }
 
 impl Sample {
@@ -91,6 +92,7 @@ impl Sample {
             net_tx_dropped_packets: e.net_tx_dropped_packets,
             mem_reclaim_events: e.reclaim_events,
             bind_denied: e.bind_denied,
+            dev_denied: e.dev_denied,
         }
     }
 
