@@ -6,10 +6,12 @@
 //! Restart behaviour: the counter maps are pinned under `/sys/fs/bpf/brim/<cgroup root>/`
 //! and reused by the next agent, so the counters of tasks that survive an agent restart
 //! continue where they were (no reset, no double counting); events while no agent runs are
-//! not counted. Programs are attached through bpf links owned by the agent process, so a
-//! dead agent leaves nothing attached and a new one attaches exactly one set. The per-thread
-//! timestamps are not pinned: no on-CPU slice spans the detached time. A clean shutdown
-//! (which kills every task) removes the pin directory.
+//! not counted (a `LAYOUT` file next to the pins records their map layout: pins of another
+//! layout, left by an older agent, are removed with a warning). Programs are attached
+//! through bpf links owned by the agent process, so a dead agent leaves nothing attached and
+//! a new one attaches exactly one set. The per-thread counters are not pinned: a thread
+//! first seen by a new agent counts from then on (see `brim_slot.since_ns`). A clean
+//! shutdown (which kills every task) removes the pin directory.
 //!
 //! The objects are embedded at build time from `agent-ebpf/obj/`; `BRIM_EBPF_OBJ_DIR`
 //! points the agent at another directory (CI tests the freshly rebuilt objects this way).
@@ -244,6 +246,7 @@ impl Probes {
             path: config.pin_dir.clone(),
             source,
         })?;
+        reset_stale_pins(&config.pin_dir);
         let cgroup = File::open(&config.root_cgroup).map_err(|source| EbpfError::Io {
             path: config.root_cgroup.clone(),
             source,
@@ -572,8 +575,34 @@ impl Probes {
         for m in PINNED_MAPS {
             let _ = std::fs::remove_file(dir.join(m));
         }
+        let _ = std::fs::remove_file(dir.join(PIN_LAYOUT_FILE));
         let _ = std::fs::remove_dir(&dir);
     }
+}
+
+/// Map layout of the pinned maps; bump when a pinned map changes type or value size.
+const PIN_LAYOUT: &str = "2 slot-indexed per-cpu arrays, brim_filter u64, dev";
+const PIN_LAYOUT_FILE: &str = "LAYOUT";
+
+/// Pins left by an agent with another map layout cannot be reused (loading would fail):
+/// remove them, loudly, and record the current layout.
+fn reset_stale_pins(dir: &Path) {
+    let file = dir.join(PIN_LAYOUT_FILE);
+    if std::fs::read_to_string(&file).ok().as_deref() == Some(PIN_LAYOUT) {
+        return;
+    }
+    let mut removed = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name() != PIN_LAYOUT_FILE && std::fs::remove_file(e.path()).is_ok() {
+                removed.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    if !removed.is_empty() {
+        tracing::warn!(dir = %dir.display(), maps = ?removed, "pinned eBPF maps of another map layout removed: counters of running tasks restart from zero");
+    }
+    let _ = std::fs::write(&file, PIN_LAYOUT);
 }
 
 /// Rewrites the `brim_filter` bucket of a cgroup id from the tracked set: how many tracked
