@@ -90,6 +90,81 @@ impl Masters {
     }
 }
 
+/// etcd plus `n` HA masters, or `None` (after saying why) when the machine cannot run them.
+fn etcd_and_masters(
+    test: &str,
+    n: usize,
+) -> Option<(etcd_support::Etcd, tempfile::TempDir, Masters)> {
+    if !support::can_run_cluster(test) {
+        return None;
+    }
+    let bin = etcd_support::etcd_binary(test)?;
+    let etcd = etcd_support::Etcd::start(&bin);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = Masters {
+        ports: (0..n).map(|_| free_port()).collect(),
+        procs: (0..n).map(|_| None).collect(),
+        etcd: etcd.endpoint.clone(),
+        dir: dir.path().to_path_buf(),
+    };
+    for i in 0..n {
+        m.start(i);
+    }
+    Some((etcd, dir, m))
+}
+
+/// An agent that knows every master, with its own work dir and cgroup root.
+fn spawn_agent(m: &Masters, name: &str, cgroup: &str, resources: &str) -> Proc {
+    let log = m.dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).expect("log");
+    let child = Command::new(BRIM)
+        .args([
+            "agent",
+            "--master",
+            &m.list(),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &free_port().to_string(),
+            "--work-dir",
+            &m.dir.join(name).display().to_string(),
+            "--cgroup-name",
+            cgroup,
+            "--resources",
+            resources,
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn agent");
+    Proc {
+        child,
+        name: name.into(),
+        log,
+    }
+}
+
+/// A framework (user `nobody`, 1 h failover timeout) that knows every master.
+fn start_framework(
+    rt: &tokio::runtime::Runtime,
+    m: &Masters,
+    name: &str,
+) -> (DriverHandle, mpsc::UnboundedReceiver<Ev>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut config = DriverConfig::new(m.list(), name);
+    config.framework.failover_timeout = 3600.0;
+    config.framework.user = "nobody".into();
+    config.backoff_max = Duration::from_secs(1);
+    let driver = Driver::new(config).expect("driver");
+    let h = driver.handle();
+    rt.spawn(async move {
+        let _ = driver.run(&mut Probe(tx)).await;
+    });
+    (h, rx)
+}
+
 enum Ev {
     Offers(Vec<Offer>),
     Update(TaskStatus),
@@ -155,56 +230,22 @@ async fn launch_and_wait(
 
 #[test]
 fn leader_killed_repeatedly_loses_no_task() {
-    if !support::can_run_cluster("leader_killed_repeatedly_loses_no_task") {
-        return;
-    }
-    let Some(bin) = etcd_support::etcd_binary("leader_killed_repeatedly_loses_no_task") else {
+    let Some((_etcd, _dir, mut masters)) =
+        etcd_and_masters("leader_killed_repeatedly_loses_no_task", 3)
+    else {
         return;
     };
-    let etcd = etcd_support::Etcd::start(&bin);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut masters = Masters {
-        ports: (0..3).map(|_| free_port()).collect(),
-        procs: vec![None, None, None],
-        etcd: etcd.endpoint.clone(),
-        dir: dir.path().to_path_buf(),
-    };
-    for i in 0..3 {
-        masters.start(i);
-    }
     let tag = format!("brim-ha-{}", std::process::id());
-    let mut agents = Vec::new();
-    for i in 0..2 {
-        let log = dir.path().join(format!("agent{i}.log"));
-        let out = std::fs::File::create(&log).expect("log");
-        let child = Command::new(BRIM)
-            .args([
-                "agent",
-                "--master",
-                &masters.list(),
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                &free_port().to_string(),
-                "--work-dir",
-                &dir.path().join(format!("agent{i}")).display().to_string(),
-                "--cgroup-name",
+    let agents: Vec<Proc> = (0..2)
+        .map(|i| {
+            spawn_agent(
+                &masters,
+                &format!("agent{i}"),
                 &format!("{tag}-a{i}"),
-                "--resources",
                 "cpus:2;mem:1024",
-            ])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn agent");
-        agents.push(Proc {
-            child,
-            name: format!("agent{i}"),
-            log,
-        });
-    }
+            )
+        })
+        .collect();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chaos(&mut masters)));
     if result.is_err() {
         for p in masters.procs.iter().flatten().chain(agents.iter()) {
@@ -237,16 +278,7 @@ fn running_long_tasks(m: &Masters) -> usize {
 fn chaos(m: &mut Masters) {
     wait_for("a leader", Duration::from_secs(20), || m.leader());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut config = DriverConfig::new(m.list(), "ha-chaos");
-    config.framework.failover_timeout = 3600.0;
-    config.backoff_max = Duration::from_secs(1);
-    config.framework.user = "nobody".into();
-    let driver = Driver::new(config).expect("driver");
-    let h = driver.handle();
-    rt.spawn(async move {
-        let _ = driver.run(&mut Probe(tx)).await;
-    });
+    let (h, mut rx) = start_framework(&rt, m, "ha-chaos");
     rt.block_on(async {
         for i in 0..LONG_TASKS {
             launch_and_wait(
@@ -305,22 +337,11 @@ fn chaos(m: &mut Masters) {
 /// a standby) and never answers as leader again.
 #[test]
 fn a_frozen_leader_steps_down_when_it_thaws() {
-    if !support::can_run_cluster("a_frozen_leader_steps_down_when_it_thaws") {
-        return;
-    }
-    let Some(bin) = etcd_support::etcd_binary("a_frozen_leader_steps_down_when_it_thaws") else {
+    let Some((_etcd, _dir, mut m)) =
+        etcd_and_masters("a_frozen_leader_steps_down_when_it_thaws", 2)
+    else {
         return;
     };
-    let etcd = etcd_support::Etcd::start(&bin);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut m = Masters {
-        ports: (0..2).map(|_| free_port()).collect(),
-        procs: vec![None, None],
-        etcd: etcd.endpoint.clone(),
-        dir: dir.path().to_path_buf(),
-    };
-    m.start(0);
-    m.start(1);
     let old = wait_for("a leader", Duration::from_secs(20), || m.leader());
     let pid = m.procs[old].as_ref().map(|p| p.child.id()).expect("pid");
     // SAFETY: kill(2) on a child this test started, with valid signals.
@@ -360,62 +381,18 @@ fn a_frozen_leader_steps_down_when_it_thaws() {
 /// from the same registry and the running task is still there, never relaunched.
 #[test]
 fn etcd_restart_loses_no_task() {
-    if !support::can_run_cluster("etcd_restart_loses_no_task") {
-        return;
-    }
-    let Some(bin) = etcd_support::etcd_binary("etcd_restart_loses_no_task") else {
+    let Some((mut etcd, _dir, mut m)) = etcd_and_masters("etcd_restart_loses_no_task", 2) else {
         return;
     };
-    let mut etcd = etcd_support::Etcd::start(&bin);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut m = Masters {
-        ports: (0..2).map(|_| free_port()).collect(),
-        procs: vec![None, None],
-        etcd: etcd.endpoint.clone(),
-        dir: dir.path().to_path_buf(),
-    };
-    m.start(0);
-    m.start(1);
     wait_for("a leader", Duration::from_secs(20), || m.leader());
-    let log = dir.path().join("agent.log");
-    let out = std::fs::File::create(&log).expect("log");
-    let agent = Command::new(BRIM)
-        .args([
-            "agent",
-            "--master",
-            &m.list(),
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            &free_port().to_string(),
-            "--work-dir",
-            &dir.path().join("agent").display().to_string(),
-            "--cgroup-name",
-            &format!("brim-etcd-{}", std::process::id()),
-            "--resources",
-            "cpus:1;mem:256",
-        ])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("agent");
-    let _agent = Proc {
-        child: agent,
-        name: "agent".into(),
-        log,
-    };
+    let _agent = spawn_agent(
+        &m,
+        "agent",
+        &format!("brim-etcd-{}", std::process::id()),
+        "cpus:1;mem:256",
+    );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut config = DriverConfig::new(m.list(), "etcd-restart");
-    config.framework.failover_timeout = 3600.0;
-    config.framework.user = "nobody".into();
-    config.backoff_max = Duration::from_secs(1);
-    let driver = Driver::new(config).expect("driver");
-    let h = driver.handle();
-    rt.spawn(async move {
-        let _ = driver.run(&mut Probe(tx)).await;
-    });
+    let (h, mut rx) = start_framework(&rt, &m, "etcd-restart");
     rt.block_on(launch_and_wait(
         &h,
         &mut rx,

@@ -126,20 +126,7 @@ pub const MASTER_FLAGS: &[&str] = &[
 
 impl Cluster {
     pub fn new() -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let tag = format!("brim-it-{}-{}", std::process::id(), port);
-        let mut c = Cluster {
-            dir,
-            master_addr: format!("127.0.0.1:{port}"),
-            master_port: port,
-            master: None,
-            agents: Vec::new(),
-            agent_addrs: Vec::new(),
-            tag,
-        };
-        c.start_master();
-        c
+        Cluster::new_with_master_flags(MASTER_FLAGS)
     }
 
     fn spawn(&self, name: &str, args: &[String]) -> Proc {
@@ -162,22 +149,7 @@ impl Cluster {
     }
 
     pub fn start_master(&mut self) {
-        let mut args: Vec<String> = vec![
-            "master".into(),
-            "--ip".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            self.master_port.to_string(),
-            "--work-dir".into(),
-            self.dir.path().join("master").display().to_string(),
-        ];
-        args.extend(MASTER_FLAGS.iter().map(|s| s.to_string()));
-        let p = self.spawn("master", &args);
-        self.master = Some(p);
-        let addr = self.master_addr.clone();
-        wait_for("master /health", Duration::from_secs(30), || {
-            http_get(&addr, "/health").filter(|(c, _)| *c == 200)
-        });
+        self.start_master_with_flags(MASTER_FLAGS);
     }
 
     /// Starts agent `i` (reusing its work dir and port if it ran before).
