@@ -3,7 +3,7 @@
 //! After every failover a new leader serves offers (a fresh task runs to completion), every
 //! long task is still RUNNING (none lost, none launched twice), and the failover is quick.
 
-#[path = "../master/tests/etcd_support.rs"]
+#[path = "../master/tests/support/etcd.rs"]
 mod etcd_support;
 mod support;
 

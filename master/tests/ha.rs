@@ -2,6 +2,7 @@
 //! gRPC with the leader's address, the registry lives in etcd and survives the leader, the
 //! standby takes over when the leader stops, and a master whose fence is stale cannot write.
 
+#[path = "support/etcd.rs"]
 mod etcd_support;
 
 use std::net::SocketAddr;
