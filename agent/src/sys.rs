@@ -764,4 +764,3 @@ mod tests {
         assert!(signal_pid(-1, Signal::SIGTERM).is_err());
     }
 }
-
