@@ -4,19 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use brim_framework::v1::{Filters, Offer, TaskInfo, TaskState, TaskStatus};
-use brim_framework::{
-    exit_code_of, launch_operation, DriverHandle, OfferPacker, Resources, Scheduler, TaskBuilder,
-};
+use brim_framework::v1::{Offer, TaskInfo, TaskState, TaskStatus};
+use brim_framework::{exit_code_of, DriverHandle, OfferPacker, Resources, Scheduler, TaskBuilder};
 use jiff::Timestamp;
 
 use super::policy::{on_fire, should_retry, FireAction};
 use super::{Cron, CronState, JobRecord, Run, RunState};
-use crate::util::now_ms;
+use crate::util::{answer_offers, now_ms};
 
 const TICK: Duration = Duration::from_millis(200);
-const REFUSE_IDLE: f64 = 10.0;
-const REFUSE_WAITING: f64 = 1.0;
 
 /// Offers to accept with their tasks, offers to decline, and whether runs still wait.
 type Placed = (Vec<(String, Vec<TaskInfo>)>, Vec<String>, bool);
@@ -199,17 +195,10 @@ impl Scheduler for CronScheduler {
 
     async fn offers(&mut self, driver: &DriverHandle, offers: Vec<Offer>) {
         let (accepts, declines, still) = self.place(&offers);
-        let refuse = if still { REFUSE_WAITING } else { REFUSE_IDLE };
-        for (offer_id, tasks) in accepts {
-            let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
-            let filters = Filters {
-                refuse_seconds: Some(refuse),
-            };
-            if let Err(e) = driver
-                .accept(vec![offer_id], vec![launch_operation(tasks)], filters)
-                .await
-            {
-                let mut s = self.cron.lock();
+        let failed = answer_offers(driver, accepts, declines, still).await;
+        if !failed.is_empty() {
+            let mut s = self.cron.lock();
+            for (ids, e) in failed {
                 for job in s.doc.jobs.values_mut() {
                     for r in job.runs.iter_mut().filter(|r| ids.contains(&r.task_id)) {
                         r.task_id.clear();
@@ -217,13 +206,8 @@ impl Scheduler for CronScheduler {
                         r.message = format!("launch failed, will retry: {e}");
                     }
                 }
-                let _ = s.save();
             }
-        }
-        if !declines.is_empty() {
-            if let Err(e) = driver.decline(declines, Some(refuse)).await {
-                tracing::warn!(error = %e, "declining offers failed");
-            }
+            let _ = s.save();
         }
         self.cron.wake.notify_one();
     }

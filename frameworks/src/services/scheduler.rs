@@ -5,19 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use brim_framework::v1::{Filters, Offer, TaskState, TaskStatus};
-use brim_framework::{
-    exit_code_of, launch_operation, DriverHandle, OfferPacker, Scheduler, TaskBuilder,
-};
+use brim_framework::v1::{Offer, TaskState, TaskStatus};
+use brim_framework::{exit_code_of, DriverHandle, OfferPacker, Scheduler, TaskBuilder};
 
 use super::constraints::{check_all, AgentFacts};
 use super::plan::{plan, PlanTask};
 use super::{ServiceRecord, Services, ServicesState, TaskRecord, Waiting};
-use crate::util::now_ms;
+use crate::util::{answer_offers, now_ms};
 
 /// Refuse filter on offers nothing wanted, and on offers that did not fit while waiting.
-const REFUSE_IDLE: f64 = 10.0;
-const REFUSE_WAITING: f64 = 1.0;
 /// Resend a kill that has not ended its task after this long.
 const KILL_RESEND_MS: u64 = 5000;
 /// Delay between (re)subscribing and the explicit reconciliation of every known task.
@@ -228,39 +224,19 @@ impl Scheduler for ServicesScheduler {
 
     async fn offers(&mut self, driver: &DriverHandle, offers: Vec<Offer>) {
         let (accepts, declines, still_wanting) = self.place(&offers);
-        for (offer_id, tasks) in accepts {
-            let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
-            let filters = Filters {
-                refuse_seconds: Some(if still_wanting {
-                    REFUSE_WAITING
-                } else {
-                    REFUSE_IDLE
-                }),
-            };
-            if let Err(e) = driver
-                .accept(vec![offer_id], vec![launch_operation(tasks)], filters)
-                .await
-            {
-                let now = now_ms();
-                let mut s = self.services.lock();
+        let failed = answer_offers(driver, accepts, declines, still_wanting).await;
+        if !failed.is_empty() {
+            let now = now_ms();
+            let mut s = self.services.lock();
+            for (ids, e) in failed {
                 for id in ids {
                     if let Some(svc) = s.doc.services.get_mut(service_of(&id)) {
                         svc.tasks.remove(&id);
                         svc.event(now, format!("launching {id} failed: {e}"));
                     }
                 }
-                let _ = s.save();
             }
-        }
-        if !declines.is_empty() {
-            let refuse = if still_wanting {
-                REFUSE_WAITING
-            } else {
-                REFUSE_IDLE
-            };
-            if let Err(e) = driver.decline(declines, Some(refuse)).await {
-                tracing::warn!(error = %e, "declining offers failed");
-            }
+            let _ = s.save();
         }
         self.services.wake.notify_one();
     }
