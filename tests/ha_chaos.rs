@@ -330,6 +330,31 @@ fn chaos(m: &mut Masters) {
     eprintln!("worst failover (kill → tasks visible on the new leader): {worst:?}");
     assert!(worst <= Duration::from_secs(8), "a failover took {worst:?}");
     h.stop();
+    // Operators and `brim run` only need the list of masters: standbys redirect.
+    let brim = |args: &[&str]| {
+        Command::new(BRIM)
+            .args(args)
+            .env("BRIM_MASTER", m.list())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run brim")
+    };
+    let out = brim(&["run", "--user", "nobody", "--", "echo via the master list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("via the master list"));
+    let out = brim(&["tasks", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("long-0"));
 }
 
 /// Split brain: a leader frozen with SIGSTOP loses its lease; a standby takes over. When

@@ -23,24 +23,40 @@ pub enum StateError {
     Decode { master: String, message: String },
 }
 
-/// Fetches `/state` from one master.
+/// Fetches `/state` from a master (or the first answering one of `host:port,host:port`; a
+/// standby redirects to the leader).
 #[derive(Clone, Debug)]
 pub struct StateClient {
     master: String,
-    url: String,
+    urls: Vec<String>,
     http: reqwest::Client,
 }
 
 impl StateClient {
-    /// `master` is `host:port`.
+    /// `master` is `host:port`, or several separated by commas.
     pub fn new(master: &str) -> Result<Self, StateError> {
-        let base = master_uri(master).map_err(|e| StateError::InvalidMaster {
-            address: master.to_string(),
-            why: match e {
-                crate::DriverError::InvalidMaster { why, .. } => why,
-                other => other.to_string(),
-            },
-        })?;
+        let urls = master
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(|m| {
+                master_uri(m)
+                    .map(|base| format!("{base}/state"))
+                    .map_err(|e| StateError::InvalidMaster {
+                        address: m.to_string(),
+                        why: match e {
+                            crate::DriverError::InvalidMaster { why, .. } => why,
+                            other => other.to_string(),
+                        },
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            return Err(StateError::InvalidMaster {
+                address: master.to_string(),
+                why: "no master address given".into(),
+            });
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(15))
@@ -51,7 +67,7 @@ impl StateClient {
             })?;
         Ok(StateClient {
             master: master.to_string(),
-            url: format!("{base}/state"),
+            urls,
             http,
         })
     }
@@ -60,13 +76,27 @@ impl StateClient {
         &self.master
     }
 
-    /// The raw `/state` document.
+    /// The raw `/state` document, from the first master that answers.
     pub async fn fetch_json(&self) -> Result<serde_json::Value, StateError> {
+        let mut last = None;
+        for url in &self.urls {
+            match self.fetch_one(url).await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| StateError::Unreachable {
+            master: self.master.clone(),
+            message: "no master address".into(),
+        }))
+    }
+
+    async fn fetch_one(&self, url: &str) -> Result<serde_json::Value, StateError> {
         let unreachable = |e: reqwest::Error| StateError::Unreachable {
             master: self.master.clone(),
             message: error_chain(&e),
         };
-        let resp = self.http.get(&self.url).send().await.map_err(unreachable)?;
+        let resp = self.http.get(url).send().await.map_err(unreachable)?;
         if !resp.status().is_success() {
             return Err(StateError::Status {
                 master: self.master.clone(),

@@ -31,9 +31,13 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(clap::Args)]
 pub(crate) struct RunArgs {
-    /// Master address, host:port.
+    /// Master address, host:port (several, comma-separated, for HA masters).
     #[arg(long, env = "BRIM_MASTER", default_value = super::DEFAULT_MASTER)]
     pub(crate) master: String,
+    /// Unix user the tasks run as (default: yours). Agents refuse root unless started with
+    /// --allow-root-tasks, as `brim dev` is.
+    #[arg(long, env = "BRIM_USER")]
+    pub(crate) user: Option<String>,
     /// CPUs per instance.
     #[arg(long, default_value_t = 0.1)]
     pub(crate) cpus: f64,
@@ -689,6 +693,9 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<u8> {
 
     let mut config = DriverConfig::new(&job.master, "brim-run");
     config.framework.role = a.role.clone();
+    if let Some(user) = &a.user {
+        config.framework.user = user.clone();
+    }
     config.reconnect_timeout = Some(Duration::from_secs(60));
     let driver = Driver::new(config)?;
     let handle = driver.handle();
