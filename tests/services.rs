@@ -293,8 +293,44 @@ initial_seconds = 0.5
         },
     );
 
+    // Health checks: an instance counts as healthy only once the agent's check passes.
+    let checked = write(
+        c,
+        "checked.toml",
+        "id = \"checked\"\ninstances = 1\ncmd = \"sleep 5; touch ready; sleep 600\"\nmem = 8\n\
+         [health_check]\nkind = \"command\"\ncommand = \"test -f ready\"\n\
+         interval_seconds = 0.5\ngrace_period_seconds = 30\n",
+    );
+    let out = c.brim(&["service", "apply", &checked]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let running = wait_for(
+        "the checked instance RUNNING",
+        Duration::from_secs(30),
+        || {
+            let v = show(c, "checked");
+            let tasks = v["tasks"].as_array().cloned().unwrap_or_default();
+            tasks
+                .iter()
+                .any(|t| t["state"] == "TASK_RUNNING")
+                .then_some(v)
+        },
+    );
+    assert_eq!(
+        running["healthy"], 0,
+        "not healthy before its check passes: {running}"
+    );
+    wait_for(
+        "the checked instance healthy",
+        Duration::from_secs(30),
+        || (show(c, "checked")["healthy"] == 1).then_some(()),
+    );
+
     // Remove: every instance stops, then the service is gone.
-    for id in ["web", "pinned", "uniq"] {
+    for id in ["web", "pinned", "uniq", "checked"] {
         let out = c.brim(&["service", "remove", id]);
         assert!(
             out.status.success(),

@@ -74,6 +74,9 @@ pub struct TaskRecord {
     pub running_since_ms: Option<u64>,
     /// `PORT0`... values.
     pub ports: Vec<String>,
+    /// The agent's latest health-check result (services with a `health_check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_healthy: Option<bool>,
 }
 
 impl ServiceRecord {
@@ -85,10 +88,17 @@ impl ServiceRecord {
         }
     }
 
-    /// Healthy: RUNNING for at least `healthy_after_seconds`.
+    /// Healthy: RUNNING and its health check passing, or — without a check — RUNNING for at
+    /// least `healthy_after_seconds`.
     fn healthy(&self, t: &TaskRecord, now_ms: u64) -> bool {
+        if t.state != "TASK_RUNNING" {
+            return false;
+        }
+        if self.spec.health_check.is_some() {
+            return t.check_healthy == Some(true);
+        }
         let after = (self.spec.healthy_after_seconds * 1000.0) as u64;
-        t.state == "TASK_RUNNING" && t.running_since_ms.is_some_and(|s| s + after <= now_ms)
+        t.running_since_ms.is_some_and(|s| s + after <= now_ms)
     }
 
     fn target(&self) -> u32 {

@@ -140,6 +140,9 @@ impl ServicesScheduler {
                         if let Some(u) = &svc.spec.user {
                             b = b.user(u);
                         }
+                        if let Some(hc) = &svc.spec.health_check {
+                            b = b.health_check(hc.to_proto());
+                        }
                         packer.place(&b).map_err(|e| e.to_string())
                     });
                     match fits {
@@ -168,6 +171,7 @@ impl ServicesScheduler {
                                     launched_ms: now,
                                     running_since_ms: None,
                                     ports,
+                                    check_healthy: None,
                                 },
                             );
                             tasks.push(task);
@@ -280,6 +284,9 @@ fn on_update(svc: &mut ServiceRecord, status: &TaskStatus, now: u64) {
     t.state = state.as_str_name().to_string();
     if state == TaskState::TaskRunning && t.running_since_ms.is_none() {
         t.running_since_ms = Some(now);
+    }
+    if let Some(h) = status.healthy {
+        t.check_healthy = Some(h);
     }
     if !state.is_terminal() {
         return;

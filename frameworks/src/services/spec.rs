@@ -38,15 +38,139 @@ pub struct ServiceSpec {
     pub upgrade: Upgrade,
     #[serde(default)]
     pub backoff: Backoff,
-    /// A RUNNING instance counts as healthy (available) once it has been running this long.
+    /// A RUNNING instance counts as healthy (available) once it has been running this long;
+    /// with a `health_check`, once the agent's check passes instead.
     #[serde(default)]
     pub healthy_after_seconds: f64,
+    /// Checked by the agent while an instance runs; failing instances are killed and
+    /// replaced, and only passing ones count as available during a rolling restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
     /// SIGTERM→SIGKILL grace period when an instance is stopped.
     #[serde(default = "default_grace")]
     pub kill_grace_seconds: f64,
     /// Unix user to run as (default: `nobody`, the hosted frameworks' user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+}
+
+/// What the agent checks on each instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    /// `command` (exit 0 = healthy), `http` (GET 2xx/3xx) or `tcp` (connect succeeds).
+    pub kind: HealthCheckKindSpec,
+    /// Shell command for `command` checks (run in the instance's sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Path for `http` checks, e.g. `/health`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Which of the instance's ports `http`/`tcp` checks use (0 = `PORT0`).
+    #[serde(default)]
+    pub port_index: u32,
+    #[serde(default = "default_check_grace")]
+    pub grace_period_seconds: f64,
+    #[serde(default = "default_check_interval")]
+    pub interval_seconds: f64,
+    #[serde(default = "default_check_timeout")]
+    pub timeout_seconds: f64,
+    #[serde(default = "default_check_failures")]
+    pub consecutive_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheckKindSpec {
+    Command,
+    Http,
+    Tcp,
+}
+
+fn default_check_grace() -> f64 {
+    10.0
+}
+fn default_check_interval() -> f64 {
+    2.0
+}
+fn default_check_timeout() -> f64 {
+    5.0
+}
+fn default_check_failures() -> u32 {
+    3
+}
+
+impl HealthCheckSpec {
+    /// The wire form the agent runs.
+    pub fn to_proto(&self) -> brim_framework::v1::HealthCheck {
+        use brim_framework::v1::HealthCheckKind;
+        brim_framework::v1::HealthCheck {
+            kind: match self.kind {
+                HealthCheckKindSpec::Command => HealthCheckKind::Command,
+                HealthCheckKindSpec::Http => HealthCheckKind::Http,
+                HealthCheckKindSpec::Tcp => HealthCheckKind::Tcp,
+            } as i32,
+            command: self.command.clone().unwrap_or_default(),
+            port: self.port_index,
+            path: self.path.clone().unwrap_or_default(),
+            grace_period_seconds: self.grace_period_seconds,
+            interval_seconds: self.interval_seconds,
+            timeout_seconds: self.timeout_seconds,
+            consecutive_failures: self.consecutive_failures,
+        }
+    }
+
+    fn problems(&self, ports: u32, bad: &mut impl FnMut(&str, String)) {
+        match self.kind {
+            HealthCheckKindSpec::Command => {
+                if self.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
+                    bad(
+                        "health_check.command",
+                        "a command check needs a command".into(),
+                    );
+                }
+            }
+            HealthCheckKindSpec::Http | HealthCheckKindSpec::Tcp => {
+                if self.port_index >= ports {
+                    bad(
+                        "health_check.port_index",
+                        format!(
+                            "port {} is not among the {ports} port(s) the service asks for (`ports`)",
+                            self.port_index
+                        ),
+                    );
+                }
+                if self.kind == HealthCheckKindSpec::Http
+                    && !self.path.as_deref().unwrap_or("/").starts_with('/')
+                {
+                    bad("health_check.path", "must start with `/`".into());
+                }
+            }
+        }
+        for (field, v, max) in [
+            (
+                "health_check.grace_period_seconds",
+                self.grace_period_seconds,
+                3600.0,
+            ),
+            (
+                "health_check.interval_seconds",
+                self.interval_seconds,
+                3600.0,
+            ),
+            ("health_check.timeout_seconds", self.timeout_seconds, 3600.0),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= max) {
+                bad(field, format!("must be in (0, {max}], got {v}"));
+            }
+        }
+        if self.consecutive_failures == 0 || self.consecutive_failures > 100 {
+            bad(
+                "health_check.consecutive_failures",
+                format!("must be in [1, 100], got {}", self.consecutive_failures),
+            );
+        }
+    }
 }
 
 /// Rolling restart bounds.
@@ -278,6 +402,9 @@ impl ServiceSpec {
                 format!("must be in [0, 3600], got {}", self.healthy_after_seconds),
             );
         }
+        if let Some(hc) = &self.health_check {
+            hc.problems(self.ports, &mut bad);
+        }
         if !(self.kill_grace_seconds.is_finite()
             && (0.0..=600.0).contains(&self.kill_grace_seconds))
         {
@@ -406,6 +533,52 @@ max_surge = 1
     }
 
     #[test]
+    fn health_checks_are_validated_and_converted() {
+        let parse = |toml: &str| -> ServiceSpec {
+            toml::from_str(toml).unwrap_or_else(|e| panic!("test spec: {e}"))
+        };
+        let ok = parse(
+            "id = \"web\"\ncmd = \"x\"\nports = 1\n[health_check]\nkind = \"http\"\npath = \"/health\"\n",
+        );
+        let hc = ok.health_check.clone().expect("health check");
+        assert_eq!(
+            hc.to_proto().kind,
+            brim_framework::v1::HealthCheckKind::Http as i32
+        );
+        assert_eq!(hc.to_proto().path, "/health");
+        assert!(ok.validate().is_ok());
+        for (toml, field) in [
+            (
+                "[health_check]\nkind = \"command\"\n",
+                "health_check.command",
+            ),
+            (
+                "[health_check]\nkind = \"tcp\"\n",
+                "health_check.port_index",
+            ),
+            (
+                "ports = 1\n[health_check]\nkind = \"http\"\npath = \"health\"\n",
+                "health_check.path",
+            ),
+            (
+                "[health_check]\nkind = \"command\"\ncommand = \"true\"\ninterval_seconds = 0\n",
+                "health_check.interval_seconds",
+            ),
+        ] {
+            let spec = parse(&format!("id = \"web\"\ncmd = \"x\"\n{toml}"));
+            match spec.validate() {
+                Err(SpecError::Invalid { problems }) => {
+                    assert!(
+                        problems.iter().any(|p| p.field == field),
+                        "{field}: {problems:?}"
+                    )
+                }
+                other => panic!("{field} should be rejected, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn validation_names_every_bad_field() {
         let spec = ServiceSpec {
             id: "Web_1".into(),
@@ -429,6 +602,7 @@ max_surge = 1
                 ..Backoff::default()
             },
             healthy_after_seconds: -1.0,
+            health_check: None,
             kill_grace_seconds: 3.0,
             user: Some("a b".into()),
         };
