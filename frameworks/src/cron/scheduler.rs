@@ -187,7 +187,7 @@ impl Scheduler for CronScheduler {
             s.doc.framework_id = Some(framework_id.to_string());
             s.suppressed = false;
             s.wanted_offers = false;
-            s.reconcile_at_ms = Some(now_ms() + crate::services::RECONCILE_DELAY_MS);
+            s.reconcile_at_ms = Some(now_ms());
             let _ = s.save();
         }
         self.cron.wake.notify_one();

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 pub use api::{router, ApplyResult, ServiceView, TaskView};
-pub(crate) use scheduler::RECONCILE_DELAY_MS;
 pub use scheduler::{run_loop, ServicesScheduler};
 
 use crate::store::{JsonStore, StoreError};

@@ -16,8 +16,6 @@ use crate::util::{answer_offers, now_ms};
 /// Refuse filter on offers nothing wanted, and on offers that did not fit while waiting.
 /// Resend a kill that has not ended its task after this long.
 const KILL_RESEND_MS: u64 = 5000;
-/// Delay between (re)subscribing and the explicit reconciliation of every known task.
-pub(crate) const RECONCILE_DELAY_MS: u64 = 10_000;
 /// Reconcile loop period (it also runs when woken).
 const TICK: Duration = Duration::from_millis(250);
 
@@ -218,9 +216,9 @@ impl Scheduler for ServicesScheduler {
             s.doc.framework_id = Some(framework_id.to_string());
             s.suppressed = false;
             s.wanted_offers = false;
-            // Explicit reconciliation waits for agents to re-register (after a master
-            // restart the master answers LOST for tasks of agents it has not heard from yet).
-            s.reconcile_at_ms = Some(now_ms() + RECONCILE_DELAY_MS);
+            // Reconcile every known task at once: the master holds back its answer for
+            // tasks on agents that have not re-registered since it took over.
+            s.reconcile_at_ms = Some(now_ms());
             let _ = s.save();
         }
         self.services.wake.notify_one();
