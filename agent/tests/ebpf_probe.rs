@@ -2,6 +2,8 @@
 //! cpuacct, exact loopback bytes, bind enforcement. Needs root, BTF and bpffs: without them
 //! each test prints why and skips, unless BRIM_TEST_REQUIRE_ALL=1, where it fails instead.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,18 +29,7 @@ fn unavailable() -> Option<String> {
 }
 
 fn can_run(test: &str) -> bool {
-    let Some(why) = unavailable() else {
-        return true;
-    };
-    if std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("{test}: cannot run ({why}) and BRIM_TEST_REQUIRE_ALL=1");
-    }
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        format!("SKIPPED {test}: {why} (set BRIM_TEST_REQUIRE_ALL=1 to make this a failure)\n")
-            .as_bytes(),
-    );
-    false
+    common::run_or_skip(test, unavailable())
 }
 
 /// The cgroup2 mount: /sys/fs/cgroup/unified on hybrid machines, else /sys/fs/cgroup.

@@ -11,15 +11,8 @@ use common::{config, shell_task, start_agent, unique, FakeMaster, WAIT};
 fn can_run(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if root && std::path::Path::new("/sys/fs/cgroup").exists() {
-        return true;
-    }
-    let why = format!("{test}: skipped: needs root and cgroups");
-    if std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("{why}, and BRIM_TEST_REQUIRE_ALL=1 forbids skipping");
-    }
-    eprintln!("{why}");
-    false
+    let ready = root && std::path::Path::new("/sys/fs/cgroup").exists();
+    common::run_or_skip(test, (!ready).then(|| "needs root and cgroups".to_string()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -264,3 +264,22 @@ pub fn unique(prefix: &str) -> String {
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     )
 }
+
+/// Whether a test can run on this machine: `true` when nothing is `unavailable`; otherwise it
+/// prints why and returns `false` (skip) — or panics when `BRIM_TEST_REQUIRE_ALL=1`, so CI
+/// never skips silently.
+pub fn run_or_skip(test: &str, unavailable: Option<String>) -> bool {
+    let Some(why) = unavailable else {
+        return true;
+    };
+    if std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("{test}: cannot run ({why}) and BRIM_TEST_REQUIRE_ALL=1");
+    }
+    // Straight to the stderr handle: the test harness captures eprintln!, this should show.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {test}: {why} (set BRIM_TEST_REQUIRE_ALL=1 to make this a failure)\n")
+            .as_bytes(),
+    );
+    false
+}
