@@ -1495,7 +1495,9 @@ impl Master {
     }
 
     fn make_offers(&mut self, allocations: Vec<Allocation>, now: Duration) {
-        let mut per_framework: BTreeMap<String, Vec<v1::Offer>> = BTreeMap::new();
+        // Per framework, each offer with the resources it holds (kept as `Resources` so an
+        // undelivered offer is recovered without decoding its wire form again).
+        let mut per_framework: BTreeMap<String, Vec<(v1::Offer, Resources)>> = BTreeMap::new();
         for a in allocations {
             let Some(agent) = self.agents.get(&a.agent_id) else {
                 self.allocator
@@ -1513,21 +1515,23 @@ impl Master {
                 region: agent.info.region.clone(),
                 zone: agent.info.zone.clone(),
             };
-            per_framework.entry(a.framework_id).or_default().push(offer);
+            per_framework
+                .entry(a.framework_id)
+                .or_default()
+                .push((offer, a.resources));
         }
         for (fw, mut offers) in per_framework {
             let tx = self.frameworks.get(&fw).and_then(|f| f.tx.clone());
-            for o in &mut offers {
+            for (o, _) in &mut offers {
                 o.id = self.fresh_id("O");
             }
             let event = Event {
                 event: Some(event::Event::Offers(event::Offers {
-                    offers: offers.clone(),
+                    offers: offers.iter().map(|(o, _)| o.clone()).collect(),
                 })),
             };
             let delivered = tx.as_ref().is_some_and(|tx| tx.try_send(Ok(event)).is_ok());
-            for o in offers {
-                let resources = Resources::from_proto(&o.resources).unwrap_or_default();
+            for (o, resources) in offers {
                 if delivered {
                     self.offers.insert(
                         o.id.clone(),
@@ -1543,8 +1547,7 @@ impl Master {
                     }
                     self.metrics.offers_sent.inc();
                 } else {
-                    self.allocator
-                        .recover(&fw, &o.agent_id, &resources, None, now);
+                    self.recover(&fw, &o.agent_id, &resources, None, now);
                 }
             }
         }
@@ -1567,8 +1570,7 @@ impl Master {
                 .get(&o.agent_id)
                 .is_some_and(|a| a.link != AgentLink::Unreachable)
             {
-                self.allocator
-                    .recover(&o.framework_id, &o.agent_id, &o.resources, None, now);
+                self.recover(&o.framework_id, &o.agent_id, &o.resources, None, now);
             }
             self.metrics.offers_rescinded.inc();
         }
