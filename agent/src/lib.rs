@@ -7,6 +7,7 @@
 //! - `launcher`: command → process in its sandbox and cgroups; `task`: pure per-task state.
 //! - [`cgroups`]: the [`cgroups::CgroupBackend`] trait, v2 and hybrid backends.
 //! - `http`: `/health`, `/state`, `/metrics`, `/sandbox/{framework}/{task}/{stdout|stderr}`.
+//! - [`slack`] / [`qos`]: pure oversubscription core (slack estimate, revocable evictions).
 //! - `sys`: every raw syscall.
 //!
 //! Architecture Invariant: only `sys` contains `unsafe` / calls libc directly.
@@ -25,8 +26,10 @@ mod http;
 pub mod launcher;
 mod master_link;
 mod metrics;
+pub mod qos;
 mod recovery;
 pub mod resources_detect;
+pub mod slack;
 pub mod supervisor;
 mod sys;
 pub mod task;
