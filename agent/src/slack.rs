@@ -12,7 +12,9 @@
 //!   observation later than the previous one adds one aggregate sample (sum over the non-revocable tasks)
 //!   to a sliding window of [`SlackConfig::window`]. A task whose rate is unknown this round
 //!   (new, or counter reset) counts with its last known rate, or its allocation if it never
-//!   had one: an unmeasured owner is assumed busy.
+//!   had one: an unmeasured owner is assumed busy. A sample with such an allocation stand-in
+//!   is used as the latest sample only (it can shrink slack at once) and is not stored in
+//!   the window, so a new owner does not hold slack down for a whole window.
 //! - **Estimate.** Per resource `used = max(percentile of the window, latest sample) × margin`
 //!   and `revocable = max(0, allocated_nonrevocable − used)`, plus `max(0, total −
 //!   allocated_nonrevocable)` when [`SlackConfig::include_unallocated`], capped at the
@@ -207,10 +209,13 @@ fn sane(x: f64) -> f64 {
     }
 }
 
-/// Nearest-rank percentile of `values` (not empty), `p` in (0, 1].
+/// Nearest-rank percentile of `values`, `p` in (0, 1]; 0 when empty.
 fn percentile(values: &mut [f64], p: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
+    if n == 0 {
+        return 0.0;
+    }
     let rank = (p * n as f64).ceil() as usize;
     values[rank.clamp(1, n) - 1]
 }
@@ -277,6 +282,7 @@ impl SlackEstimator {
         let mut used_mem = 0.0;
         let mut alloc_cpus = 0.0;
         let mut alloc_mem = 0.0;
+        let mut all_known = true;
         for t in tasks.iter().filter(|t| !t.revocable) {
             if !seen.insert(t.id.as_str()) {
                 continue; // a duplicate id counts once
@@ -313,25 +319,37 @@ impl SlackEstimator {
                     })
                 }
             }
-            used_cpus += track.rate.unwrap_or(a_cpus);
+            match track.rate {
+                Some(rate) => used_cpus += rate,
+                None => {
+                    used_cpus += a_cpus;
+                    all_known = false;
+                }
+            }
             used_mem += t.mem_bytes as f64 / MB;
         }
         self.tasks.retain(|id, _| seen.contains(id.as_str()));
 
         // The first observation, one at the same instant and one after a clock jump back add
-        // no sample.
-        if advanced {
-            self.window.push_back(Sample {
-                at: now,
-                cpus: sane(used_cpus),
-                mem_mb: sane(used_mem),
-            });
+        // no sample. A sample where some owner has no rate yet (it counts with its
+        // allocation) is only the latest value: it may shrink slack now, but it stays out of
+        // the window so it does not hold slack down for a whole window.
+        let sample = Sample {
+            at: now,
+            cpus: sane(used_cpus),
+            mem_mb: sane(used_mem),
+        };
+        let mut transient = None;
+        if advanced && all_known {
+            self.window.push_back(sample);
+        } else if advanced {
+            transient = Some(sample);
         }
         let horizon = now.saturating_sub(self.config.window);
         while self.window.front().is_some_and(|s| s.at < horizon) {
             self.window.pop_front();
         }
-        let latest = self.window.back().copied()?;
+        let latest = transient.or_else(|| self.window.back().copied())?;
 
         let mut cpus: Vec<f64> = self.window.iter().map(|s| s.cpus).collect();
         let mut mem: Vec<f64> = self.window.iter().map(|s| s.mem_mb).collect();
@@ -717,16 +735,24 @@ mod tests {
     }
 
     #[test]
-    fn new_unmeasured_owner_counts_as_busy() {
+    fn unmeasured_owner_shrinks_now_but_stays_out_of_the_window() {
         let mut est = SlackEstimator::new(exact()).expect("valid config");
         let (t, ns, _) = run(&mut est, 0, 0, 5, 1.0);
+        let window = est.samples();
         let tasks = [
             owner("svc", 4.0, 4096.0, ns + 1_000_000_000, GB),
             owner("new", 2.0, 1024.0, 0, 0),
         ];
-        est.observe(secs(t), totals(8.0, 16384.0), &tasks);
-        // used (1 + 2) × 1.2 = 3.6 of 6 allocated.
-        assert!(close(est.current().expect("current").cpus, 2.4));
+        let e = est.observe(secs(t), totals(8.0, 16384.0), &tasks);
+        assert!(close(e.expect("shrink published").cpus, 2.4));
+        assert_eq!(est.samples(), window, "the stand-in sample is not stored");
+        // Next round "new" is measured (idle): slack is back to 6 − 1.2 at once.
+        let tasks = [
+            owner("svc", 4.0, 4096.0, ns + 2_000_000_000, GB),
+            owner("new", 2.0, 1024.0, 0, 0),
+        ];
+        let e = est.observe(secs(t + 1), totals(8.0, 16384.0), &tasks);
+        assert!(close(e.expect("growth published").cpus, 4.8));
     }
 
     #[test]
@@ -735,7 +761,7 @@ mod tests {
         for t in 0..5u64 {
             let tasks = [
                 owner("nan", f64::NAN, f64::INFINITY, t, 0),
-                owner("neg", -3.0, -1.0, u64::MAX - t, u64::MAX),
+                owner("neg", -3.0, -1.0, t * 1_000_000_000, u64::MAX),
             ];
             est.observe(secs(t), totals(f64::NAN, -5.0), &tasks);
         }
