@@ -21,7 +21,10 @@
 //!    per ns of wall = cpus of unmet demand) is above `runq_wait_min_ms_per_s` *and* the
 //!    ratio `wait / (wait + on-cpu)` is above `runq_wait_ratio`: free `wait rate ×
 //!    cpu_free_factor` cpus, minus the cpu of tasks already evicted but still present. CPU of
-//!    a task is its measured rate, or its allocation before it has one.
+//!    a task is its measured rate, or its allocation before it has one. Only tasks measured
+//!    at `cpu_min_task_cpus` or more (or not measured yet) are evicted: a starved revocable
+//!    task (e.g. in a `cpu.idle` subtree) frees nothing, and the owners' wait then comes from
+//!    elsewhere; when it grows, their usage shrinks the slack and rule 3 evicts it.
 //! 3. **slack** — the revocable allocations of the tasks not evicted exceed `slack × (1 +
 //!    slack_tolerance)` in cpus or mem: evict until both fit.
 //!
@@ -63,6 +66,9 @@ pub struct QosConfig {
     pub runq_wait_min_ms_per_s: f64,
     /// Cpus freed per cpu of owners' wait, ≥ 1 (default 1.5).
     pub cpu_free_factor: f64,
+    /// The cpu rule only evicts revocable tasks measured at this many cpus or more (or not
+    /// measured yet): a starved task frees nothing (default 0.05).
+    pub cpu_min_task_cpus: f64,
     /// Available memory below which revocable tasks are evicted, MB (default 256).
     pub mem_available_min_mb: f64,
     /// Extra MB freed on memory pressure beyond the deficit (default 64).
@@ -83,6 +89,7 @@ impl Default for QosConfig {
             runq_wait_ratio: 0.10,
             runq_wait_min_ms_per_s: 20.0,
             cpu_free_factor: 1.5,
+            cpu_min_task_cpus: 0.05,
             mem_available_min_mb: 256.0,
             mem_margin_mb: 64.0,
             mem_psi_some_avg10_max: Some(10.0),
@@ -116,6 +123,7 @@ impl QosConfig {
             ("available memory minimum (MB)", self.mem_available_min_mb),
             ("memory margin (MB)", self.mem_margin_mb),
             ("slack tolerance", self.slack_tolerance),
+            ("cpu min task cpus", self.cpu_min_task_cpus),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(QosConfigError::NotNonNegative { knob, value });
@@ -241,6 +249,7 @@ pub struct QosController {
     evicted: HashMap<String, EvictionReason>,
     last_eviction: [Option<Duration>; 3],
     last_now: Option<Duration>,
+    notes: Vec<String>,
 }
 
 /// `x` if it is a finite non-negative number, else 0.
@@ -255,7 +264,10 @@ fn sane(x: f64) -> f64 {
 /// A candidate with what evicting it would free.
 struct Candidate<'a> {
     task: &'a RevocableTask,
+    /// Measured rate, or the allocation before there is one.
     cpus: f64,
+    /// The measured rate, if any.
+    measured: Option<f64>,
     mem_mb: f64,
 }
 
@@ -278,11 +290,18 @@ impl QosController {
             evicted: HashMap::new(),
             last_eviction: [None; 3],
             last_now: None,
+            notes: Vec::new(),
         })
     }
 
     pub fn config(&self) -> &QosConfig {
         &self.config
+    }
+
+    /// Why a rule that fired evicted nothing (e.g. only starved revocable tasks), since the
+    /// last call: for a debug log.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
     }
 
     /// Evicted tasks still present in the last input (their kill is under way).
@@ -382,6 +401,7 @@ impl QosController {
             out.push(Candidate {
                 task: t,
                 cpus: track.rate.unwrap_or_else(|| sane(t.allocated_cpus)),
+                measured: track.rate,
                 mem_mb,
             });
         }
@@ -414,14 +434,15 @@ impl QosController {
         &self,
         candidates: &'c [Candidate<'a>],
         need: f64,
+        eligible: impl Fn(&Candidate<'a>) -> bool,
         freed: impl Fn(&Candidate<'a>) -> f64,
     ) -> (Vec<&'c Candidate<'a>>, f64) {
         let mut chosen = Vec::new();
         let mut sum = 0.0;
-        for c in candidates
+        let live = candidates
             .iter()
-            .filter(|c| !self.evicted.contains_key(&c.task.id))
-        {
+            .filter(|c| !self.evicted.contains_key(&c.task.id) && eligible(c));
+        for c in live {
             if sum >= need && !chosen.is_empty() {
                 break;
             }
@@ -487,7 +508,7 @@ impl QosController {
         if let Some((p, max)) = pressure {
             why.push(format!("memory PSI some avg10 {p:.1} > {max:.1}"));
         }
-        let (chosen, freed) = self.pick(candidates, need, |c| c.mem_mb);
+        let (chosen, freed) = self.pick(candidates, need, |_| true, |c| c.mem_mb);
         let cause = format!(
             "{}; evicting {} youngest revocable {} holding {freed:.0} MB to free {need:.0} MB",
             why.join(", "),
@@ -523,7 +544,20 @@ impl QosController {
         if need <= 0.0 {
             return;
         }
-        let (chosen, freed) = self.pick(candidates, need, |c| c.cpus);
+        let min = cfg.cpu_min_task_cpus;
+        let (chosen, freed) = self.pick(
+            candidates,
+            need,
+            |c| c.measured.is_none_or(|r| r >= min),
+            |c| c.cpus,
+        );
+        if chosen.is_empty() {
+            self.notes.push(format!(
+                "owners waited {wait_ms_per_s:.0} ms/s on the run queue (ratio {ratio:.2}) but no \
+                 revocable task uses {min:.2} cpus or more: nothing to evict for cpu"
+            ));
+            return;
+        }
         let cause = format!(
             "owners waited {wait_ms_per_s:.0} ms/s on the run queue (ratio {ratio:.2} > {:.2}); \
              evicting {} youngest revocable {} holding {freed:.1} cpus to free {need:.1}",
@@ -661,8 +695,10 @@ mod tests {
         check(2.0, 0.5, 0.9, &["b4"]);
         // wait 1.0 × 1.5 = 1.5: two tasks.
         check(2.0, 1.0, 0.9, &["b4", "b3"]);
-        // Idle revocable tasks free nothing: all of them go, youngest first.
-        check(2.0, 1.0, 0.0, &["b4", "b3", "b2", "b1"]);
+        // Starved revocable tasks free nothing: none goes.
+        check(2.0, 1.0, 0.0, &[]);
+        check(2.0, 1.0, 0.04, &[]);
+        check(2.0, 1.0, 0.05, &["b4", "b3", "b2", "b1"]);
         // Below the absolute floor (15 ms/s) or the ratio (0.05 / 2.05 < 0.10): nothing.
         check(2.0, 0.015, 0.9, &[]);
         check(2.0, 0.05, 0.9, &[]);
@@ -679,6 +715,40 @@ mod tests {
              revocable task holding 0.9 cpus to free 0.5"
         );
         assert_eq!(ev[0].reason.as_str(), "cpu_contention");
+    }
+
+    #[test]
+    fn cpu_rule_skips_starved_tasks_and_says_so() {
+        let mut q = controller();
+        let mk = |t: u64| QosInput {
+            now: secs(t),
+            owners: vec![owner("svc", t * 2_000_000_000, t * 1_000_000_000)],
+            revocable: batch(t, 1.0)
+                .into_iter()
+                .map(|mut r| {
+                    if r.id != "b2" {
+                        r.cpu_ns = 0; // starved
+                    }
+                    r
+                })
+                .collect(),
+            ..QosInput::default()
+        };
+        assert!(q.evaluate(&mk(1)).is_empty());
+        // Only b2 does any work: it goes, the younger starved b3 and b4 stay.
+        let ev = q.evaluate(&mk(2));
+        assert_eq!(ids(&ev), ["b2"]);
+        assert!(q.take_notes().is_empty());
+        // Past the cooldown, b2 still dying counts as 1 cpu freed; 0.5 more is needed but
+        // nobody left is measurable: nothing, and a note says why.
+        let ev = q.evaluate(&mk(3));
+        assert!(ev.is_empty(), "{ev:?}");
+        let notes = q.take_notes();
+        assert_eq!(notes.len(), 1);
+        assert!(
+            notes[0].contains("no revocable task uses 0.05 cpus"),
+            "{notes:?}"
+        );
     }
 
     #[test]
@@ -967,6 +1037,13 @@ mod tests {
         );
         check(
             QosConfig {
+                cpu_min_task_cpus: -1.0,
+                ..d()
+            },
+            "min task cpus",
+        );
+        check(
+            QosConfig {
                 mem_psi_some_avg10_max: Some(101.0),
                 ..d()
             },
@@ -1121,8 +1198,10 @@ mod tests {
                 }
                 for e in &ev { last.insert(e.reason, now); }
                 let rank = |t: &RevocableTask| (t.started, t.id.clone());
+                // The cpu rule skips starved tasks; memory and slack take the youngest.
                 let oldest_evicted = ev
                     .iter()
+                    .filter(|e| e.reason != EvictionReason::Cpu)
                     .filter_map(|e| revocable.iter().find(|t| t.id == e.id))
                     .map(rank)
                     .min();
