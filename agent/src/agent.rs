@@ -200,7 +200,7 @@ impl Agent {
     /// status updates wait for their checkpoint.
     pub(crate) fn start_checkpoints(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        let writer = checkpoint::Writer::start(move |done| {
+        let writer = checkpoint::Writer::start(Some(self.layout.journal()), move |done| {
             if let Some(agent) = weak.upgrade() {
                 agent.mark_durable(done);
             }
@@ -784,6 +784,7 @@ impl Agent {
         Option<(Running, std::os::fd::OwnedFd)>,
         (launcher::LaunchError, Option<(i32, std::os::fd::OwnedFd)>),
     > {
+        let t0 = std::time::Instant::now();
         let command = v
             .info
             .command
@@ -898,24 +899,31 @@ impl Agent {
             rlimits: supervisor::default_rlimits(),
             namespaces: self.namespaces(),
         };
+        let t_cgroup = t0.elapsed();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let pending = {
-            let mut st = self.state();
-            let Some(t) = st.tasks.get_mut(&v.key) else {
-                return Ok(None);
-            };
-            if t.kill_requested.is_some() {
+        let killed = |st: &State| {
+            st.tasks
+                .get(&v.key)
+                .is_none_or(|t| t.kill_requested.is_some())
+        };
+        if killed(&self.state()) {
+            return Ok(None);
+        }
+        // Cloning the supervisor takes milliseconds: off the event loop and the state lock.
+        let pending = tokio::task::spawn_blocking(move || supervisor::spawn(spec))
+            .await
+            .map_err(|e| (launcher::LaunchError::Internal(e.to_string()), None))?
+            .map_err(|e| (e.into(), None))?;
+        // A kill that came meanwhile: dropping the supervisor's go pipe makes it exit
+        // without starting the task. Later kills reach the supervisor (`wait`).
+        let pending = match self.record_supervisor(&v.key, pending, done_tx) {
+            Ok(p) => p,
+            Err(pid) => {
+                if let Ok(fd) = crate::sys::pidfd_open(pid) {
+                    let _ = supervisor::wait(fd).await;
+                }
                 return Ok(None);
             }
-            // Under the lock so a concurrent kill either sees the pid or is seen above.
-            let pending = supervisor::spawn(spec).map_err(|e| (e.into(), None))?;
-            t.supervisor = Some(SupervisorRef {
-                pid: pending.pid,
-                start_time: pending.start_time,
-            });
-            t.pid = Some(pending.pid);
-            self.persist(&mut st, &v.key, Some(done_tx));
-            pending
         };
         let pid = pending.pid;
         let pidfd = match crate::sys::pidfd_open(pid) {
@@ -928,10 +936,12 @@ impl Agent {
                 ));
             }
         };
+        let t_spawn = t0.elapsed();
         // The task starts only once its supervisor is on disk.
         if let Ok(Err(e)) = done_rx.await {
             tracing::error!(task = %v.key.1, error = %e, "checkpoint failed: this task will not survive an agent restart");
         }
+        let t_durable = t0.elapsed();
         match tokio::task::spawn_blocking(move || pending.go()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err((e.into(), Some((pid, pidfd)))),
@@ -942,6 +952,15 @@ impl Agent {
                 ))
             }
         }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        tracing::debug!(
+            task = %v.key.1,
+            sandbox_and_cgroup_ms = ms(t_cgroup),
+            supervisor_ms = ms(t_spawn),
+            durable_ms = ms(t_durable),
+            exec_ms = ms(t0.elapsed()),
+            "launch timings (cumulative)"
+        );
         if v.info.executor.is_none() {
             self.update(
                 &v.key,
@@ -961,6 +980,28 @@ impl Agent {
             },
             pidfd,
         )))
+    }
+
+    /// Records a task's supervisor and checkpoints it (`done` is told when it is durable).
+    /// `Err(pid)` when the task was killed or forgotten meanwhile: the supervisor is dropped
+    /// (it exits without starting the task) and the caller reaps it.
+    fn record_supervisor(
+        &self,
+        key: &TaskKey,
+        pending: supervisor::Pending,
+        done: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+    ) -> Result<supervisor::Pending, i32> {
+        let mut st = self.state();
+        let Some(t) = st.tasks.get_mut(key).filter(|t| t.kill_requested.is_none()) else {
+            return Err(pending.pid);
+        };
+        t.supervisor = Some(SupervisorRef {
+            pid: pending.pid,
+            start_time: pending.start_time,
+        });
+        t.pid = Some(pending.pid);
+        self.persist(&mut st, key, Some(done));
+        Ok(pending)
     }
 
     /// Waits for the supervisor to exit, handling kill requests (SIGTERM forwarded to the
@@ -1402,8 +1443,16 @@ impl Agent {
         let mut out: Vec<TaskStatus> = st
             .tasks
             .values_mut()
-            // An update goes out only once the record holding it is on disk.
-            .filter(|t| t.durable_seq >= t.seq)
+            // An update goes out only once the record holding it is on disk — except
+            // STARTING and RUNNING: after a crash `restore` derives them again from the
+            // supervisor, whose record is durable before the task starts.
+            .filter(|t| {
+                t.durable_seq >= t.seq
+                    || matches!(
+                        t.updates.front_state(),
+                        Some(TaskState::TaskStarting | TaskState::TaskRunning)
+                    )
+            })
             .filter_map(|t| t.updates.due(now, retry))
             .collect();
         out.extend(st.oneshot.drain(..));

@@ -6,10 +6,16 @@
 //!   infos, state, supervisor and not-yet-acknowledged status updates;
 //! - `containers/<container-id>/exit`: written by the task's supervisor (see `supervisor`).
 //!
-//! Every file is written to a temp file, fsynced, renamed over the old one, and the
-//! directory fsynced. Records carry a CRC32 so a torn or corrupted file is detected.
-//! A single writer thread does the I/O; the agent holds a task's status updates back until
-//! the record containing them is durable ("fsync before sending").
+//! - `journal/<generation>.log`: the writer's group commit (see below).
+//!
+//! A single writer thread does the I/O. Each batch of changes is appended to the journal
+//! and made durable with one fdatasync (group commit: one sync per batch however many
+//! tasks it holds); the task files are then replaced (temp file + rename) without syncing.
+//! A full journal is retired by a compactor thread once a sync of the filesystem made the
+//! files it describes durable; after a crash [`Layout::replay_journal`] re-applies what is
+//! left. Records and journal frames carry a CRC32 so a torn or corrupted file is detected.
+//! The agent waits for durability where recovery depends on it: the supervisor record before
+//! the task starts, terminal updates before they are sent (see `agent`).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -177,11 +183,62 @@ impl Layout {
     pub fn container(&self, container_id: &str) -> PathBuf {
         self.containers().join(container_id)
     }
+    /// The writer's journal: task file changes not yet known to be synced.
+    pub fn journal(&self) -> PathBuf {
+        self.meta.join("journal")
+    }
 
-    /// Every task record; unreadable or corrupt ones are moved aside and reported.
+    /// Applies the journals a crash left behind to the task files, syncs them and deletes
+    /// the journals. A torn or corrupt frame ends its journal (the agent died writing it:
+    /// nothing after it was acknowledged) and is reported.
+    pub fn replay_journal(&self) -> Vec<CheckpointError> {
+        let mut errors = Vec::new();
+        let files = journal_files(&self.journal());
+        if files.is_empty() {
+            return errors;
+        }
+        let mut applied = 0;
+        for (_, path) in &files {
+            let bytes = match fs::read(path) {
+                Ok(b) => b,
+                Err(source) => {
+                    errors.push(CheckpointError::Io {
+                        path: path.clone(),
+                        source,
+                    });
+                    continue;
+                }
+            };
+            let (entries, torn) = read_frames(&bytes);
+            if let Some(why) = torn {
+                tracing::warn!(journal = %path.display(), %why, "checkpoint journal ends in an incomplete write; ignoring its tail");
+            }
+            for e in &entries {
+                if let Err(source) = apply(e) {
+                    errors.push(CheckpointError::Io {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+                applied += 1;
+            }
+        }
+        tracing::info!(
+            journals = files.len(),
+            entries = applied,
+            "replayed checkpoint journal"
+        );
+        for (_, path) in &files {
+            retire(path);
+        }
+        errors
+    }
+
+    /// Every task record (after replaying the journal); unreadable or corrupt ones are
+    /// moved aside and reported.
     pub fn load_tasks(&self) -> (Vec<TaskRecord>, Vec<CheckpointError>) {
         let mut records = Vec::new();
-        let mut errors = Vec::new();
+        let mut errors = self.replay_journal();
         let Ok(fws) = fs::read_dir(self.tasks()) else {
             return (records, errors);
         };
@@ -217,6 +274,7 @@ impl Layout {
 
     /// Forgets every task and container (a new agent identity).
     pub fn wipe_tasks(&self) {
+        let _ = fs::remove_dir_all(self.journal());
         let _ = fs::remove_dir_all(self.tasks());
         let _ = fs::remove_dir_all(self.containers());
     }
@@ -248,12 +306,17 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread; `durable` is called with `(key, seq)` of each write done.
-    pub fn start(durable: impl Fn(Vec<((String, String), u64)>) + Send + 'static) -> Writer {
+    /// Starts the writer thread, journaling into `journal` (see [`Layout::journal`]; `None`:
+    /// every file is fsynced on its own); `durable` is called with `(key, seq)` of each write
+    /// done.
+    pub fn start(
+        journal: Option<PathBuf>,
+        durable: impl Fn(Vec<((String, String), u64)>) + Send + 'static,
+    ) -> Writer {
         let (tx, rx) = mpsc::channel::<Op>();
         let spawned = std::thread::Builder::new()
             .name("brim-checkpoint".into())
-            .spawn(move || writer_loop(rx, durable));
+            .spawn(move || writer_loop(rx, journal, durable));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the checkpoint writer; checkpoints are off");
         }
@@ -265,8 +328,182 @@ impl Writer {
     }
 }
 
-fn writer_loop(rx: mpsc::Receiver<Op>, durable: impl Fn(Vec<((String, String), u64)>)) {
+/// One journaled change: a task file's new content, or paths removed.
+#[derive(Debug, Serialize, Deserialize)]
+enum Entry {
+    Write { path: PathBuf, text: String },
+    Remove { paths: Vec<PathBuf> },
+}
+
+/// Journal files roll over to the next generation past this size; the old one is deleted
+/// once the files it describes are synced (by the compactor thread).
+const JOURNAL_LIMIT: u64 = 8 << 20;
+
+/// The append-only journal of the writer thread (`meta/journal/<generation>.log`).
+struct Journal {
+    dir: PathBuf,
+    file: Option<(u64, File)>,
+    size: u64,
+    compactor: Option<mpsc::Sender<PathBuf>>,
+}
+
+impl Journal {
+    fn new(dir: PathBuf) -> Self {
+        Journal {
+            dir,
+            file: None,
+            size: 0,
+            compactor: None,
+        }
+    }
+
+    /// Appends `frames` and makes them durable with one fdatasync.
+    fn append(&mut self, frames: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            fs::create_dir_all(&self.dir)?;
+            // Past every generation on disk, even ones recovery has not replayed yet.
+            let gen = journal_files(&self.dir).last().map_or(1, |(g, _)| g + 1);
+            let f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(journal_path(&self.dir, gen))?;
+            File::open(&self.dir)?.sync_all()?;
+            self.file = Some((gen, f));
+            self.size = 0;
+        }
+        let Some((_, f)) = self.file.as_mut() else {
+            return Err(io::Error::other("journal not open"));
+        };
+        f.write_all(frames)?;
+        f.sync_data()?;
+        self.size += frames.len() as u64;
+        Ok(())
+    }
+
+    /// Starts the next generation when this one is full; the compactor retires the old one.
+    fn maybe_roll(&mut self) {
+        if self.size < JOURNAL_LIMIT {
+            return;
+        }
+        let Some((gen, f)) = self.file.take() else {
+            return;
+        };
+        drop(f);
+        let old = journal_path(&self.dir, gen);
+        if self.compactor.is_none() {
+            let (tx, rx) = mpsc::channel::<PathBuf>();
+            let spawned = std::thread::Builder::new()
+                .name("brim-ckpt-compact".into())
+                .spawn(move || {
+                    while let Ok(path) = rx.recv() {
+                        retire(&path);
+                    }
+                });
+            if spawned.is_ok() {
+                self.compactor = Some(tx);
+            }
+        }
+        match &self.compactor {
+            Some(tx) => {
+                let _ = tx.send(old);
+            }
+            None => retire(&old),
+        }
+    }
+}
+
+fn journal_path(dir: &Path, gen: u64) -> PathBuf {
+    dir.join(format!("{gen:020}.log"))
+}
+
+/// Journal files in `dir`, oldest generation first.
+fn journal_files(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let gen = name.to_str()?.strip_suffix(".log")?.parse().ok()?;
+            Some((gen, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Syncs the filesystem (every file a journal describes is on disk afterwards), then deletes
+/// the journal.
+fn retire(journal: &Path) {
+    let dir = journal.parent().unwrap_or(Path::new("."));
+    let synced = File::open(dir).and_then(|f| nix::unistd::syncfs(&f).map_err(io::Error::from));
+    if let Err(e) = synced {
+        tracing::warn!(journal = %journal.display(), error = %e, "cannot sync checkpoints; the journal is kept");
+        return;
+    }
+    if let Err(e) = fs::remove_file(journal) {
+        tracing::warn!(journal = %journal.display(), error = %e, "cannot delete a retired journal");
+    }
+    let _ = File::open(dir).and_then(|d| d.sync_all());
+}
+
+/// Frames of a journal: `encode`d entries back to back. Stops at the first torn or corrupt
+/// frame (the tail of a write the agent died in); returns the entries before it and why.
+fn read_frames(bytes: &[u8]) -> (Vec<Entry>, Option<String>) {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            return (out, Some("torn header at the end".into()));
+        };
+        let len = std::str::from_utf8(&rest[..nl])
+            .ok()
+            .and_then(|h| h.split_whitespace().nth(3))
+            .and_then(|l| l.parse::<usize>().ok());
+        let Some(len) = len.filter(|&l| nl + 1 + l <= rest.len()) else {
+            return (out, Some("torn frame at the end".into()));
+        };
+        let (frame, tail) = rest.split_at(nl + 1 + len);
+        match decode::<Entry>(frame) {
+            Ok(e) => out.push(e),
+            Err(why) => return (out, Some(why)),
+        }
+        rest = tail;
+    }
+    (out, None)
+}
+
+/// Applies a journal entry to the task files (not synced: the journal is the durable copy).
+fn apply(entry: &Entry) -> io::Result<()> {
+    match entry {
+        Entry::Write { path, text } => {
+            let tmp = stage(path, text.as_bytes())?;
+            fs::rename(&tmp, path)
+        }
+        Entry::Remove { paths } => {
+            for p in paths {
+                let r = if p.is_dir() {
+                    fs::remove_dir_all(p)
+                } else {
+                    fs::remove_file(p)
+                };
+                match r {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn writer_loop(
+    rx: mpsc::Receiver<Op>,
+    journal_dir: Option<PathBuf>,
+    durable: impl Fn(Vec<((String, String), u64)>),
+) {
     let mut written: HashMap<(String, String), u64> = HashMap::new();
+    let mut journal = journal_dir.map(Journal::new);
     while let Ok(first) = rx.recv() {
         // Coalesce: of several queued writes of one key only the newest goes to disk.
         let mut batch = vec![first];
@@ -282,9 +519,8 @@ fn writer_loop(rx: mpsc::Receiver<Op>, durable: impl Fn(Vec<((String, String), u
             *e = (*e).max(seq);
         }
         let mut done = Vec::new();
-        // Writes of the batch are group-committed: temp files written, one sync of the
-        // filesystem, renames, one more sync (instead of two fsyncs per file).
-        let mut pending: Vec<Staged> = Vec::new();
+        let mut acks = Vec::new();
+        let mut entries = Vec::new();
         for op in batch {
             match op {
                 Op::Write {
@@ -294,64 +530,73 @@ fn writer_loop(rx: mpsc::Receiver<Op>, durable: impl Fn(Vec<((String, String), u
                     bytes,
                     done: ack,
                 } => {
+                    done.push((key.clone(), seq));
                     let stale = newest.get(&key).is_some_and(|&n| n > seq)
                         || written.get(&key).is_some_and(|&w| w >= seq);
+                    if let Some(ack) = ack {
+                        acks.push(ack);
+                    }
                     if stale {
-                        done.push((key, seq));
-                        if let Some(ack) = ack {
-                            let _ = ack.send(Ok(()));
-                        }
                         continue;
                     }
-                    written.insert(key.clone(), seq);
-                    let tmp = stage(&path, &bytes);
-                    pending.push(Staged {
-                        key,
-                        seq,
-                        path,
-                        tmp,
-                        ack,
-                    });
+                    written.insert(key, seq);
+                    let text = String::from_utf8(bytes)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    entries.push(Entry::Write { path, text });
                 }
                 Op::Remove { key, seq, paths } => {
-                    // Earlier writes land before anything is removed (batch order).
-                    commit(&mut pending, &mut done);
                     if written.get(&key).is_some_and(|&w| w > seq) {
                         continue;
                     }
-                    for p in paths {
-                        let r = if p.is_dir() {
-                            fs::remove_dir_all(&p)
-                        } else {
-                            fs::remove_file(&p)
-                        };
-                        if let Err(e) = r {
-                            if e.kind() != io::ErrorKind::NotFound {
-                                tracing::warn!(path = %p.display(), error = %e, "checkpoint removal failed");
-                            }
-                        }
-                    }
                     written.remove(&key);
+                    entries.push(Entry::Remove { paths });
                 }
             }
         }
-        commit(&mut pending, &mut done);
+        // Group commit: the whole batch is one append and one fdatasync of the journal;
+        // the task files are then updated without syncing (the journal is replayed after a
+        // crash). Without a journal, every file is written with its own fsyncs.
+        let frames: Vec<u8> = entries.iter().flat_map(encode).collect();
+        let journaled = match journal.as_mut() {
+            Some(j) if !entries.is_empty() => j.append(&frames).map_err(|e| {
+                tracing::error!(error = %e, "checkpoint journal write failed; writing files one by one");
+            }),
+            _ => Err(()),
+        };
+        let mut failed: Option<io::Error> = None;
+        for e in &entries {
+            let r = match (e, journaled.is_ok()) {
+                (_, true) | (Entry::Remove { .. }, false) => apply(e),
+                (Entry::Write { path, text }, false) => write_atomic(path, text.as_bytes()),
+            };
+            if let Err(err) = r {
+                let path = match e {
+                    Entry::Write { path, .. } => path.display().to_string(),
+                    Entry::Remove { paths } => format!("{paths:?}"),
+                };
+                tracing::error!(%path, error = %err, "checkpoint write failed");
+                if journaled.is_err() {
+                    failed = Some(err);
+                }
+            }
+        }
+        if let Some(j) = journal.as_mut() {
+            j.maybe_roll();
+        }
+        // Only now is everything durable: the acks let tasks start.
+        for ack in acks {
+            let _ = ack.send(match &failed {
+                Some(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                None => Ok(()),
+            });
+        }
         if !done.is_empty() {
             durable(done);
         }
     }
 }
 
-/// A checkpoint written to its temp file, waiting for [`commit`].
-struct Staged {
-    key: (String, String),
-    seq: u64,
-    path: PathBuf,
-    tmp: io::Result<PathBuf>,
-    ack: Option<tokio::sync::oneshot::Sender<io::Result<()>>>,
-}
-
-/// Writes `bytes` to `path`'s temp file (not synced yet).
+/// Writes `bytes` to `path`'s temp file (not synced).
 fn stage(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
@@ -361,61 +606,6 @@ fn stage(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
     Ok(tmp)
-}
-
-/// Makes staged checkpoints durable: sync the filesystem, rename each into place, sync
-/// again (the renames). Falls back to per-file fsyncs when syncfs fails.
-fn commit(pending: &mut Vec<Staged>, done: &mut Vec<((String, String), u64)>) {
-    if pending.is_empty() {
-        return;
-    }
-    let sync = |dir: &Path| -> io::Result<()> {
-        let f = File::open(dir)?;
-        nix::unistd::syncfs(&f).map_err(io::Error::from)
-    };
-    let dir = pending.iter().find_map(|s| {
-        s.tmp
-            .as_ref()
-            .ok()
-            .and_then(|t| t.parent())
-            .map(Path::to_path_buf)
-    });
-    let synced = dir.as_deref().map(sync);
-    let mut acks = Vec::new();
-    for s in pending.drain(..) {
-        let res = s.tmp.and_then(|tmp| {
-            if !matches!(synced, Some(Ok(()))) {
-                File::open(&tmp)?.sync_all()?;
-            }
-            fs::rename(&tmp, &s.path)?;
-            if !matches!(synced, Some(Ok(()))) {
-                File::open(s.path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
-            }
-            Ok(())
-        });
-        if let Err(e) = &res {
-            tracing::error!(path = %s.path.display(), error = %e, "checkpoint write failed");
-        }
-        if let Some(ack) = s.ack {
-            acks.push((ack, res));
-        }
-        done.push((s.key, s.seq));
-    }
-    let mut failed = None;
-    if let (Some(dir), Some(Ok(()))) = (dir, synced) {
-        if let Err(e) = sync(&dir) {
-            tracing::error!(error = %e, "checkpoint sync failed");
-            failed = Some(e);
-        }
-    }
-    // Only now is everything on disk: the acks let tasks start.
-    for (ack, res) in acks {
-        let res = match (&failed, res) {
-            (Some(e), Ok(())) => Err(io::Error::new(e.kind(), e.to_string())),
-            (_, r) => r,
-        };
-        let _ = ack.send(res);
-    }
 }
 
 #[cfg(test)]
@@ -494,7 +684,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let l = Layout::new(dir.path());
         let (tx, rx) = std::sync::mpsc::channel();
-        let w = Writer::start(move |done| {
+        let w = Writer::start(Some(l.journal()), move |done| {
             let _ = tx.send(done);
         });
         let mut acks = Vec::new();
@@ -525,6 +715,8 @@ mod tests {
                 .expect("durable")
                 .len();
         }
+        let journals = journal_files(&l.journal());
+        assert_eq!(journals.len(), 1, "one journal generation");
         let (records, errors) = l.load_tasks();
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(records.len(), 49, "t1 removed, the others on disk");
@@ -534,5 +726,80 @@ mod tests {
             .filter(|e| e.path().extension().is_some_and(|x| x == "tmp"))
             .count();
         assert_eq!(tmp, 0, "no temp files left");
+    }
+
+    #[test]
+    fn replays_the_journal_after_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Layout::new(dir.path());
+        // The previous agent: t1 and t2 journaled, t1 removed again, t3's frame torn — and
+        // it died before any task file was written.
+        write_atomic(&l.task("fw", "t1"), &encode(&record())).expect("old t1");
+        let mut newer = record();
+        newer.state = 4;
+        let entries = [
+            Entry::Write {
+                path: l.task("fw", "t2"),
+                text: String::from_utf8(encode(&newer)).expect("utf8"),
+            },
+            Entry::Remove {
+                paths: vec![l.task("fw", "t1")],
+            },
+        ];
+        let mut frames: Vec<u8> = entries.iter().flat_map(encode).collect();
+        let torn = encode(&Entry::Write {
+            path: l.task("fw", "t3"),
+            text: String::from_utf8(encode(&newer)).expect("utf8"),
+        });
+        frames.extend_from_slice(&torn[..torn.len() / 2]);
+        std::fs::create_dir_all(l.journal()).expect("dir");
+        std::fs::write(journal_path(&l.journal(), 7), &frames).expect("journal");
+
+        let (records, errors) = l.load_tasks();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].state, 4);
+        assert!(l.task("fw", "t2").exists());
+        assert!(!l.task("fw", "t1").exists());
+        assert!(!l.task("fw", "t3").exists(), "a torn frame is not applied");
+        assert!(
+            journal_files(&l.journal()).is_empty(),
+            "replayed journals are retired"
+        );
+
+        // A new writer starts a later generation and its files are readable at once.
+        let w = Writer::start(Some(l.journal()), |_| {});
+        let (ack, wait) = tokio::sync::oneshot::channel();
+        w.send(Op::Write {
+            key: ("fw".into(), "t4".into()),
+            seq: 1,
+            path: l.task("fw", "t4"),
+            bytes: encode(&record()),
+            done: Some(ack),
+        });
+        wait.blocking_recv().expect("ack").expect("written");
+        let gens: Vec<u64> = journal_files(&l.journal())
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect();
+        assert_eq!(gens, vec![1]);
+        assert!(l.task("fw", "t4").exists());
+    }
+
+    #[test]
+    fn reads_frames_up_to_corruption() {
+        let e = Entry::Remove {
+            paths: vec![PathBuf::from("/x")],
+        };
+        let mut bytes = encode(&e);
+        bytes.extend(encode(&e));
+        assert_eq!(read_frames(&bytes).0.len(), 2);
+        let n = bytes.len();
+        bytes[n - 3] ^= 0x20;
+        let (entries, why) = read_frames(&bytes);
+        assert_eq!(entries.len(), 1);
+        assert!(why.is_some_and(|w| w.contains("checksum")));
+        assert!(read_frames(b"garbage").1.is_some());
+        assert!(read_frames(b"").1.is_none());
     }
 }

@@ -81,6 +81,11 @@ impl UpdateQueue {
         }
     }
 
+    /// State of the oldest update (the next one to go).
+    pub fn front_state(&self) -> Option<TaskState> {
+        self.pending.front().map(|p| p.status.state())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
