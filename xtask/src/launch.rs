@@ -149,6 +149,10 @@ pub(crate) fn agent_main(args: &[&str]) -> Result<()> {
     let [master, work_dir, port, cgroup] = args else {
         bail!("usage: xtask __launch-agent MASTER WORK_DIR PORT CGROUP");
     };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let mut config = brim_agent::AgentConfig::new(*master, PathBuf::from(work_dir));
     config.http_addr = SocketAddr::from(([127, 0, 0, 1], port.parse::<u16>()?));
     config.resources = Some(Resources::parse(AGENT_RESOURCES)?);
@@ -437,7 +441,11 @@ async fn run(n: usize) -> Result<Report> {
                 &free_port()?.to_string(),
                 &format!("brim-bench-{}", std::process::id()),
             ])
-            .env("RUST_LOG", "warn")
+            // BRIM_BENCH_AGENT_LOG=brim_agent=debug shows each launch's timings.
+            .env(
+                "RUST_LOG",
+                std::env::var("BRIM_BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -476,6 +484,12 @@ async fn run(n: usize) -> Result<Report> {
     let (pss, sups) = children_pss(agent_pid);
     drop(agent);
     let _ = master.stop().await;
+    if std::env::var_os("BRIM_BENCH_AGENT_LOG").is_some() {
+        let kept = std::env::temp_dir().join("brim-bench-launch-agent.log");
+        if std::fs::copy(work.join("agent.log"), &kept).is_ok() {
+            println!("agent log kept in {}", kept.display());
+        }
+    }
     let _ = std::fs::remove_dir_all(&work);
     Ok(Report {
         native_tasks_per_s: true_rate,
