@@ -130,6 +130,8 @@ pub(crate) struct Agent {
     pub fetcher: Arc<crate::fetcher::Fetcher>,
     /// Custom executors (Mesos executor API, `executor_api`).
     pub executors: crate::executor_api::Executors,
+    /// The bridge, addresses and port forwards of `--network bridge` tasks.
+    pub network: Arc<crate::network::Network>,
 }
 
 /// A task whose supervisor runs, as the waiting code needs it.
@@ -165,6 +167,10 @@ impl Agent {
             cgroups.as_ref(),
         ));
         let work_dir = config.work_dir.clone();
+        let network = Arc::new(crate::network::Network::new(
+            &config.bridge_name,
+            &config.bridge_cidr,
+        ));
         Agent {
             config,
             total,
@@ -193,6 +199,7 @@ impl Agent {
                 crate::fetcher::FetcherConfig::new(&work_dir),
             )),
             executors: Default::default(),
+            network,
         }
     }
 
@@ -414,6 +421,13 @@ impl Agent {
         if let Some(h) = &info.health_check {
             crate::health::validate(h, first_port(&resources))?;
         }
+        let network = crate::network::Mode::of(info)?;
+        if network.private() && !self.namespaces() {
+            return Err(format!(
+                "a private network ({} label) needs task namespaces: this agent has none (run it as root, with isolation and namespaces on)",
+                crate::network::LABEL
+            ));
+        }
         let free = self.total.saturating_sub(&Self::used(st));
         if !free.contains(&resources) {
             return Err(format!(
@@ -597,6 +611,10 @@ impl Agent {
 
     /// Removes the container's cgroup and records the task's end.
     async fn finish(&self, key: &TaskKey, container_id: &str, outcome: Outcome) {
+        if self.network.has(container_id) {
+            let (net, id) = (Arc::clone(&self.network), container_id.to_string());
+            let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
+        }
         if let Some(cg) = self.cgroups.clone() {
             let id = container_id.to_string();
             if !id.is_empty() {
@@ -793,6 +811,7 @@ impl Agent {
             .cloned()
             .unwrap_or_default();
         let (program, argv) = launcher::argv(&command).map_err(|e| (e, None))?;
+        let network = crate::network::Mode::of(&v.info).unwrap_or_default();
         let (stdout, stderr) = launcher::prepare_sandbox(&v.sandbox).map_err(|e| (e, None))?;
         if !command.uris.is_empty() {
             let fetcher = Arc::clone(&self.fetcher);
@@ -898,6 +917,7 @@ impl Agent {
             user,
             rlimits: supervisor::default_rlimits(),
             namespaces: self.namespaces(),
+            network_namespace: network.private(),
         };
         let t_cgroup = t0.elapsed();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -936,6 +956,13 @@ impl Agent {
                 ));
             }
         };
+        if network.private() {
+            if let Err(e) = self.setup_network(v, network, pid).await {
+                // Dropping the go pipe makes the supervisor exit without starting the task.
+                drop(pending);
+                return Err((e.into(), Some((pid, pidfd))));
+            }
+        }
         let t_spawn = t0.elapsed();
         // The task starts only once its supervisor is on disk.
         if let Ok(Err(e)) = done_rx.await {
@@ -980,6 +1007,38 @@ impl Agent {
             },
             pidfd,
         )))
+    }
+
+    /// Configures the private network namespace of a task's supervisor (`network`): `lo`
+    /// only, or a veth into the bridge plus port forwards.
+    async fn setup_network(
+        &self,
+        v: &ValidatedTask,
+        mode: crate::network::Mode,
+        pid: i32,
+    ) -> Result<(), crate::network::NetworkError> {
+        let (net, id) = (Arc::clone(&self.network), v.container_id.clone());
+        let bridged = mode == crate::network::Mode::Bridge;
+        tokio::task::spawn_blocking(move || {
+            if bridged {
+                net.attach(&id, pid).map(drop)
+            } else {
+                net.loopback(pid)
+            }
+        })
+        .await
+        .map_err(|e| crate::network::NetworkError::Failed {
+            cmd: "network setup".into(),
+            stderr: e.to_string(),
+        })??;
+        if bridged {
+            if let Err(e) = self.network.forward(&v.container_id, &ports(&v.resources)) {
+                let (net, id) = (Arc::clone(&self.network), v.container_id.clone());
+                let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Records a task's supervisor and checkpoints it (`done` is told when it is durable).
@@ -1191,6 +1250,7 @@ impl Agent {
         let mut live = Vec::new();
         let mut errors = Vec::new();
         let mut started = Vec::new();
+        let mut bridged = Vec::new();
         let mut st = self.state();
         for r in records {
             let Some(info) = checkpoint::from_hex::<TaskInfo>(&r.task) else {
@@ -1262,6 +1322,9 @@ impl Agent {
             };
             running.pid = pid;
             live.push(pid);
+            if crate::network::Mode::of(&st.tasks[&key].info) == Ok(crate::network::Mode::Bridge) {
+                bridged.push((r.container_id.clone(), pid, ports(&resources)));
+            }
             if let Some(t) = st.tasks.get_mut(&key) {
                 t.pid = Some(pid);
             }
@@ -1286,6 +1349,28 @@ impl Agent {
                 .push(handle);
         }
         drop(st);
+        for (id, pid, ports) in bridged {
+            // Its address comes from its namespace; the forwards died with the old agent.
+            let net = Arc::clone(&self.network);
+            tokio::spawn(async move {
+                let n = Arc::clone(&net);
+                let c = id.clone();
+                let ip = tokio::task::spawn_blocking(move || n.reattach(&c, pid))
+                    .await
+                    .ok()
+                    .flatten();
+                match ip {
+                    Some(_) => {
+                        if let Err(e) = net.forward(&id, &ports) {
+                            tracing::warn!(container = %id, error = %e, "cannot forward a recovered task's ports");
+                        }
+                    }
+                    None => {
+                        tracing::warn!(container = %id, "cannot find a recovered task's bridge address")
+                    }
+                }
+            });
+        }
         for key in started {
             // Started while the agent was down, after its last checkpoint.
             self.update(
@@ -1626,6 +1711,20 @@ impl Agent {
 
 /// How often a task's sandbox is measured against its `disk` resource.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Every port of a task.
+fn ports(resources: &Resources) -> Vec<u16> {
+    resources
+        .ranges("ports")
+        .map(|r| {
+            r.intervals()
+                .iter()
+                .flat_map(|&(b, e)| b..=e)
+                .filter_map(|p| u16::try_from(p).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// The task's first port (PORT0), if it has ports.
 fn first_port(resources: &Resources) -> Option<u16> {

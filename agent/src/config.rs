@@ -79,6 +79,10 @@ pub struct AgentConfig {
     pub namespaces: bool,
     /// `pids.max` of each task's cgroup (fork bombs stop there).
     pub task_pids_max: u64,
+    /// Bridge of `--network bridge` tasks (created on first use) and its own address and
+    /// prefix; tasks get the other addresses of that subnet.
+    pub bridge_name: String,
+    pub bridge_cidr: String,
 }
 
 impl AgentConfig {
@@ -106,6 +110,8 @@ impl AgentConfig {
             default_task_user: "nobody".to_string(),
             namespaces: true,
             task_pids_max: 4096,
+            bridge_name: "brim0".to_string(),
+            bridge_cidr: "10.213.0.1/16".to_string(),
         }
     }
 }

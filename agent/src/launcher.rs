@@ -34,6 +34,8 @@ pub enum LaunchError {
     },
     #[error("cannot set up the task's cgroup: {0}")]
     Cgroup(#[from] CgroupError),
+    #[error("cannot set up the task's network: {0}")]
+    Network(#[from] crate::network::NetworkError),
     #[error("internal error while launching ({0}); see the agent log")]
     Internal(String),
     #[error(transparent)]

@@ -26,6 +26,7 @@ mod http;
 pub mod launcher;
 mod master_link;
 mod metrics;
+pub mod network;
 pub mod qos;
 mod recovery;
 pub mod resources_detect;

@@ -132,10 +132,14 @@ pub(crate) async fn recover(agent: &Arc<Agent>, same_agent: bool) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .extend(problems);
+    let keep = agent.live_containers();
+    if crate::sys::is_root() {
+        let (net, owned) = (Arc::clone(&agent.network), keep.clone());
+        let _ = tokio::task::spawn_blocking(move || net.cleanup(&owned)).await;
+    }
     let Some(cg) = agent.cgroups.clone() else {
         return;
     };
-    let keep = agent.live_containers();
     let created = tokio::task::spawn_blocking(move || {
         cleanup_cgroups(cg.as_ref(), &keep, &live_supervisors);
         cg.create(

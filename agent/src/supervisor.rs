@@ -137,6 +137,8 @@ pub struct TaskSpec {
     /// (resource, soft, hard), `libc::RLIMIT_*`.
     pub rlimits: Vec<(i32, u64, u64)>,
     pub namespaces: bool,
+    /// A private network namespace (with `namespaces`; see `network`).
+    pub network_namespace: bool,
 }
 
 /// A supervisor that waits for [`Pending::go`].
@@ -215,6 +217,7 @@ pub fn spawn(t: TaskSpec) -> Result<Pending, SupervisorError> {
         exit_dir,
         user: t.user.map(|u| (u.uid, u.gid, u.groups)),
         rlimits: t.rlimits,
+        network_namespace: t.network_namespace && namespaces.is_some(),
         namespaces,
     };
     let s = sys::spawn_supervisor(&spec).map_err(SupervisorError::Spawn)?;

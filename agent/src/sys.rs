@@ -195,6 +195,8 @@ pub(crate) struct SpawnSpec {
     pub rlimits: Vec<(i32, u64, u64)>,
     /// New PID, mount, UTS and IPC namespaces with this mount plan.
     pub namespaces: Option<MountPlan>,
+    /// A new network namespace too (with `namespaces`).
+    pub network_namespace: bool,
 }
 
 /// A supervisor waiting for the go byte.
@@ -296,6 +298,9 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
     if spec.namespaces.is_some() {
         flags |= (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC)
             as libc::c_ulong;
+        if spec.network_namespace {
+            flags |= libc::CLONE_NEWNET as libc::c_ulong;
+        }
     }
     // Block every signal around the clone so the supervisor starts with them blocked (it
     // takes them with sigwaitinfo) and no agent handler ever runs in it.

@@ -155,6 +155,12 @@ pub(crate) struct AgentTuning {
     /// User for tasks whose command and framework name no user.
     #[arg(long, default_value = "nobody")]
     pub(crate) task_user: String,
+    /// Bridge that `--network bridge` tasks are attached to (created on first use).
+    #[arg(long, default_value = "brim0")]
+    pub(crate) bridge: String,
+    /// The bridge's own address and prefix; bridged tasks get the others of that subnet.
+    #[arg(long, default_value = "10.213.0.1/16", value_parser = parse_bridge_cidr)]
+    pub(crate) bridge_cidr: String,
     /// Do not load the eBPF programs: usage from cgroupfs polling only, no network counters,
     /// run-queue wait, egress limits or bind enforcement.
     #[arg(long)]
@@ -193,6 +199,8 @@ impl AgentTuning {
         c.cgroup_name = self.cgroup_name.clone();
         c.allow_root_tasks = self.allow_root_tasks;
         c.default_task_user = self.task_user.clone();
+        c.bridge_name = self.bridge.clone();
+        c.bridge_cidr = self.bridge_cidr.clone();
         if self.no_ebpf {
             c.ebpf = brim_agent::EbpfMode::Off;
         }
@@ -201,6 +209,10 @@ impl AgentTuning {
         }
         c
     }
+}
+
+fn parse_bridge_cidr(s: &str) -> Result<String, String> {
+    brim_agent::network::validate_cidr(s).map(|()| s.to_string())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -38,6 +38,11 @@ pub(crate) struct RunArgs {
     /// --allow-root-tasks, as `brim dev` is.
     #[arg(long, env = "BRIM_USER")]
     pub(crate) user: Option<String>,
+    /// The tasks' network: `host` (the agent's), `none` (only loopback) or `bridge` (own
+    /// address behind the agent's bridge, allocated ports forwarded from the host). Private
+    /// networks need an agent running as root with namespaces.
+    #[arg(long, value_parser = ["none", "host", "bridge"])]
+    pub(crate) network: Option<String>,
     /// CPUs per instance.
     #[arg(long, default_value_t = 0.1)]
     pub(crate) cpus: f64,
@@ -86,6 +91,7 @@ struct Job {
     name: String,
     instances: u32,
     command: Vec<String>,
+    network: Option<String>,
     env: Vec<(String, String)>,
     run_id: String,
     timeout: Duration,
@@ -119,6 +125,7 @@ impl Job {
             name,
             instances: a.instances,
             command: a.command.clone(),
+            network: a.network.clone(),
             env: a.env.clone(),
             run_id: run_id(),
             timeout: Duration::from_secs_f64(a.timeout),
@@ -135,6 +142,9 @@ impl Job {
             [one] => b.shell(one),
             argv => b.command(argv.iter().cloned()),
         };
+        if let Some(n) = &self.network {
+            b = b.label(brim_agent::network::LABEL, n);
+        }
         for (k, v) in &self.env {
             b = b.env(k, v);
         }
