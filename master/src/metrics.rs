@@ -38,6 +38,12 @@ pub struct MasterMetrics {
     pub(crate) tasks_terminal: Family<StateLabel, Counter>,
     resources_total: Family<ResourceLabel, Gauge<f64, AtomicU64>>,
     resources_used: Family<ResourceLabel, Gauge<f64, AtomicU64>>,
+    /// Revocable pool (Mesos `master/cpus_revocable_total` etc.): slack agents published,
+    /// and what revocable tasks use of it.
+    pub(crate) cpus_revocable_total: Gauge<f64, AtomicU64>,
+    pub(crate) cpus_revocable_used: Gauge<f64, AtomicU64>,
+    pub(crate) mem_revocable_total: Gauge<f64, AtomicU64>,
+    pub(crate) mem_revocable_used: Gauge<f64, AtomicU64>,
     pub(crate) offers_sent: Counter,
     pub(crate) offers_declined: Counter,
     pub(crate) offers_rescinded: Counter,
@@ -75,6 +81,10 @@ impl MasterMetrics {
             tasks_terminal: Family::default(),
             resources_total: Family::default(),
             resources_used: Family::default(),
+            cpus_revocable_total: Gauge::default(),
+            cpus_revocable_used: Gauge::default(),
+            mem_revocable_total: Gauge::default(),
+            mem_revocable_used: Gauge::default(),
             offers_sent: Counter::default(),
             offers_declined: Counter::default(),
             offers_rescinded: Counter::default(),
@@ -155,6 +165,26 @@ impl MasterMetrics {
             "resources_used",
             "Resources held by tasks",
             m.resources_used.clone(),
+        );
+        registry.register(
+            "cpus_revocable_total",
+            "Revocable cpus: the slack agents published",
+            m.cpus_revocable_total.clone(),
+        );
+        registry.register(
+            "cpus_revocable_used",
+            "Revocable cpus held by revocable tasks",
+            m.cpus_revocable_used.clone(),
+        );
+        registry.register(
+            "mem_revocable_total",
+            "Revocable mem (MiB): the slack agents published",
+            m.mem_revocable_total.clone(),
+        );
+        registry.register(
+            "mem_revocable_used",
+            "Revocable mem (MiB) held by revocable tasks",
+            m.mem_revocable_used.clone(),
         );
         registry.register(
             "offers_sent",

@@ -11,6 +11,8 @@
 //! - an offer's resources are held by the allocator until the offer is used, declined,
 //!   rescinded or expires — exactly one of those, exactly once;
 //! - a task's resources are recovered exactly once, when it first becomes terminal;
+//! - revocable resources (an offer's or a task's `revocable` part) live only in the
+//!   [`RevocablePool`], never in the DRF allocator, and follow the same hold/recover rules;
 //! - a bad call returns an error `Status` and changes nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -20,11 +22,11 @@ use brim_proto::v1::{
     self, agent_message, event, master_message, operation, AgentInfo, Event, FrameworkInfo,
     MasterMessage, TaskInfo, TaskState, TaskStatus, TaskStatusReason, TaskStatusSource,
 };
-use brim_proto::{Resources, CAPABILITY_PARTITION_AWARE};
+use brim_proto::{Resources, CAPABILITY_PARTITION_AWARE, CAPABILITY_REVOCABLE_RESOURCES};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::allocator::{Allocation, Allocator, AllocatorConfig};
+use crate::allocator::{Allocation, Allocator, AllocatorConfig, RevocablePool};
 use crate::metrics::MasterMetrics;
 use crate::registry::{
     AgentRecord, AgentRegistryState, FrameworkRecord, RegistryError, RegistrySnapshot,
@@ -97,6 +99,8 @@ struct AgentEntry {
     registered_time: f64,
     /// Tasks the master reported LOST/UNREACHABLE when the agent became unreachable.
     partitioned_tasks: HashSet<TaskKey>,
+    /// The agent's last slack report: what non-revocable tasks are estimated to use.
+    used_estimate: Resources,
 }
 
 struct FrameworkEntry {
@@ -110,6 +114,13 @@ struct FrameworkEntry {
 }
 
 impl FrameworkEntry {
+    fn revocable_capable(&self) -> bool {
+        self.info
+            .capabilities
+            .iter()
+            .any(|c| c == CAPABILITY_REVOCABLE_RESOURCES)
+    }
+
     fn partition_aware(&self) -> bool {
         self.info
             .capabilities
@@ -125,7 +136,10 @@ struct TaskEntry {
     info: TaskInfo,
     framework_id: String,
     agent_id: String,
+    /// Non-revocable resources (held in the DRF allocator).
     resources: Resources,
+    /// Revocable resources (held in the revocable pool); non-empty = a revocable task.
+    revocable: Resources,
     state: TaskState,
     status: Option<TaskStatus>,
     updated_time: f64,
@@ -135,7 +149,10 @@ struct TaskEntry {
 struct OfferEntry {
     framework_id: String,
     agent_id: String,
+    /// Non-revocable part (DRF allocator) and revocable part (revocable pool); an offer
+    /// carries one or the other.
     resources: Resources,
+    revocable: Resources,
     expires: Duration,
 }
 
@@ -192,6 +209,7 @@ pub struct Master {
     config: StateConfig,
     master_id: String,
     allocator: Allocator,
+    revocable: RevocablePool,
     registry: Box<dyn RegistryStore>,
     known: RegistrySnapshot,
     agents: HashMap<String, AgentEntry>,
@@ -275,6 +293,7 @@ impl Master {
             config,
             master_id,
             allocator,
+            revocable: RevocablePool::new(),
             registry,
             known,
             agents: HashMap::new(),
@@ -355,12 +374,14 @@ impl Master {
                 .clone()
                 .ok_or_else(|| Status::invalid_argument("re-registered task without task info"))?;
             validate_task_id(&task.task_id)?;
-            let resources = Resources::from_proto(&task.resources).map_err(|e| {
+            let invalid = |e: brim_proto::ResourceError| {
                 Status::invalid_argument(format!(
                     "task {} has invalid resources: {e}",
                     task.task_id
                 ))
-            })?;
+            };
+            let resources = Resources::from_proto(&task.resources).map_err(invalid)?;
+            let revocable = Resources::from_proto_revocable(&task.resources).map_err(invalid)?;
             let state = TaskState::try_from(t.state).unwrap_or(TaskState::TaskUnknown);
             reported.push((
                 (t.framework_id.clone(), task.task_id.clone()),
@@ -369,6 +390,7 @@ impl Master {
                     framework_id: t.framework_id.clone(),
                     agent_id: String::new(),
                     resources,
+                    revocable,
                     state,
                     status: None,
                     updated_time: wall,
@@ -425,6 +447,7 @@ impl Master {
         if previous.is_some() {
             self.rescind_offers_on_agent(&id);
             self.allocator.remove_agent(&id);
+            self.revocable.remove_agent(&id);
         }
         let partitioned = previous
             .as_ref()
@@ -486,6 +509,7 @@ impl Master {
             }
         }
         let mut used: BTreeMap<String, Resources> = BTreeMap::new();
+        let mut used_revocable: Vec<(String, Resources)> = Vec::new();
         let mut to_kill: Vec<(String, String)> = Vec::new();
         for (key, mut t) in reported {
             t.agent_id = id.clone();
@@ -520,6 +544,9 @@ impl Master {
             used.entry(t.framework_id.clone())
                 .or_default()
                 .add(&t.resources);
+            if !t.revocable.is_empty() {
+                used_revocable.push((t.framework_id.clone(), t.revocable.clone()));
+            }
             if let Some(old) = self.tasks.get(&key) {
                 t.status = old.status.clone();
                 t.usage = old.usage.clone();
@@ -529,6 +556,7 @@ impl Master {
         let used: Vec<(String, Resources)> = used.into_iter().collect();
         self.allocator.add_agent(&id, total.clone(), &used);
         self.allocator.set_agent_active(&id, true);
+        self.revocable.add_agent(&id, &used_revocable);
         self.pending_agents.insert(id.clone());
         let conn = self.fresh_conn();
         let registered_time = previous.as_ref().map_or(wall, |p| p.registered_time);
@@ -557,6 +585,7 @@ impl Master {
                 last_seen: now,
                 registered_time,
                 partitioned_tasks: HashSet::new(),
+                used_estimate: Resources::new(),
             },
         );
         self.metrics.agent_registrations.inc();
@@ -608,6 +637,7 @@ impl Master {
                     }
                 }
             }
+            agent_message::Message::Slack(s) => self.agent_slack(agent_id, s, now),
         }
     }
 
@@ -626,16 +656,18 @@ impl Master {
                 t.status = Some(status.clone());
                 t.updated_time = wall;
                 if state.is_terminal() && !was_terminal {
-                    let (fw, ag, res) = (
+                    let (fw, ag, res, rev) = (
                         t.framework_id.clone(),
                         t.agent_id.clone(),
                         t.resources.clone(),
+                        t.revocable.clone(),
                     );
                     if let Some(t) = self.tasks.remove(&key) {
                         self.push_completed(t);
                     }
                     if self.agents.contains_key(&ag) {
                         self.recover(&fw, &ag, &res, None, Duration::ZERO);
+                        self.recover_revocable(&fw, &ag, &rev, None, Duration::ZERO);
                     }
                 }
             }
@@ -668,6 +700,7 @@ impl Master {
         agent.link = AgentLink::Disconnected;
         tracing::warn!(agent_id, "agent disconnected");
         self.allocator.set_agent_active(agent_id, false);
+        self.revocable.set_agent_active(agent_id, false);
         self.rescind_offers_on_agent(agent_id);
     }
 
@@ -692,6 +725,7 @@ impl Master {
         self.known.agents.insert(agent_id.to_string(), rec);
         self.rescind_offers_on_agent(agent_id);
         self.allocator.remove_agent(agent_id);
+        self.revocable.remove_agent(agent_id);
         let keys: Vec<TaskKey> = self
             .tasks
             .iter()
@@ -739,6 +773,7 @@ impl Master {
             .collect();
         self.rescind_offers_on_agent(agent_id);
         self.allocator.remove_agent(agent_id);
+        self.revocable.remove_agent(agent_id);
         if let Some(rec) = self.known.agents.get_mut(agent_id) {
             rec.state = AgentRegistryState::Unreachable;
             rec.since = wall;
@@ -922,6 +957,7 @@ impl Master {
             self.offers.remove(&id);
         }
         self.allocator.remove_framework(framework_id);
+        self.revocable.remove_framework(framework_id);
         if let Err(e) = self.registry.remove_framework(framework_id) {
             tracing::error!(
                 framework_id,
@@ -991,15 +1027,18 @@ impl Master {
         let refuse = refuse_duration(req.filters.as_ref(), self.config.default_refuse)?;
         let agent_id = self.check_offers(&req.framework_id, &req.offer_ids)?;
         let mut offered = Resources::new();
+        let mut offered_revocable = Resources::new();
         for id in &req.offer_ids {
             if let Some(o) = self.offers.get(id) {
                 offered.add(&o.resources);
+                offered_revocable.add(&o.revocable);
             }
         }
         // Validate every operation before acting on any.
-        let mut launches: Vec<(TaskInfo, Resources)> = Vec::new();
+        let mut launches: Vec<(TaskInfo, Resources, Resources)> = Vec::new();
         let mut ids_seen = HashSet::new();
         let mut remaining = offered.clone();
+        let mut remaining_revocable = offered_revocable.clone();
         for op in &req.operations {
             match &op.operation {
                 Some(operation::Operation::Launch(l)) => {
@@ -1052,16 +1091,29 @@ impl Master {
                                 task.task_id
                             )));
                         }
-                        if task.resources.iter().any(|r| r.revocable) {
-                            return Err(Status::invalid_argument(format!(
-                                "task {} asks for revocable resources, which this offer does not carry",
-                                task.task_id
-                            )));
-                        }
-                        let res = Resources::from_proto(&task.resources).map_err(|e| {
+                        let invalid = |e: brim_proto::ResourceError| {
                             Status::invalid_argument(format!("task {}: {e}", task.task_id))
-                        })?;
-                        if res.scalar("cpus") <= 0.0 && res.scalar("mem") <= 0.0 {
+                        };
+                        let res = Resources::from_proto(&task.resources).map_err(invalid)?;
+                        let rev =
+                            Resources::from_proto_revocable(&task.resources).map_err(invalid)?;
+                        if !rev.is_empty() {
+                            remaining_revocable =
+                                remaining_revocable.checked_sub(&rev).ok_or_else(|| {
+                                    let why = if offered_revocable.is_empty() {
+                                        "these offers carry no revocable resources (only frameworks with the REVOCABLE_RESOURCES capability get them)".to_string()
+                                    } else {
+                                        format!("only {remaining_revocable} revocable is left in the offers")
+                                    };
+                                    Status::invalid_argument(format!(
+                                        "task {} asks for revocable {rev} but {why}",
+                                        task.task_id
+                                    ))
+                                })?;
+                        }
+                        let mut both = res.clone();
+                        both.add(&rev);
+                        if both.scalar("cpus") <= 0.0 && both.scalar("mem") <= 0.0 {
                             return Err(Status::invalid_argument(format!(
                                 "task {} must ask for some cpus or mem",
                                 task.task_id
@@ -1073,7 +1125,7 @@ impl Master {
                                 task.task_id
                             ))
                         })?;
-                        launches.push((task.clone(), res));
+                        launches.push((task.clone(), res, rev));
                     }
                 }
                 None => return Err(Status::invalid_argument("operation has no type")),
@@ -1092,13 +1144,14 @@ impl Master {
             }
         }
         let agent_tx = self.agents.get(&agent_id).and_then(|a| a.tx.clone());
-        for (mut task, res) in launches {
+        for (mut task, res, rev) in launches {
             task.agent_id = agent_id.clone();
             let entry = TaskEntry {
                 info: task.clone(),
                 framework_id: req.framework_id.clone(),
                 agent_id: agent_id.clone(),
                 resources: res,
+                revocable: rev,
                 state: TaskState::TaskStaging,
                 status: None,
                 updated_time: wall,
@@ -1126,11 +1179,21 @@ impl Master {
                     wall,
                 );
                 remaining.add(&entry.resources);
+                remaining_revocable.add(&entry.revocable);
                 self.send_update(&req.framework_id, status);
             }
         }
         if !remaining.is_empty() {
             self.recover(&req.framework_id, &agent_id, &remaining, Some(refuse), now);
+        }
+        if !remaining_revocable.is_empty() {
+            self.recover_revocable(
+                &req.framework_id,
+                &agent_id,
+                &remaining_revocable,
+                Some(refuse),
+                now,
+            );
         }
         Ok(())
     }
@@ -1194,6 +1257,13 @@ impl Master {
                     &o.framework_id,
                     &o.agent_id,
                     &o.resources,
+                    Some(refuse),
+                    now,
+                );
+                self.recover_revocable(
+                    &o.framework_id,
+                    &o.agent_id,
+                    &o.revocable,
                     Some(refuse),
                     now,
                 );
@@ -1360,6 +1430,7 @@ impl Master {
     pub fn revive(&mut self, framework_id: &str) -> Result<(), Status> {
         self.subscribed(framework_id)?;
         self.allocator.revive(framework_id);
+        self.revocable.revive(framework_id);
         self.pending_full = true;
         if let Some(f) = self.frameworks.get_mut(framework_id) {
             f.suppressed = false;
@@ -1466,6 +1537,77 @@ impl Master {
         self.pending_agents.insert(agent_id.to_string());
     }
 
+    /// The revocable counterpart of [`Master::recover`].
+    fn recover_revocable(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        resources: &Resources,
+        refuse: Option<Duration>,
+        now: Duration,
+    ) {
+        if resources.is_empty() && refuse.is_none() {
+            return;
+        }
+        self.revocable
+            .recover(framework_id, agent_id, resources, refuse, now);
+        self.pending_agents.insert(agent_id.to_string());
+    }
+
+    /// An agent published a new slack estimate. When it shrank below what frameworks hold
+    /// of it, the outstanding revocable offers on the agent are rescinded (tasks beyond it
+    /// are the agent's QoS controller's to evict); grown slack is offered at once.
+    fn agent_slack(&mut self, agent_id: &str, s: agent_message::Slack, now: Duration) {
+        let slack = match Resources::from_proto(&s.revocable) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(agent_id, "ignoring an invalid slack report: {e}");
+                return;
+            }
+        };
+        if let Some(a) = self.agents.get_mut(agent_id) {
+            a.used_estimate = Resources::from_proto(&s.used_estimate).unwrap_or_default();
+        }
+        let excess = self.revocable.set_slack(agent_id, &slack);
+        tracing::debug!(agent_id, %slack, %excess, "slack report");
+        if !excess.is_empty() {
+            let ids: Vec<String> = self
+                .offers
+                .iter()
+                .filter(|(_, o)| o.agent_id == agent_id && !o.revocable.is_empty())
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !ids.is_empty() {
+                tracing::info!(
+                    agent_id,
+                    %slack,
+                    offers = ids.len(),
+                    "slack shrank below what is offered: rescinding revocable offers"
+                );
+            }
+            for id in ids {
+                self.rescind(&id, now);
+            }
+        }
+        self.pending_agents.insert(agent_id.to_string());
+    }
+
+    /// Frameworks that may receive revocable offers now, oldest registration first.
+    fn revocable_eligible(&self) -> Vec<String> {
+        let mut v: Vec<(&FrameworkEntry, &String)> = self
+            .frameworks
+            .iter()
+            .filter(|(_, f)| f.tx.is_some() && !f.suppressed && f.revocable_capable())
+            .map(|(id, f)| (f, id))
+            .collect();
+        v.sort_by(|a, b| {
+            a.0.registered_time
+                .total_cmp(&b.0.registered_time)
+                .then(a.1.cmp(b.1))
+        });
+        v.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
     /// Asks the next [`Master::allocate_pending`] for a full cycle (new demand, timers).
     pub fn request_full_allocation(&mut self) {
         self.pending_full = true;
@@ -1474,17 +1616,24 @@ impl Master {
     /// Runs a full cycle when one was requested, else an incremental one over the agents
     /// whose free resources changed. Returns whether anything was examined.
     pub fn allocate_pending(&mut self, now: Duration) -> bool {
-        let allocations = if self.pending_full {
+        let eligible = self.revocable_eligible();
+        let (allocations, revocable) = if self.pending_full {
             self.pending_full = false;
             self.pending_agents.clear();
-            self.allocator.allocate(now)
+            (
+                self.allocator.allocate(now),
+                self.revocable.allocate(&eligible, None, now),
+            )
         } else if !self.pending_agents.is_empty() {
             let agents: Vec<String> = self.pending_agents.drain().collect();
-            self.allocator.allocate_agents(&agents, now)
+            (
+                self.allocator.allocate_agents(&agents, now),
+                self.revocable.allocate(&eligible, Some(&agents), now),
+            )
         } else {
             return false;
         };
-        self.make_offers(allocations, now);
+        self.make_offers(allocations, revocable, now);
         true
     }
 
@@ -1494,14 +1643,32 @@ impl Master {
         self.allocate_pending(now);
     }
 
-    fn make_offers(&mut self, allocations: Vec<Allocation>, now: Duration) {
+    /// Sends the offers of one cycle: `allocations` from the DRF allocator, `revocable` from
+    /// the revocable pool (sent as separate offers whose resources are all marked revocable).
+    fn make_offers(
+        &mut self,
+        allocations: Vec<Allocation>,
+        revocable: Vec<Allocation>,
+        now: Duration,
+    ) {
         // Per framework, each offer with the resources it holds (kept as `Resources` so an
-        // undelivered offer is recovered without decoding its wire form again).
-        let mut per_framework: BTreeMap<String, Vec<(v1::Offer, Resources)>> = BTreeMap::new();
-        for a in allocations {
+        // undelivered offer is recovered without decoding its wire form again) and whether
+        // they are revocable.
+        type Pending = (v1::Offer, Resources, bool);
+        let mut per_framework: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+        let tagged = allocations
+            .into_iter()
+            .map(|a| (a, false))
+            .chain(revocable.into_iter().map(|a| (a, true)));
+        for (a, is_revocable) in tagged {
             let Some(agent) = self.agents.get(&a.agent_id) else {
-                self.allocator
-                    .recover(&a.framework_id, &a.agent_id, &a.resources, None, now);
+                if is_revocable {
+                    self.revocable
+                        .recover(&a.framework_id, &a.agent_id, &a.resources, None, now);
+                } else {
+                    self.allocator
+                        .recover(&a.framework_id, &a.agent_id, &a.resources, None, now);
+                }
                 continue;
             };
             let offer = v1::Offer {
@@ -1509,36 +1676,43 @@ impl Master {
                 framework_id: a.framework_id.clone(),
                 agent_id: a.agent_id.clone(),
                 hostname: agent.info.hostname.clone(),
-                resources: a.resources.to_proto(),
+                resources: a.resources.to_proto_with(is_revocable),
                 attributes: agent.info.attributes.clone(),
                 agent_http_address: agent.info.http_address.clone(),
                 region: agent.info.region.clone(),
                 zone: agent.info.zone.clone(),
             };
-            per_framework
-                .entry(a.framework_id)
-                .or_default()
-                .push((offer, a.resources));
+            per_framework.entry(a.framework_id).or_default().push((
+                offer,
+                a.resources,
+                is_revocable,
+            ));
         }
         for (fw, mut offers) in per_framework {
             let tx = self.frameworks.get(&fw).and_then(|f| f.tx.clone());
-            for (o, _) in &mut offers {
+            for (o, _, _) in &mut offers {
                 o.id = self.fresh_id("O");
             }
             let event = Event {
                 event: Some(event::Event::Offers(event::Offers {
-                    offers: offers.iter().map(|(o, _)| o.clone()).collect(),
+                    offers: offers.iter().map(|(o, _, _)| o.clone()).collect(),
                 })),
             };
             let delivered = tx.as_ref().is_some_and(|tx| tx.try_send(Ok(event)).is_ok());
-            for (o, resources) in offers {
+            for (o, resources, is_revocable) in offers {
                 if delivered {
+                    let (resources, revocable) = if is_revocable {
+                        (Resources::new(), resources)
+                    } else {
+                        (resources, Resources::new())
+                    };
                     self.offers.insert(
                         o.id.clone(),
                         OfferEntry {
                             framework_id: fw.clone(),
                             agent_id: o.agent_id.clone(),
                             resources,
+                            revocable,
                             expires: now + self.config.offer_timeout,
                         },
                     );
@@ -1546,6 +1720,8 @@ impl Master {
                         f.offers.insert(o.id);
                     }
                     self.metrics.offers_sent.inc();
+                } else if is_revocable {
+                    self.recover_revocable(&fw, &o.agent_id, &resources, None, now);
                 } else {
                     self.recover(&fw, &o.agent_id, &resources, None, now);
                 }
@@ -1571,6 +1747,7 @@ impl Master {
                 .is_some_and(|a| a.link != AgentLink::Unreachable)
             {
                 self.recover(&o.framework_id, &o.agent_id, &o.resources, None, now);
+                self.recover_revocable(&o.framework_id, &o.agent_id, &o.revocable, None, now);
             }
             self.metrics.offers_rescinded.inc();
         }
@@ -1723,6 +1900,8 @@ impl Master {
             .iter()
             .map(|(id, a)| {
                 let used = self.agent_used(id);
+                let pool = self.revocable.agent_view(id);
+                let revocable_used = self.agent_revocable_used(id);
                 json!({
                     "id": id,
                     "hostname": a.info.hostname,
@@ -1731,6 +1910,13 @@ impl Master {
                     "status": a.link.as_str(),
                     "resources": a.total,
                     "used": used,
+                    // Oversubscription: the agent's published slack, what revocable tasks
+                    // use of it, what is offered or used, and the agent's estimate of what
+                    // its non-revocable tasks really use.
+                    "revocable": pool.slack,
+                    "revocable_used": revocable_used,
+                    "revocable_allocated": pool.allocated,
+                    "used_estimate": a.used_estimate,
                     "attributes": a.attributes.iter().cloned().collect::<BTreeMap<_, _>>(),
                     "region": a.info.region,
                     "zone": a.info.zone,
@@ -1747,6 +1933,7 @@ impl Master {
                     Resources::new(),
                     |mut acc, o| {
                         acc.add(&o.resources);
+                        acc.add(&o.revocable);
                         acc
                     },
                 );
@@ -1777,6 +1964,7 @@ impl Master {
                 "agent_id": t.agent_id,
                 "state": t.state.name(),
                 "resources": t.resources,
+                "revocable": t.revocable,
                 "exit_code": t.status.as_ref().and_then(|s| s.exit_code),
                 "message": t.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
                 "reason": t.status.as_ref().and_then(|s| TaskStatusReason::try_from(s.reason).ok()).map(|r| r.as_str_name()),
@@ -1836,6 +2024,14 @@ impl Master {
         })
     }
 
+    fn agent_revocable_used(&self, agent_id: &str) -> Resources {
+        let mut used = Resources::new();
+        for t in self.tasks.values().filter(|t| t.agent_id == agent_id) {
+            used.add(&t.revocable);
+        }
+        used
+    }
+
     fn agent_used(&self, agent_id: &str) -> Resources {
         let mut used = Resources::new();
         for t in self.tasks.values().filter(|t| t.agent_id == agent_id) {
@@ -1887,6 +2083,15 @@ impl Master {
         for r in ["cpus", "mem", "disk", "gpus"] {
             m.set_resource(r, total.scalar(r), used.scalar(r));
         }
+        let slack = self.revocable.totals().slack;
+        let mut revocable_used = Resources::new();
+        for t in self.tasks.values() {
+            revocable_used.add(&t.revocable);
+        }
+        m.cpus_revocable_total.set(slack.scalar("cpus"));
+        m.mem_revocable_total.set(slack.scalar("mem"));
+        m.cpus_revocable_used.set(revocable_used.scalar("cpus"));
+        m.mem_revocable_used.set(revocable_used.scalar("mem"));
         m.encode()
     }
 

@@ -626,3 +626,221 @@ fn reconciliation_waits_for_agents_that_have_not_reregistered() {
         vec![("on-stranger".to_string(), TaskState::TaskLost as i32)]
     );
 }
+
+// ------------------------------------------------------------------ oversubscription
+
+impl Harness {
+    fn slack(&mut self, agent: &str, conn: u64, slack: &str) {
+        self.m.agent_message(
+            agent,
+            conn,
+            agent_message::Message::Slack(agent_message::Slack {
+                revocable: res(slack).to_proto(),
+                used_estimate: Vec::new(),
+            }),
+            self.now,
+            4.0,
+        );
+    }
+}
+
+fn revocable_task(id: &str, resources: &str) -> TaskInfo {
+    TaskInfo {
+        resources: res(resources).to_proto_with(true),
+        ..task(id, resources)
+    }
+}
+
+fn split(o: &v1::Offer) -> (Resources, Resources) {
+    (
+        Resources::from_proto(&o.resources).expect("valid"),
+        Resources::from_proto_revocable(&o.resources).expect("valid"),
+    )
+}
+
+#[test]
+fn slack_is_offered_only_to_revocable_frameworks_and_outside_drf() {
+    let mut h = Harness::new();
+    let (agent, conn) = h.add_agent("cpus:4;mem:4096");
+    let service = h.subscribe("service", &[]);
+    let batch = h.subscribe("batch", &[CAPABILITY_REVOCABLE_RESOURCES]);
+    // The service takes the whole agent.
+    let offers = h.offers(&service);
+    assert_eq!(offers.len(), 1);
+    h.accept(
+        &service,
+        &offers[0].id,
+        vec![task("svc", "cpus:4;mem:4096")],
+    )
+    .expect("accept");
+    h.update(&agent, conn, &service, "svc", TaskState::TaskRunning);
+    // The agent reports slack: the service uses little of its allocation.
+    h.slack(&agent, conn, "cpus:3;mem:2048");
+    assert!(
+        h.offers(&service).is_empty(),
+        "no revocable for non-capable"
+    );
+    let offers = h.offers(&batch);
+    assert_eq!(offers.len(), 1);
+    let (plain, rev) = split(&offers[0]);
+    assert!(plain.is_empty());
+    assert_eq!(rev, res("cpus:3;mem:2048"));
+    assert!(offers[0].resources.iter().all(|r| r.revocable));
+    // A revocable task launches on it; the DRF shares do not see it.
+    h.accept(
+        &batch,
+        &offers[0].id,
+        vec![revocable_task("b1", "cpus:2;mem:1024")],
+    )
+    .expect("accept revocable");
+    assert_eq!(h.m.allocator.framework_allocated(&batch), Resources::new());
+    let state = h.m.state_json(0.0, "");
+    let a = &state["agents"][0];
+    assert_eq!(a["revocable"]["cpus"], 3.0);
+    assert_eq!(a["revocable_used"]["cpus"], 2.0);
+    let text = h.m.metrics_text(Duration::ZERO);
+    assert!(
+        text.contains("brim_master_cpus_revocable_total 3"),
+        "{text}"
+    );
+    assert!(text.contains("brim_master_cpus_revocable_used 2"), "{text}");
+    // The unused revocable part is refused for the default time, then re-offered.
+    h.now += Duration::from_secs(6);
+    let offers = h.offers(&batch);
+    assert_eq!(split(&offers[0]).1, res("cpus:1;mem:1024"));
+    // The task finishes: its revocable share comes back.
+    h.update(&agent, conn, &batch, "b1", TaskState::TaskFinished);
+    let state = h.m.state_json(0.0, "");
+    assert_eq!(state["agents"][0]["revocable_used"]["cpus"], Value::Null);
+    let again = h.offers(&batch);
+    assert_eq!(split(&again[0]).1, res("cpus:2;mem:1024"));
+}
+
+use serde_json::Value;
+
+#[test]
+fn shrinking_slack_rescinds_revocable_offers_and_they_cannot_be_accepted() {
+    let mut h = Harness::new();
+    let (agent, conn) = h.add_agent("cpus:4;mem:4096");
+    let batch = h.subscribe("batch", &[CAPABILITY_REVOCABLE_RESOURCES]);
+    // Plain resources first (they are unallocated), then slack as a separate offer.
+    let plain = h.offers(&batch);
+    assert_eq!(plain.len(), 1);
+    h.slack(&agent, conn, "cpus:2;mem:1024");
+    let offers = h.offers(&batch);
+    assert_eq!(offers.len(), 1);
+    let rev_offer = offers[0].id.clone();
+    h.slack(&agent, conn, "cpus:0.5;mem:1024");
+    let mut rescinded = false;
+    let mut reoffered = Vec::new();
+    h.m.allocate_pending(h.now);
+    while let Some(e) = h.next_event(&batch) {
+        match e {
+            event::Event::Rescind(r) => {
+                assert_eq!(r.offer_id, rev_offer);
+                rescinded = true;
+            }
+            event::Event::Offers(o) => reoffered.extend(o.offers),
+            _ => {}
+        }
+    }
+    assert!(rescinded, "the revocable offer is rescinded");
+    assert_eq!(reoffered.len(), 1);
+    assert_eq!(split(&reoffered[0]).1, res("cpus:0.5;mem:1024"));
+    // The plain offer is untouched.
+    assert!(h.m.offers.contains_key(&plain[0].id));
+    let err = h
+        .accept(
+            &batch,
+            &rev_offer,
+            vec![revocable_task("b1", "cpus:1;mem:10")],
+        )
+        .expect_err("rescinded offer");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // Asking for revocable resources from a plain offer fails clearly.
+    let err = h
+        .accept(
+            &batch,
+            &plain[0].id,
+            vec![revocable_task("b2", "cpus:1;mem:10")],
+        )
+        .expect_err("plain offer has no revocable");
+    assert!(err.message().contains("revocable"), "{err:?}");
+    // More than the revocable offer holds fails too and changes nothing.
+    let err = h
+        .accept(
+            &batch,
+            &reoffered[0].id,
+            vec![revocable_task("b3", "cpus:1;mem:10")],
+        )
+        .expect_err("too much");
+    assert!(err.message().contains("revocable"), "{err:?}");
+    h.accept(
+        &batch,
+        &reoffered[0].id,
+        vec![revocable_task("b3", "cpus:0.5;mem:10")],
+    )
+    .expect("fits");
+}
+
+#[test]
+fn reregistration_restores_revocable_tasks_into_the_pool() {
+    let mut h = Harness::new();
+    let (agent, conn) = h.add_agent("cpus:4;mem:4096");
+    let batch = h.subscribe("batch", &[CAPABILITY_REVOCABLE_RESOURCES]);
+    let _ = h.offers(&batch);
+    h.slack(&agent, conn, "cpus:2;mem:1024");
+    let offers = h.offers(&batch);
+    h.accept(
+        &batch,
+        &offers[0].id,
+        vec![revocable_task("b1", "cpus:2;mem:1024")],
+    )
+    .expect("accept");
+    // The agent reconnects with its task (e.g. after a master failover).
+    let (tx, rx) = mpsc::channel(64);
+    let reg = agent_message::Register {
+        agent_info: Some(AgentInfo {
+            id: agent.clone(),
+            hostname: "host".into(),
+            http_address: "127.0.0.1:5051".into(),
+            resources: res("cpus:4;mem:4096").to_proto(),
+            ..Default::default()
+        }),
+        tasks: vec![v1::AgentTask {
+            task: Some(revocable_task("b1", "cpus:2;mem:1024")),
+            framework_id: batch.clone(),
+            state: TaskState::TaskRunning as i32,
+        }],
+        ..Default::default()
+    };
+    let (_, conn) =
+        h.m.register_agent(reg, tx, h.now, 5.0)
+            .expect("re-register");
+    h.agent_rx.insert(agent.clone(), rx);
+    h.slack(&agent, conn, "cpus:2;mem:1024");
+    // Everything of the slack is held by the task: nothing revocable to offer.
+    h.now += Duration::from_secs(10);
+    assert!(h.offers(&batch).iter().all(|o| split(o).1.is_empty()));
+    let state = h.m.state_json(0.0, "");
+    assert_eq!(state["agents"][0]["revocable_used"]["cpus"], 2.0);
+    // Invalid slack reports are ignored, never a panic.
+    h.m.agent_message(
+        &agent,
+        conn,
+        agent_message::Message::Slack(agent_message::Slack {
+            revocable: vec![v1::Resource {
+                name: "cpus".into(),
+                value: Some(v1::resource::Value::Scalar(f64::NAN)),
+                revocable: false,
+            }],
+            used_estimate: Vec::new(),
+        }),
+        h.now,
+        6.0,
+    );
+    assert_eq!(
+        h.m.state_json(0.0, "")["agents"][0]["revocable"]["cpus"],
+        2.0
+    );
+}

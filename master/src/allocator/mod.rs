@@ -28,7 +28,10 @@
 //!   [`baseline`] a usable oracle: both allocators decide exactly the same.
 //!
 //! Not modelled here (yet): headroom held back for unmet guarantees of roles without demand,
-//! reservations, revocable resources, inverse offers, limits on range or set resources.
+//! reservations, inverse offers, limits on range or set resources.
+//!
+//! Revocable (oversubscribed) resources live in a separate pool, [`RevocablePool`]: they
+//! never enter the DRF allocator, its shares or its quotas.
 //!
 //! Architecture Invariant: nothing in this module does I/O or reads a clock.
 
@@ -38,11 +41,13 @@ use brim_proto::Resources;
 
 pub mod baseline;
 mod drf;
+pub mod revocable;
 #[cfg(test)]
 mod tests;
 
 pub use baseline::BaselineAllocator;
 pub use drf::Allocator;
+pub use revocable::{PoolView, RevocablePool};
 
 /// Knobs of the allocator.
 #[derive(Clone, Debug, PartialEq)]
