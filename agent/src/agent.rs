@@ -100,7 +100,11 @@ pub(crate) struct State {
 pub(crate) struct ValidatedTask {
     key: TaskKey,
     info: TaskInfo,
+    /// Non-revocable resources (counted against the agent's free resources).
     resources: Resources,
+    /// Revocable resources (oversubscribed slack): a non-empty set makes the task revocable,
+    /// placed in the revocable cgroup subtree and evictable by the QoS controller.
+    revocable: Resources,
     sandbox: PathBuf,
     container_id: String,
 }
@@ -132,6 +136,8 @@ pub(crate) struct Agent {
     pub executors: crate::executor_api::Executors,
     /// The bridge, addresses and port forwards of `--network bridge` tasks.
     pub network: Arc<crate::network::Network>,
+    /// Slack estimation and the QoS controller (`--oversubscribe`).
+    pub oversubscription: crate::oversubscription::Oversubscription,
 }
 
 /// A task whose supervisor runs, as the waiting code needs it.
@@ -171,6 +177,8 @@ impl Agent {
             &config.bridge_name,
             &config.bridge_cidr,
         ));
+        let oversubscription =
+            crate::oversubscription::Oversubscription::new(&config.oversubscription);
         Agent {
             config,
             total,
@@ -200,6 +208,7 @@ impl Agent {
             )),
             executors: Default::default(),
             network,
+            oversubscription,
         }
     }
 
@@ -402,6 +411,14 @@ impl Agent {
         let key = (framework_id.to_string(), info.task_id.clone());
         let resources = Resources::from_proto(&info.resources)
             .map_err(|e| format!("invalid task resources: {e}"))?;
+        let revocable = Resources::from_proto_revocable(&info.resources)
+            .map_err(|e| format!("invalid task resources: {e}"))?;
+        if !revocable.is_empty() && !self.config.oversubscription.enabled {
+            return Err(
+                "task asks for revocable resources but this agent does not oversubscribe: start it with --oversubscribe"
+                    .into(),
+            );
+        }
         let command = info
             .command
             .as_ref()
@@ -435,12 +452,18 @@ impl Agent {
                 self.total
             ));
         }
+        let container_id = if revocable.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            format!("{}{}", cgroups::REVOCABLE_ID_PREFIX, uuid::Uuid::new_v4())
+        };
         Ok(ValidatedTask {
             sandbox: self.sandbox_dir(framework_id, &info.task_id),
             key,
             info: info.clone(),
             resources,
-            container_id: uuid::Uuid::new_v4().to_string(),
+            revocable,
+            container_id,
         })
     }
 
@@ -867,10 +890,13 @@ impl Agent {
         let mut procs = Vec::new();
         let mut sup_procs = None;
         if let Some(cg) = self.cgroups.clone() {
+            // A revocable task is limited by what it asked for, like any other.
+            let mut all = v.resources.clone();
+            all.add(&v.revocable);
             let limits = Limits {
-                cpus: v.resources.scalar("cpus"),
+                cpus: all.scalar("cpus"),
                 cpu_hard_limit: self.config.cpu_hard_limit,
-                mem_bytes: match v.resources.scalar("mem") {
+                mem_bytes: match all.scalar("mem") {
                     m if m > 0.0 => Some((m * 1024.0 * 1024.0) as u64),
                     _ => None,
                 },
@@ -1001,7 +1027,7 @@ impl Agent {
             Running {
                 key: v.key.clone(),
                 container_id: v.container_id.clone(),
-                mem_mib: v.resources.scalar("mem"),
+                mem_mib: v.resources.scalar("mem") + v.revocable.scalar("mem"),
                 pid,
                 kill_requested: false,
             },
@@ -1205,11 +1231,20 @@ impl Agent {
             None => format!("command exited with status {code}"),
         };
         if killed {
-            Outcome {
-                state: TaskState::TaskKilled,
-                reason: TaskStatusReason::ReasonUnspecified,
-                message: format!("task killed: {how}"),
-                exit_code: Some(code),
+            match self.oversubscription.take_preempted(&r.key) {
+                // Mesos semantics for an evicted revocable task.
+                Some(cause) => Outcome {
+                    state: TaskState::TaskKilled,
+                    reason: TaskStatusReason::ReasonContainerPreempted,
+                    message: format!("{cause}; {how}"),
+                    exit_code: Some(code),
+                },
+                None => Outcome {
+                    state: TaskState::TaskKilled,
+                    reason: TaskStatusReason::ReasonUnspecified,
+                    message: format!("task killed: {how}"),
+                    exit_code: Some(code),
+                },
             }
         } else if oom && code != 0 {
             Outcome {
@@ -1467,6 +1502,22 @@ impl Agent {
         self.persist(&mut st, &key, None);
     }
 
+    /// Live tasks as the oversubscription loop needs them.
+    pub(crate) fn oversubscription_facts(&self) -> Vec<crate::oversubscription::TaskFacts> {
+        let st = self.state();
+        st.tasks
+            .iter()
+            .filter(|(_, t)| t.is_live())
+            .map(|(k, t)| crate::oversubscription::TaskFacts {
+                key: k.clone(),
+                resources: t.resources.clone(),
+                revocable: Resources::from_proto_revocable(&t.info.resources).unwrap_or_default(),
+                started_time: t.started_time,
+                killing: t.kill_requested.is_some(),
+            })
+            .collect()
+    }
+
     /// Handles `shutdown_framework`: kills every task of that framework.
     pub(crate) fn shutdown_framework(&self, framework_id: &str) {
         let ids: Vec<String> = self
@@ -1679,6 +1730,7 @@ impl Agent {
             "tasks": tasks,
             "completed_tasks": completed,
             "recovery_errors": *self.recovery_errors.lock().unwrap_or_else(|p| p.into_inner()),
+            "oversubscription": self.oversubscription.view(),
         })
     }
 

@@ -83,6 +83,8 @@ pub struct AgentConfig {
     /// prefix; tasks get the other addresses of that subnet.
     pub bridge_name: String,
     pub bridge_cidr: String,
+    /// Oversubscription (`--oversubscribe`): slack estimation, revocable tasks, QoS evictions.
+    pub oversubscription: crate::oversubscription::OversubscriptionConfig,
 }
 
 impl AgentConfig {
@@ -112,6 +114,7 @@ impl AgentConfig {
             task_pids_max: 4096,
             bridge_name: "brim0".to_string(),
             bridge_cidr: "10.213.0.1/16".to_string(),
+            oversubscription: Default::default(),
         }
     }
 }

@@ -6,6 +6,8 @@
 //!   resent until acknowledged, usage) with reconnection.
 //! - `launcher`: command → process in its sandbox and cgroups; `task`: pure per-task state.
 //! - [`cgroups`]: the [`cgroups::CgroupBackend`] trait, v2 and hybrid backends.
+//! - [`slack`], [`qos`] (pure) and [`oversubscription`] (their shell): slack estimates
+//!   published to the master, revocable tasks evicted when their owners suffer.
 //! - `http`: `/health`, `/state`, `/metrics`, `/sandbox/{framework}/{task}/{stdout|stderr}`.
 //! - [`slack`] / [`qos`]: pure oversubscription core (slack estimate, revocable evictions).
 //! - `sys`: every raw syscall.
@@ -27,6 +29,7 @@ pub mod launcher;
 mod master_link;
 mod metrics;
 pub mod network;
+pub mod oversubscription;
 pub mod qos;
 mod recovery;
 pub mod resources_detect;
@@ -267,6 +270,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
             .await
     });
     tokio::spawn(telemetry::run(Arc::clone(&agent), stop_rx.clone()));
+    tokio::spawn(oversubscription::run(Arc::clone(&agent), stop_rx.clone()));
     let link_task = tokio::spawn(master_link::run(Arc::clone(&agent), stop_rx));
     Ok(AgentHandle {
         agent,

@@ -190,9 +190,26 @@ async fn session(
         (agent.config.status_update_retry / 4).max(Duration::from_millis(20)),
     );
     resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The master forgets an agent's slack when it (re-)registers: send the current estimate,
+    // then every change.
+    let mut slack = agent.oversubscription.subscribe();
+    let current = slack.borrow_and_update().clone();
+    if let Some(e) = current {
+        tx.send(msg(agent_message::Message::Slack(
+            crate::oversubscription::slack_message(&e),
+        )))
+        .await
+        .map_err(|_| LinkError::Closed)?;
+    }
 
     loop {
         tokio::select! {
+            Ok(()) = slack.changed() => {
+                let current = slack.borrow_and_update().clone();
+                if let Some(e) = current {
+                    tx.send(msg(agent_message::Message::Slack(crate::oversubscription::slack_message(&e)))).await.map_err(|_| LinkError::Closed)?;
+                }
+            }
             m = inbound.message() => {
                 match m? {
                     Some(m) => handle(agent, m),

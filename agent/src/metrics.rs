@@ -101,6 +101,50 @@ pub(crate) fn render(agent: &Agent) -> String {
         used_f,
     );
 
+    let o = &agent.oversubscription;
+    gauge(
+        &mut reg,
+        "oversubscription_enabled",
+        "1 when the agent estimates slack and runs revocable tasks (--oversubscribe)",
+        f64::from(u8::from(o.enabled())),
+    );
+    if o.enabled() {
+        let evictions = Family::<Labels, FCounter>::default();
+        for (reason, n) in o.evictions() {
+            evictions
+                .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+                .inc_by(n as f64);
+        }
+        reg.register(
+            "revocable_evictions",
+            "Revocable tasks evicted by the QoS controller, by reason",
+            evictions,
+        );
+        let slack = o.view().slack;
+        let slack_f = Family::<Labels, FGauge>::default();
+        let used_est = Family::<Labels, FGauge>::default();
+        if let Some(e) = slack {
+            for (name, v, u) in [
+                ("cpus", e.cpus, e.used_cpus),
+                ("mem", e.mem_mb, e.used_mem_mb),
+            ] {
+                let l = vec![("resource".to_string(), name.to_string())];
+                slack_f.get_or_create(&l).set(v);
+                used_est.get_or_create(&l).set(u);
+            }
+        }
+        reg.register(
+            "slack",
+            "Published slack estimate: revocable resources the agent lends",
+            slack_f,
+        );
+        reg.register(
+            "usage_estimate",
+            "What non-revocable tasks are estimated to use (high percentile x margin)",
+            used_est,
+        );
+    }
+
     per_task(&mut reg, agent);
 
     let mut out = String::new();

@@ -64,19 +64,32 @@ fn identity_resources(total: &Resources, configured: Option<&Resources>) -> Stri
         .join(";")
 }
 
-/// Container cgroups under the agent's root (first hierarchy).
+/// Container cgroups under the agent's root (first hierarchy), including the revocable
+/// ones under [`cgroups::REVOCABLE_PARENT`] (which is not a container itself).
 fn container_ids(cg: &dyn CgroupBackend) -> Vec<String> {
     let Some(root) = cg.root_paths().into_iter().next() else {
         return Vec::new();
     };
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Vec::new();
+    let dirs = |dir: &std::path::Path| -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
     };
-    entries
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect()
+    let mut ids: Vec<String> = dirs(&root)
+        .into_iter()
+        .filter(|id| id != cgroups::REVOCABLE_PARENT)
+        .collect();
+    ids.extend(
+        dirs(&root.join(cgroups::REVOCABLE_PARENT))
+            .into_iter()
+            .filter(|id| cgroups::is_revocable_id(id)),
+    );
+    ids
 }
 
 /// Restores or discards the previous incarnation's tasks; `same_agent` from [`identity`].

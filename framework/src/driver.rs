@@ -67,6 +67,17 @@ impl DriverConfig {
     }
 }
 
+impl DriverConfig {
+    /// Declares a capability (e.g. [`brim_proto::CAPABILITY_REVOCABLE_RESOURCES`] to receive
+    /// revocable offers); declaring one twice is harmless.
+    pub fn with_capability(mut self, capability: &str) -> Self {
+        if !self.framework.capabilities.iter().any(|c| c == capability) {
+            self.framework.capabilities.push(capability.to_string());
+        }
+        self
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())

@@ -225,6 +225,8 @@ pub struct OfferPacker {
     offer_id: String,
     agent_id: String,
     remaining: Resources,
+    /// Packing the offer's revocable resources: tasks placed are revocable.
+    revocable: bool,
 }
 
 impl OfferPacker {
@@ -239,7 +241,32 @@ impl OfferPacker {
             offer_id: offer.id.clone(),
             agent_id: offer.agent_id.clone(),
             remaining,
+            revocable: false,
         })
+    }
+
+    /// Starts from the offer's revocable resources (oversubscribed slack, offered only to
+    /// frameworks with the `REVOCABLE_RESOURCES` capability). Tasks placed ask for revocable
+    /// resources: they run at the lowest priority and may be preempted (`TASK_KILLED` with
+    /// reason `REASON_CONTAINER_PREEMPTED`) when the resources' owners need them back.
+    pub fn revocable(offer: &Offer) -> Result<Self, TaskError> {
+        let remaining = Resources::from_proto_revocable(&offer.resources).map_err(|source| {
+            TaskError::InvalidOffer {
+                offer_id: offer.id.clone(),
+                source,
+            }
+        })?;
+        Ok(OfferPacker {
+            offer_id: offer.id.clone(),
+            agent_id: offer.agent_id.clone(),
+            remaining,
+            revocable: true,
+        })
+    }
+
+    /// Whether tasks placed by this packer are revocable.
+    pub fn is_revocable(&self) -> bool {
+        self.revocable
     }
 
     /// What is still unplaced.
@@ -304,7 +331,7 @@ impl OfferPacker {
             name: task.name.clone(),
             task_id: task.task_id.clone(),
             agent_id: self.agent_id.clone(),
-            resources: resources.to_proto(),
+            resources: resources.to_proto_with(self.revocable),
             command: Some(command),
             kill_grace_period_seconds: task.kill_grace.map_or(0.0, |g| g.as_secs_f64()),
             labels: task.labels.clone(),

@@ -165,6 +165,71 @@ pub(crate) struct AgentTuning {
     /// run-queue wait, egress limits or bind enforcement.
     #[arg(long)]
     pub(crate) no_ebpf: bool,
+    #[command(flatten)]
+    pub(crate) oversubscription: OversubscriptionArgs,
+}
+
+/// Oversubscription knobs (`brim agent --oversubscribe`).
+#[derive(clap::Args, Clone)]
+pub(crate) struct OversubscriptionArgs {
+    /// Lend allocated-but-unused cpus and mem as revocable resources: estimate slack from
+    /// measured usage, run revocable tasks in a low-priority cgroup subtree, and evict them
+    /// (youngest first) when the owners' run-queue wait or memory pressure says so.
+    #[arg(long)]
+    pub(crate) oversubscribe: bool,
+    /// Usage history the slack estimate looks at.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) slack_window: Duration,
+    /// Percentile of the owners' usage over the window that the estimate assumes, in (0, 1].
+    #[arg(long, default_value_t = 0.95)]
+    pub(crate) slack_percentile: f64,
+    /// Safety margin multiplied onto that usage (>= 1).
+    #[arg(long, default_value_t = 1.2)]
+    pub(crate) slack_margin: f64,
+    /// Also lend resources no task has been allocated (off: only allocated-but-unused).
+    #[arg(long)]
+    pub(crate) slack_include_unallocated: bool,
+    /// Owners' run-queue wait ratio (wait / (wait + on-cpu)) above which revocable tasks are
+    /// evicted.
+    #[arg(long, default_value_t = 0.10)]
+    pub(crate) qos_runq_wait_ratio: f64,
+    /// Owners' absolute run-queue wait (ms per s) below which contention is ignored.
+    #[arg(long, default_value_t = 20.0)]
+    pub(crate) qos_runq_wait_min_ms: f64,
+    /// Host MemAvailable (MiB) below which revocable tasks are evicted.
+    #[arg(long, default_value_t = 256.0)]
+    pub(crate) qos_mem_available_min: f64,
+    /// PSI memory `some avg10` (%) above which revocable tasks are evicted (when PSI is on).
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) qos_mem_psi_max: f64,
+}
+
+impl OversubscriptionArgs {
+    pub(crate) fn config(
+        &self,
+    ) -> Result<brim_agent::oversubscription::OversubscriptionConfig, String> {
+        let slack = brim_agent::slack::SlackConfig {
+            window: self.slack_window,
+            percentile: self.slack_percentile,
+            margin: self.slack_margin,
+            include_unallocated: self.slack_include_unallocated,
+            ..Default::default()
+        };
+        slack.validate().map_err(|e| e.to_string())?;
+        let qos = brim_agent::qos::QosConfig {
+            runq_wait_ratio: self.qos_runq_wait_ratio,
+            runq_wait_min_ms_per_s: self.qos_runq_wait_min_ms,
+            mem_available_min_mb: self.qos_mem_available_min,
+            mem_psi_some_avg10_max: Some(self.qos_mem_psi_max),
+            ..Default::default()
+        };
+        qos.validate().map_err(|e| e.to_string())?;
+        Ok(brim_agent::oversubscription::OversubscriptionConfig {
+            enabled: self.oversubscribe,
+            slack,
+            qos,
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -191,8 +256,12 @@ impl AgentTuning {
         master: String,
         work_dir: PathBuf,
         http: SocketAddr,
-    ) -> brim_agent::AgentConfig {
+    ) -> anyhow::Result<brim_agent::AgentConfig> {
         let mut c = brim_agent::AgentConfig::new(master, work_dir);
+        c.oversubscription = self
+            .oversubscription
+            .config()
+            .map_err(|e| anyhow::anyhow!("invalid oversubscription flags: {e}"))?;
         c.http_addr = http;
         c.resources = self.resources.clone();
         c.attributes = self.attributes.0.clone();
@@ -207,7 +276,7 @@ impl AgentTuning {
         if self.hostname.is_some() {
             c.advertise_host = self.hostname.clone();
         }
-        c
+        Ok(c)
     }
 }
 
@@ -311,7 +380,7 @@ pub(crate) async fn agent(a: AgentArgs) -> anyhow::Result<()> {
     let work_dir = a.work_dir.unwrap_or_else(|| default_work_dir("agent"));
     let config = a
         .tuning
-        .config(a.master, work_dir, SocketAddr::new(a.ip, a.port));
+        .config(a.master, work_dir, SocketAddr::new(a.ip, a.port))?;
     brim_agent::run(config, shutdown_signal())
         .await
         .context("agent failed")?;

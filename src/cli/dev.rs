@@ -50,9 +50,11 @@ pub(crate) async fn run(a: DevArgs) -> anyhow::Result<()> {
         master_target.clone(),
         work_dir.join("agent"),
         SocketAddr::new(a.ip, a.agent_port),
-    );
-    // One machine, your own tasks: `brim run` as root just works.
+    )?;
+    // One machine, your own tasks: `brim run` as root just works, and so does
+    // `brim run --revocable` (slack is lent to revocable tasks, evicted when owners need it).
     agent_config.allow_root_tasks = true;
+    agent_config.oversubscription.enabled = true;
     let agent = brim_agent::start(agent_config)
         .await
         .context("starting the local agent")?;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use brim_framework::output::{LinePrefixer, SandboxFile, SandboxReader};
 use brim_framework::state::MasterState;
-use brim_framework::v1::{Filters, Offer, TaskInfo, TaskState, TaskStatus};
+use brim_framework::v1::{Filters, Offer, TaskInfo, TaskState, TaskStatus, TaskStatusReason};
 use brim_framework::{
     exit_code_of, launch_operation, Driver, DriverConfig, DriverHandle, OfferPacker, Resources,
     Scheduler, TaskBuilder,
@@ -61,6 +61,11 @@ pub(crate) struct RunArgs {
     /// Give up (exit 2) when no instance could be placed for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub(crate) timeout: f64,
+    /// Run on revocable slack: resources agents started with --oversubscribe lend while
+    /// their owners do not use them. Instances run at the lowest priority and may be
+    /// preempted when the owners need the resources back; preempted instances are retried.
+    #[arg(long)]
+    pub(crate) revocable: bool,
     /// Environment variable for the task (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     pub(crate) env: Vec<(String, String)>,
@@ -95,6 +100,7 @@ struct Job {
     env: Vec<(String, String)>,
     run_id: String,
     timeout: Duration,
+    revocable: bool,
 }
 
 impl Job {
@@ -129,15 +135,20 @@ impl Job {
             env: a.env.clone(),
             run_id: run_id(),
             timeout: Duration::from_secs_f64(a.timeout),
+            revocable: a.revocable,
         })
     }
 
-    fn task_id(&self, instance: u32) -> String {
-        format!("run-{}-{instance}", self.run_id)
+    /// `run-<id>-<instance>`, with `.<attempt>` for retries of preempted instances.
+    fn task_id(&self, instance: u32, attempt: u32) -> String {
+        match attempt {
+            0 => format!("run-{}-{instance}", self.run_id),
+            n => format!("run-{}-{instance}.{n}", self.run_id),
+        }
     }
 
-    fn builder(&self, instance: u32) -> TaskBuilder {
-        let b = TaskBuilder::new(self.task_id(instance), &self.name).resources(&self.need);
+    fn builder(&self, instance: u32, attempt: u32) -> TaskBuilder {
+        let b = TaskBuilder::new(self.task_id(instance, attempt), &self.name).resources(&self.need);
         let mut b = match self.command.as_slice() {
             [one] => b.shell(one),
             argv => b.command(argv.iter().cloned()),
@@ -207,6 +218,8 @@ struct Progress {
     last_error: Option<String>,
     suppressed: bool,
     interrupted: bool,
+    /// Attempts so far per instance (revocable instances are retried when preempted).
+    attempts: BTreeMap<u32, u32>,
 }
 
 impl Progress {
@@ -222,6 +235,7 @@ impl Progress {
             last_error: None,
             suppressed: false,
             interrupted: false,
+            attempts: BTreeMap::new(),
         }
     }
 
@@ -360,14 +374,35 @@ impl Scheduler for Batch {
             entry.exit = Some(code);
             entry.finished.send_replace(true);
             let instance = entry.instance;
-            super::progress::suspend(|| report_end(&self.job, instance, &status, code));
-            p.completed.push((instance, code));
-            p.last_progress = Instant::now();
-            if p.done() {
-                driver.stop();
+            if self.job.revocable
+                && status.reason() == TaskStatusReason::ReasonContainerPreempted
+                && !p.interrupted
+            {
+                // Work on slack is preemptible by design: run the instance again.
+                let who = self.job.prefix(instance).unwrap_or_default();
+                super::progress::suspend(|| {
+                    eprintln!(
+                        "brim: {who}task {} was preempted ({}); retrying",
+                        status.task_id, status.message
+                    )
+                });
+                *p.attempts.entry(instance).or_default() += 1;
+                p.pending.push(instance);
+                p.pending.sort_unstable();
+                p.suppressed = false;
+                p.last_progress = Instant::now();
+                true
+            } else {
+                super::progress::suspend(|| report_end(&self.job, instance, &status, code));
+                p.completed.push((instance, code));
+                p.last_progress = Instant::now();
+                if p.done() {
+                    driver.stop();
+                }
+                // Queued instances: what this task held is free again, so lift our refuse
+                // filters.
+                !p.pending.is_empty() && !p.interrupted
             }
-            // Queued instances: what this task held is free again, so lift our refuse filters.
-            !p.pending.is_empty() && !p.interrupted
         };
         if revive {
             if let Err(e) = driver.revive().await {
@@ -378,15 +413,21 @@ impl Scheduler for Batch {
 }
 
 impl Batch {
-    /// Packs pending instances onto `offer`; `None` when nothing goes there.
+    /// Packs pending instances onto `offer` (its revocable part with --revocable, else its
+    /// plain part); `None` when nothing goes there.
     fn place(&self, p: &mut Progress, offer: &Offer) -> Option<Vec<(u32, TaskInfo)>> {
         if p.interrupted || p.pending.is_empty() {
             return None;
         }
-        let mut packer = OfferPacker::new(offer).ok()?;
+        let mut packer = if self.job.revocable {
+            OfferPacker::revocable(offer).ok()?
+        } else {
+            OfferPacker::new(offer).ok()?
+        };
         let mut placed = Vec::new();
         while let Some(&instance) = p.pending.first() {
-            match packer.place(&self.job.builder(instance)) {
+            let attempt = p.attempts.get(&instance).copied().unwrap_or(0);
+            match packer.place(&self.job.builder(instance, attempt)) {
                 Ok(task) => {
                     placed.push((instance, task));
                     p.pending.remove(0);
@@ -582,6 +623,12 @@ async fn explain_stall(job: &Job, p: &Stall) -> String {
     if let Some(e) = &p.last_error {
         why.push_str(&format!("; last launch error: {e}"));
     }
+    if job.revocable {
+        why.push_str(
+            "; --revocable runs only on slack: agents must run with --oversubscribe and their \
+             tasks must leave allocated resources unused (see `brim agents --slack`)",
+        );
+    }
     why
 }
 
@@ -702,6 +749,9 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<u8> {
     }
 
     let mut config = DriverConfig::new(&job.master, "brim-run");
+    if job.revocable {
+        config = config.with_capability(brim_framework::CAPABILITY_REVOCABLE_RESOURCES);
+    }
     config.framework.role = a.role.clone();
     if let Some(user) = &a.user {
         config.framework.user = user.clone();

@@ -75,7 +75,33 @@ impl HybridBackend {
     }
 
     fn dir(&self, mount: &Option<PathBuf>, id: &str) -> Option<PathBuf> {
-        mount.as_ref().map(|m| m.join(&self.root).join(id))
+        mount
+            .as_ref()
+            .map(|m| m.join(&self.root).join(super::relative_dir(id)))
+    }
+}
+
+impl HybridBackend {
+    /// The revocable subtree: `cpu.shares` 2 (the minimum) and `cpu.idle` 1 (SCHED_IDLE for
+    /// the group, where the kernel has it), and a zero memory soft limit so global reclaim
+    /// takes from revocable tasks first.
+    fn prepare_revocable_parent(&self) -> Result<(), CgroupError> {
+        for m in self.mounts.all() {
+            mkdir(&m.join(&self.root).join(super::REVOCABLE_PARENT))?;
+        }
+        let parent = |mount: &Option<PathBuf>| {
+            mount
+                .as_ref()
+                .map(|m| m.join(&self.root).join(super::REVOCABLE_PARENT))
+        };
+        if let Some(cpu) = parent(&self.mounts.cpu) {
+            write_file(&cpu.join("cpu.shares"), "2")?;
+            super::write_optional(&cpu.join("cpu.idle"), "1")?;
+        }
+        if let Some(mem) = parent(&self.mounts.memory) {
+            super::write_optional(&mem.join("memory.soft_limit_in_bytes"), "0")?;
+        }
+        Ok(())
     }
 }
 
@@ -93,6 +119,9 @@ impl CgroupBackend for HybridBackend {
 
     fn create(&self, id: &str, limits: &Limits) -> Result<(), CgroupError> {
         super::check_name(id)?;
+        if super::is_revocable_id(id) {
+            self.prepare_revocable_parent()?;
+        }
         for d in self.paths(id) {
             mkdir(&d)?;
         }
@@ -126,7 +155,7 @@ impl CgroupBackend for HybridBackend {
         self.mounts
             .all()
             .into_iter()
-            .map(|m| m.join(&self.root).join(id))
+            .map(|m| m.join(&self.root).join(super::relative_dir(id)))
             .collect()
     }
 

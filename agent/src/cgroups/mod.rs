@@ -101,6 +101,36 @@ pub trait CgroupBackend: Send + Sync + std::fmt::Debug {
     fn root_paths(&self) -> Vec<PathBuf>;
 }
 
+/// Revocable (oversubscribed) containers live under this child of the agent's root, which
+/// has the lowest cpu weight and is `cpu.idle` where the kernel has it (SCHED_IDLE for the
+/// whole subtree: owners preempt them at once), so they yield first.
+pub const REVOCABLE_PARENT: &str = "revocable";
+/// Container ids with this prefix are revocable and placed under [`REVOCABLE_PARENT`].
+pub const REVOCABLE_ID_PREFIX: &str = "rev-";
+
+/// Whether the container id names a revocable container.
+pub fn is_revocable_id(id: &str) -> bool {
+    id.starts_with(REVOCABLE_ID_PREFIX)
+}
+
+/// The container's directory relative to the agent's root in every hierarchy.
+pub(crate) fn relative_dir(id: &str) -> PathBuf {
+    if is_revocable_id(id) {
+        Path::new(REVOCABLE_PARENT).join(id)
+    } else {
+        PathBuf::from(id)
+    }
+}
+
+/// Writes a control file that only some kernels have (e.g. `cpu.idle`, 5.15+); absent is fine.
+pub(crate) fn write_optional(path: &Path, value: &str) -> Result<(), CgroupError> {
+    if path.exists() {
+        write_file(path, value)
+    } else {
+        Ok(())
+    }
+}
+
 /// Cgroup names become directory names: keep them boring.
 pub(crate) fn check_name(name: &str) -> Result<(), CgroupError> {
     let ok = !name.is_empty()
@@ -229,6 +259,12 @@ pub fn destroy(backend: &dyn CgroupBackend, id: &str) -> Result<(), CgroupError>
 pub fn remove_root(backend: &dyn CgroupBackend) -> Result<(), CgroupError> {
     let mut first_err = None;
     for dir in backend.root_paths() {
+        let revocable = dir.join(REVOCABLE_PARENT);
+        if revocable.is_dir() {
+            if let Err(e) = remove_dir(&revocable) {
+                first_err.get_or_insert(e);
+            }
+        }
         if let Err(e) = remove_dir(&dir) {
             first_err.get_or_insert(e);
         }

@@ -5,7 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    keyed, mkdir, read_keyed, read_u64, write_file, CgroupBackend, CgroupError, CgroupUsage, Limits,
+    is_revocable_id, keyed, mkdir, read_keyed, read_u64, relative_dir, write_file, write_optional,
+    CgroupBackend, CgroupError, CgroupUsage, Limits, REVOCABLE_PARENT,
 };
 
 /// Controllers the agent wants for its containers (enabled when the kernel offers them).
@@ -74,7 +75,15 @@ impl CgroupBackend for V2Backend {
 
     fn create(&self, id: &str, limits: &Limits) -> Result<(), CgroupError> {
         super::check_name(id)?;
-        let dir = self.root.join(id);
+        if is_revocable_id(id) {
+            // Lowest weight and SCHED_IDLE for the whole revocable subtree.
+            let parent = self.root.join(REVOCABLE_PARENT);
+            mkdir(&parent)?;
+            write_file(&parent.join("cpu.weight"), "1")?;
+            write_optional(&parent.join("cpu.idle"), "1")?;
+            enable_controllers(&parent)?;
+        }
+        let dir = self.root.join(relative_dir(id));
         mkdir(&dir)?;
         write_file(
             &dir.join("cpu.weight"),
@@ -98,15 +107,15 @@ impl CgroupBackend for V2Backend {
     }
 
     fn paths(&self, id: &str) -> Vec<PathBuf> {
-        vec![self.root.join(id)]
+        vec![self.root.join(relative_dir(id))]
     }
 
     fn unified_path(&self, id: &str) -> Option<PathBuf> {
-        Some(self.root.join(id))
+        Some(self.root.join(relative_dir(id)))
     }
 
     fn usage(&self, id: &str) -> Result<CgroupUsage, CgroupError> {
-        let dir = self.root.join(id);
+        let dir = self.root.join(relative_dir(id));
         let cpu = read_keyed(&dir.join("cpu.stat"))?;
         let mem = read_keyed(&dir.join("memory.stat"))?;
         let events = read_keyed(&dir.join("memory.events"))?;
