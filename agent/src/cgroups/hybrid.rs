@@ -95,8 +95,11 @@ impl HybridBackend {
                 .map(|m| m.join(&self.root).join(super::REVOCABLE_PARENT))
         };
         if let Some(cpu) = parent(&self.mounts.cpu) {
-            write_file(&cpu.join("cpu.shares"), "2")?;
-            super::write_optional(&cpu.join("cpu.idle"), "1")?;
+            // An idle group refuses weight changes (EINVAL): set the weight first, once.
+            if !super::is_idle(&cpu) {
+                write_file(&cpu.join("cpu.shares"), "2")?;
+                super::write_optional(&cpu.join("cpu.idle"), "1")?;
+            }
         }
         if let Some(mem) = parent(&self.mounts.memory) {
             super::write_optional(&mem.join("memory.soft_limit_in_bytes"), "0")?;
@@ -231,6 +234,28 @@ mod tests {
         assert_eq!(cpu_shares(0.5), 512);
         assert_eq!(cpu_shares(0.0), 2);
         assert_eq!(cpu_shares(1e6), 262_144);
+    }
+
+    #[test]
+    fn revocable_containers_join_the_revocable_parent_in_every_hierarchy() {
+        let base = fake_base();
+        let b = HybridBackend::new(HybridMounts::under(base.path()), "brim-t");
+        b.prepare().expect("prepare");
+        b.create("rev-1", &Limits { cpus: 1.0, ..Default::default() })
+            .expect("create");
+        let p = |c: &str| base.path().join(c).join("brim-t/revocable");
+        assert_eq!(read(&p("cpu").join("cpu.shares")), "2");
+        assert_eq!(read(&p("cpu").join("rev-1/cpu.shares")), "1024");
+        assert_eq!(
+            b.paths("rev-1"),
+            ["cpu", "cpuacct", "memory", "pids", "unified"]
+                .map(|c| p(c).join("rev-1"))
+                .to_vec()
+        );
+        assert_eq!(b.unified_path("rev-1"), Some(p("unified").join("rev-1")));
+        cgroups::destroy(&b, "rev-1").expect("destroy");
+        cgroups::remove_root(&b).expect("root and revocable parent removed");
+        assert!(!base.path().join("cpu/brim-t").exists());
     }
 
     #[test]

@@ -131,6 +131,11 @@ pub(crate) fn write_optional(path: &Path, value: &str) -> Result<(), CgroupError
     }
 }
 
+/// Whether the cgroup directory is already `cpu.idle` (SCHED_IDLE).
+pub(crate) fn is_idle(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("cpu.idle")).is_ok_and(|v| v.trim() == "1")
+}
+
 /// Cgroup names become directory names: keep them boring.
 pub(crate) fn check_name(name: &str) -> Result<(), CgroupError> {
     let ok = !name.is_empty()

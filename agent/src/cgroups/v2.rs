@@ -79,8 +79,11 @@ impl CgroupBackend for V2Backend {
             // Lowest weight and SCHED_IDLE for the whole revocable subtree.
             let parent = self.root.join(REVOCABLE_PARENT);
             mkdir(&parent)?;
-            write_file(&parent.join("cpu.weight"), "1")?;
-            write_optional(&parent.join("cpu.idle"), "1")?;
+            // An idle group refuses weight changes (EINVAL): set the weight first, once.
+            if !super::is_idle(&parent) {
+                write_file(&parent.join("cpu.weight"), "1")?;
+                write_optional(&parent.join("cpu.idle"), "1")?;
+            }
             enable_controllers(&parent)?;
         }
         let dir = self.root.join(relative_dir(id));
@@ -183,6 +186,39 @@ mod tests {
             read(&mount.path().join("brim-t/cgroup.subtree_control")),
             "+cpu +memory"
         );
+    }
+
+    #[test]
+    fn revocable_containers_live_under_an_idle_lowest_weight_parent() {
+        let mount = fake_mount();
+        let b = V2Backend::new(mount.path(), "brim-t");
+        let root = mount.path().join("brim-t");
+        fs::create_dir(&root).expect("mkdir root");
+        // The kernel would populate these; emulate a kernel with cpu.idle.
+        fs::create_dir(root.join("revocable")).expect("mkdir parent");
+        fs::write(root.join("revocable/cgroup.controllers"), "cpu memory pids\n")
+            .expect("controllers");
+        fs::write(root.join("revocable/cpu.idle"), "0").expect("idle");
+        let id = "rev-abc";
+        assert!(cgroups::is_revocable_id(id));
+        b.create(id, &Limits { cpus: 0.5, ..Default::default() })
+            .expect("create");
+        assert_eq!(read(&root.join("revocable/cpu.weight")), "1");
+        assert_eq!(read(&root.join("revocable/cpu.idle")), "1");
+        assert_eq!(
+            read(&root.join("revocable/cgroup.subtree_control")),
+            "+cpu +memory +pids"
+        );
+        assert_eq!(read(&root.join("revocable/rev-abc/cpu.weight")), "50");
+        assert_eq!(b.paths(id), vec![root.join("revocable/rev-abc")]);
+        assert_eq!(b.unified_path(id), Some(root.join("revocable/rev-abc")));
+        // A second revocable container does not touch the idle parent's weight again.
+        fs::write(root.join("revocable/cpu.weight"), "untouched").expect("mark");
+        b.create("rev-def", &Limits::default()).expect("create second");
+        assert_eq!(read(&root.join("revocable/cpu.weight")), "untouched");
+        cgroups::destroy(&b, id).expect("destroy");
+        cgroups::destroy(&b, "rev-def").expect("destroy");
+        assert!(!root.join("revocable/rev-abc").exists());
     }
 
     #[test]
