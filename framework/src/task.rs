@@ -380,6 +380,32 @@ mod tests {
     }
 
     #[test]
+    fn revocable_packer_uses_only_the_revocable_part_and_marks_tasks() {
+        let mut resources = res("cpus:1;mem:512").to_proto();
+        resources.extend(res("cpus:3;mem:2048").to_proto_with(true));
+        let o = Offer {
+            resources,
+            ..offer("cpus:0")
+        };
+        let b = TaskBuilder::new("t1", "batch")
+            .shell("true")
+            .cpus(2.0)
+            .mem(1024.0);
+        // The plain part cannot hold it; the revocable part can.
+        assert!(!OfferPacker::new(&o).expect("valid").fits(&b));
+        let mut p = OfferPacker::revocable(&o).expect("valid");
+        assert!(p.is_revocable());
+        let t = p.place(&b).expect("fits in revocable");
+        assert!(t.resources.iter().all(|r| r.revocable));
+        assert_eq!(
+            Resources::from_proto_revocable(&t.resources).expect("valid"),
+            res("cpus:2;mem:1024")
+        );
+        assert_eq!(p.remaining(), &res("cpus:1;mem:1024"));
+        assert!(p.place(&b).is_err(), "only 1 revocable cpu left");
+    }
+
+    #[test]
     fn shell_task_takes_what_it_asks() {
         let t = TaskBuilder::new("t1", "hello")
             .shell("echo hi")

@@ -24,6 +24,9 @@ const POLL: Duration = Duration::from_millis(200);
 const REFUSE_WHEN_PLACED: f64 = 3600.0;
 /// How long to wait for killed tasks to end, and for output to drain, before giving up.
 const DRAIN: Duration = Duration::from_secs(10);
+/// Longest wait before placing a preempted revocable instance again.
+const MAX_PREEMPTION_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Exit code when nothing could be placed.
 const EXIT_UNPLACEABLE: u8 = 2;
 /// Exit code after Ctrl-C, as shells do.
@@ -220,6 +223,10 @@ struct Progress {
     interrupted: bool,
     /// Attempts so far per instance (revocable instances are retried when preempted).
     attempts: BTreeMap<u32, u32>,
+    /// After a preemption the owners need their resources: no new placement before this
+    /// (exponential backoff over consecutive preemptions, 1 s to 30 s).
+    retry_at: Option<Instant>,
+    preemptions: u32,
 }
 
 impl Progress {
@@ -236,7 +243,16 @@ impl Progress {
             suppressed: false,
             interrupted: false,
             attempts: BTreeMap::new(),
+            retry_at: None,
+            preemptions: 0,
         }
+    }
+
+    /// Time left before placing again after a preemption.
+    fn backing_off(&self) -> Option<Duration> {
+        self.retry_at
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
     }
 
     fn active(&self) -> impl Iterator<Item = (&String, &TaskEntry)> {
@@ -338,9 +354,15 @@ impl Scheduler for Batch {
                 }
             }
         }
-        let placed_all = lock(&self.shared).pending.is_empty();
+        let (placed_all, backoff) = {
+            let p = lock(&self.shared);
+            (p.pending.is_empty(), p.backing_off())
+        };
         if !declines.is_empty() {
-            let refuse = placed_all.then_some(REFUSE_WHEN_PLACED);
+            let refuse = match backoff {
+                Some(d) => Some(d.as_secs_f64()),
+                None => placed_all.then_some(REFUSE_WHEN_PLACED),
+            };
             if let Err(e) = driver.decline(declines, refuse).await {
                 tracing::warn!(error = %e, "declining offers failed");
             }
@@ -387,10 +409,15 @@ impl Scheduler for Batch {
                     )
                 });
                 *p.attempts.entry(instance).or_default() += 1;
+                let backoff =
+                    Duration::from_secs(1 << p.preemptions.min(5)).min(MAX_PREEMPTION_BACKOFF);
+                p.preemptions += 1;
+                p.retry_at = Some(Instant::now() + backoff);
                 p.pending.push(instance);
                 p.pending.sort_unstable();
                 p.suppressed = false;
-                p.last_progress = Instant::now();
+                // The stall timeout counts from the end of the backoff.
+                p.last_progress = Instant::now() + backoff;
                 true
             } else {
                 super::progress::suspend(|| report_end(&self.job, instance, &status, code));
@@ -416,7 +443,7 @@ impl Batch {
     /// Packs pending instances onto `offer` (its revocable part with --revocable, else its
     /// plain part); `None` when nothing goes there.
     fn place(&self, p: &mut Progress, offer: &Offer) -> Option<Vec<(u32, TaskInfo)>> {
-        if p.interrupted || p.pending.is_empty() {
+        if p.interrupted || p.pending.is_empty() || p.backing_off().is_some() {
             return None;
         }
         let mut packer = if self.job.revocable {

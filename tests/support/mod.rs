@@ -154,6 +154,11 @@ impl Cluster {
 
     /// Starts agent `i` (reusing its work dir and port if it ran before).
     pub fn start_agent(&mut self, i: usize, resources: &str) {
+        self.start_agent_with_flags(i, resources, &[]);
+    }
+
+    /// Like [`Cluster::start_agent`], with extra `brim agent` flags.
+    pub fn start_agent_with_flags(&mut self, i: usize, resources: &str, extra: &[&str]) {
         let port = if i < self.agent_addrs.len() {
             self.agent_addrs[i]
                 .rsplit(':')
@@ -186,6 +191,10 @@ impl Cluster {
             // Tests run as root and their frameworks as root.
             "--allow-root-tasks".into(),
         ];
+        let args: Vec<String> = args
+            .into_iter()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect();
         let p = self.spawn(&format!("agent{i}"), &args);
         let addr = format!("127.0.0.1:{port}");
         if i < self.agents.len() {
