@@ -241,8 +241,14 @@ mod tests {
         let base = fake_base();
         let b = HybridBackend::new(HybridMounts::under(base.path()), "brim-t");
         b.prepare().expect("prepare");
-        b.create("rev-1", &Limits { cpus: 1.0, ..Default::default() })
-            .expect("create");
+        b.create(
+            "rev-1",
+            &Limits {
+                cpus: 1.0,
+                ..Default::default()
+            },
+        )
+        .expect("create");
         let p = |c: &str| base.path().join(c).join("brim-t/revocable");
         assert_eq!(read(&p("cpu").join("cpu.shares")), "2");
         assert_eq!(read(&p("cpu").join("rev-1/cpu.shares")), "1024");

@@ -196,13 +196,22 @@ mod tests {
         fs::create_dir(&root).expect("mkdir root");
         // The kernel would populate these; emulate a kernel with cpu.idle.
         fs::create_dir(root.join("revocable")).expect("mkdir parent");
-        fs::write(root.join("revocable/cgroup.controllers"), "cpu memory pids\n")
-            .expect("controllers");
+        fs::write(
+            root.join("revocable/cgroup.controllers"),
+            "cpu memory pids\n",
+        )
+        .expect("controllers");
         fs::write(root.join("revocable/cpu.idle"), "0").expect("idle");
         let id = "rev-abc";
         assert!(cgroups::is_revocable_id(id));
-        b.create(id, &Limits { cpus: 0.5, ..Default::default() })
-            .expect("create");
+        b.create(
+            id,
+            &Limits {
+                cpus: 0.5,
+                ..Default::default()
+            },
+        )
+        .expect("create");
         assert_eq!(read(&root.join("revocable/cpu.weight")), "1");
         assert_eq!(read(&root.join("revocable/cpu.idle")), "1");
         assert_eq!(
@@ -214,7 +223,8 @@ mod tests {
         assert_eq!(b.unified_path(id), Some(root.join("revocable/rev-abc")));
         // A second revocable container does not touch the idle parent's weight again.
         fs::write(root.join("revocable/cpu.weight"), "untouched").expect("mark");
-        b.create("rev-def", &Limits::default()).expect("create second");
+        b.create("rev-def", &Limits::default())
+            .expect("create second");
         assert_eq!(read(&root.join("revocable/cpu.weight")), "untouched");
         cgroups::destroy(&b, id).expect("destroy");
         cgroups::destroy(&b, "rev-def").expect("destroy");
