@@ -32,6 +32,36 @@ async fn collect_offers(p: &mut ProbeFramework, within: Duration) -> Vec<Offer> 
     seen
 }
 
+/// Waits until every task in `tasks` runs (in whatever order their updates come).
+async fn wait_running(p: &mut ProbeFramework, tasks: &[&str]) {
+    let mut left: Vec<&str> = tasks.to_vec();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !left.is_empty() {
+        let ev = tokio::time::timeout_at(deadline, p.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{left:?} not running within 30 s"));
+        match ev {
+            Some(ProbeEvent::Update(s)) => {
+                assert!(
+                    !s.state().is_terminal(),
+                    "{} ended: {:?} {}",
+                    s.task_id,
+                    s.state(),
+                    s.message
+                );
+                if s.state() == TaskState::TaskRunning {
+                    left.retain(|t| *t != s.task_id);
+                }
+            }
+            Some(ProbeEvent::Offers(o)) => {
+                let ids = o.into_iter().map(|o| o.id).collect();
+                let _ = p.handle.decline(ids, Some(5.0)).await;
+            }
+            None => panic!("driver stopped"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocable_work_fills_slack_and_is_evicted_when_the_service_needs_it() {
     if !support::can_run_cluster(
@@ -40,7 +70,6 @@ async fn revocable_work_fills_slack_and_is_evicted_when_the_service_needs_it() {
         return;
     }
     let mut c = Cluster::new();
-    c.start_master();
     c.start_agent_with_flags(
         0,
         "cpus:2;mem:2048",
@@ -57,7 +86,7 @@ async fn revocable_work_fills_slack_and_is_evicted_when_the_service_needs_it() {
     assert!(!has_revocable(&offer), "no revocable before any slack");
     let task = TaskBuilder::new("svc", "svc")
         .shell(format!(
-            "while [ ! -e {f} ]; do sleep 0.1; done; (while :; do :; done) & while :; do :; done",
+            "while [ ! -e {f} ]; do sleep 1; done; (while :; do :; done) & while :; do :; done",
             f = flag.display()
         ))
         .resources(&Resources::parse("cpus:1.8;mem:512").expect("resources"))
@@ -128,8 +157,7 @@ async fn revocable_work_fills_slack_and_is_evicted_when_the_service_needs_it() {
         .launch(&rev_offer.id, tasks)
         .await
         .expect("launch revocable");
-    batch.wait_state("b0", TaskState::TaskRunning).await;
-    batch.wait_state("b1", TaskState::TaskRunning).await;
+    wait_running(&mut batch, &["b0", "b1"]).await;
     let used = wait_for("revocable use in /state", Duration::from_secs(10), || {
         let a = &state(&master)["agents"][0];
         a["revocable_used"]["cpus"].as_f64().filter(|c| *c >= 1.0)
@@ -179,6 +207,9 @@ async fn revocable_work_fills_slack_and_is_evicted_when_the_service_needs_it() {
         "both revocable tasks evicted {:.1} s after the load jump",
         jumped.elapsed().as_secs_f64()
     );
+    if std::env::var_os("BRIM_TEST_DUMP").is_some() {
+        c.dump_logs();
+    }
     let metrics = http_get(&c.agent_addrs[0], "/metrics").expect("metrics").1;
     let evictions: f64 = metrics
         .lines()

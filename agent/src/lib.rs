@@ -9,7 +9,6 @@
 //! - [`slack`], [`qos`] (pure) and [`oversubscription`] (their shell): slack estimates
 //!   published to the master, revocable tasks evicted when their owners suffer.
 //! - `http`: `/health`, `/state`, `/metrics`, `/sandbox/{framework}/{task}/{stdout|stderr}`.
-//! - [`slack`] / [`qos`]: pure oversubscription core (slack estimate, revocable evictions).
 //! - `sys`: every raw syscall.
 //!
 //! Architecture Invariant: only `sys` contains `unsafe` / calls libc directly.

@@ -60,9 +60,12 @@ const MB: f64 = 1024.0 * 1024.0;
 #[derive(Debug, Clone, PartialEq)]
 pub struct QosConfig {
     /// Owners' run-queue wait / (wait + on-cpu) above which they suffer, in (0, 1]
-    /// (default 0.10).
+    /// (default 0.25).
     pub runq_wait_ratio: f64,
-    /// Absolute wait rate, ms per s, below which contention is noise (default 20).
+    /// Absolute wait rate, ms per s, below which contention is noise (default 100). Revocable
+    /// tasks run SCHED_IDLE (`cpu.idle`) where the kernel has it, so owners preempt them at
+    /// every wakeup and a little wait comes from elsewhere on the host: the rule is a safety
+    /// net for real starvation, not a reaction to noise.
     pub runq_wait_min_ms_per_s: f64,
     /// Cpus freed per cpu of owners' wait, ≥ 1 (default 1.5).
     pub cpu_free_factor: f64,
@@ -86,8 +89,8 @@ pub struct QosConfig {
 impl Default for QosConfig {
     fn default() -> Self {
         QosConfig {
-            runq_wait_ratio: 0.10,
-            runq_wait_min_ms_per_s: 20.0,
+            runq_wait_ratio: 0.25,
+            runq_wait_min_ms_per_s: 100.0,
             cpu_free_factor: 1.5,
             cpu_min_task_cpus: 0.05,
             mem_available_min_mb: 256.0,
@@ -656,8 +659,15 @@ mod tests {
             .collect()
     }
 
+    /// Tighter cpu thresholds than the defaults, so the rule's arithmetic shows with small
+    /// numbers.
     fn controller() -> QosController {
-        QosController::new(QosConfig::default()).expect("valid config")
+        QosController::new(QosConfig {
+            runq_wait_ratio: 0.10,
+            runq_wait_min_ms_per_s: 20.0,
+            ..QosConfig::default()
+        })
+        .expect("valid config")
     }
 
     fn ids(ev: &[Eviction]) -> Vec<&str> {

@@ -191,10 +191,10 @@ pub(crate) struct OversubscriptionArgs {
     pub(crate) slack_include_unallocated: bool,
     /// Owners' run-queue wait ratio (wait / (wait + on-cpu)) above which revocable tasks are
     /// evicted.
-    #[arg(long, default_value_t = 0.10)]
+    #[arg(long, default_value_t = 0.25)]
     pub(crate) qos_runq_wait_ratio: f64,
     /// Owners' absolute run-queue wait (ms per s) below which contention is ignored.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 100.0)]
     pub(crate) qos_runq_wait_min_ms: f64,
     /// Host MemAvailable (MiB) below which revocable tasks are evicted.
     #[arg(long, default_value_t = 256.0)]
