@@ -36,7 +36,7 @@ enum Command {
     Tasks(cli::query::TasksArgs),
     /// List agents.
     #[command(after_long_help = cli::help::AGENTS)]
-    Agents(cli::query::QueryArgs),
+    Agents(cli::query::AgentsArgs),
     /// List frameworks.
     #[command(after_long_help = cli::help::FRAMEWORKS)]
     Frameworks(cli::query::QueryArgs),

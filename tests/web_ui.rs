@@ -388,7 +388,7 @@ fn pages_load_and_show_a_running_task() {
     );
     d.screenshot(&artifacts.join("task.png"));
 
-    // Slack: says it is a placeholder and lists the agent.
+    // Slack: explains oversubscription and lists the agent with its revocable columns.
     d.goto(&format!("{base}/#/slack"));
     let notice = d.wait_text("slack notice", "#slack-notice", |t| !t.is_empty());
     assert!(notice.contains("oversubscription"), "{notice}");

@@ -162,6 +162,14 @@ pub struct AgentView {
     pub resources: Resources,
     #[serde(deserialize_with = "de_resources")]
     pub used: Resources,
+    /// Oversubscription: the slack the agent lends (revocable cpus, mem), what revocable
+    /// tasks use of it, and the agent's estimate of what its other tasks really use.
+    #[serde(deserialize_with = "de_resources")]
+    pub revocable: Resources,
+    #[serde(deserialize_with = "de_resources")]
+    pub revocable_used: Resources,
+    #[serde(deserialize_with = "de_resources")]
+    pub used_estimate: Resources,
     pub attributes: BTreeMap<String, serde_json::Value>,
 }
 

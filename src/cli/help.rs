@@ -42,7 +42,9 @@ its HTTP port (/sandbox). Needs root.
 
 Examples:
   brim agent --master 10.0.0.1:5050
-  brim agent --master 10.0.0.1:5050 --resources 'cpus:8;mem:16384' --attributes 'rack:r1'";
+  brim agent --master 10.0.0.1:5050 --resources 'cpus:8;mem:16384' --attributes 'rack:r1'
+  brim agent --master 10.0.0.1:5050 --oversubscribe     lend allocated-but-unused cpus/mem
+                                                         to revocable work";
 
 pub(crate) const RUN: &str = "\
 Runs a command as one task, or as a job array of N instances (each gets BRIM_INSTANCE and
@@ -53,7 +55,8 @@ terminal a progress bar shows placed, running and finished instances on stderr.
 Examples:
   brim run -- echo hello
   brim run --cpus 2 --mem 512 -- ./train.sh --epochs 3
-  brim run --instances 10 -- 'echo shard $BRIM_INSTANCE of $BRIM_INSTANCES'";
+  brim run --instances 10 -- 'echo shard $BRIM_INSTANCE of $BRIM_INSTANCES'
+  brim run --revocable --instances 4 -- ./crunch.sh     on slack; preempted instances retry";
 
 pub(crate) const TASKS: &str = "\
 Examples:
@@ -64,6 +67,7 @@ Examples:
 pub(crate) const AGENTS: &str = "\
 Examples:
   brim agents
+  brim agents --slack   allocated, estimated use and revocable slack per agent
   brim agents --json";
 
 pub(crate) const FRAMEWORKS: &str = "\
@@ -73,7 +77,7 @@ Examples:
 pub(crate) const TOP: &str = "\
 A live view of the master's /state: tasks with measured cpu (% of one core, from the
 cumulative cpu counter) and memory, agents with allocated vs used resources and slack
-(allocated but unused cpus; revocable stays 0 until oversubscription is enabled).
+(allocated but unused cpus) and the revocable slack agents with --oversubscribe lend.
 
 Keys:
   c m n s a l   sort by cpu, mem, name, state, agent, slack (same key again: reverse)

@@ -19,6 +19,17 @@ pub(crate) struct QueryArgs {
 }
 
 #[derive(clap::Args)]
+pub(crate) struct AgentsArgs {
+    #[command(flatten)]
+    pub(crate) query: QueryArgs,
+    /// Oversubscription columns: what non-revocable tasks hold (ALLOC), what the agent
+    /// estimates they really use (EST. USED), and the revocable slack it lends with what
+    /// revocable tasks use of it (REVOCABLE used/lent), for cpus and mem.
+    #[arg(long)]
+    pub(crate) slack: bool,
+}
+
+#[derive(clap::Args)]
 pub(crate) struct TasksArgs {
     #[command(flatten)]
     pub(crate) query: QueryArgs,
@@ -169,7 +180,8 @@ pub(crate) async fn tasks(args: TasksArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn agents(a: QueryArgs) -> anyhow::Result<()> {
+pub(crate) async fn agents(args: AgentsArgs) -> anyhow::Result<()> {
+    let a = &args.query;
     let (json, state) = fetch_json(&a.master).await?;
     // Disconnected agents matter to an operator: always listed.
     let keep = vec![true; state.agents.len()];
@@ -185,20 +197,42 @@ pub(crate) async fn agents(a: QueryArgs) -> anyhow::Result<()> {
                 (false, "") => "no".to_string(),
                 (false, status) => format!("no ({status})"),
             };
-            vec![
+            let mut row = vec![
                 x.id.clone(),
                 x.hostname.clone(),
                 x.http_address.clone(),
                 active,
-                used_total(&x.used, &x.resources, "cpus"),
-                used_total(&x.used, &x.resources, "mem"),
-            ]
+            ];
+            if args.slack {
+                for r in ["cpus", "mem"] {
+                    row.push(used_total(&x.used, &x.resources, r));
+                    row.push(num(x.used_estimate.scalar(r)));
+                    row.push(used_total(&x.revocable_used, &x.revocable, r));
+                }
+            } else {
+                row.push(used_total(&x.used, &x.resources, "cpus"));
+                row.push(used_total(&x.used, &x.resources, "mem"));
+            }
+            row
         })
         .collect();
-    print_table(
-        &["ID", "HOSTNAME", "ADDRESS", "ACTIVE", "CPUS", "MEM"],
-        rows,
-    );
+    let headers: &[&str] = if args.slack {
+        &[
+            "ID",
+            "HOSTNAME",
+            "ADDRESS",
+            "ACTIVE",
+            "CPUS ALLOC",
+            "CPUS EST. USED",
+            "CPUS REVOCABLE",
+            "MEM ALLOC",
+            "MEM EST. USED",
+            "MEM REVOCABLE",
+        ]
+    } else {
+        &["ID", "HOSTNAME", "ADDRESS", "ACTIVE", "CPUS", "MEM"]
+    };
+    print_table(headers, rows);
     Ok(())
 }
 

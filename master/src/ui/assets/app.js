@@ -210,7 +210,7 @@ function overview() {
       card("Tasks running", `${running.length}`, `${live.length} live · ${(state.completed_tasks || []).length} completed`),
       card("CPUs allocated", `${num(cpusUsed)} / ${num(cpusTotal)}`, `measured use ${num(measured)} cpus`, bar(cpusUsed, cpusTotal)),
       card("Memory allocated", `${mib(memUsed)}`, `of ${mib(memTotal)}`, bar(memUsed, memTotal, "mem")),
-      card("Revocable", `${num(revCpus)} cpus`, `${mib(revMem)} mem · 0 until oversubscription lands`)),
+      card("Revocable", `${num(revCpus)} cpus`, `${mib(revMem)} mem lent by agents (oversubscription)`)),
     h("h2", {}, "Recent tasks"),
     taskTable(allTasks().slice().sort((a, b) => (b.updated_time || 0) - (a.updated_time || 0)).slice(0, 10),
       "overview-tasks"),
@@ -428,13 +428,15 @@ function slackPage() {
       h("td", {}, mib(memAlloc)),
       h("td", {}, mib(memUsed)),
       h("td", {}, h("strong", {}, mib(Math.max(0, memAlloc - memUsed)))),
-      h("td", {}, `${num(scalar(a.revocable, "cpus"))} cpus`));
+      h("td", {}, `${num(scalar(a.revocable_used, "cpus"))} / ${num(scalar(a.revocable, "cpus"))} cpus`),
+      h("td", {}, `${mib(scalar(a.revocable_used, "mem"))} / ${mib(scalar(a.revocable, "mem"))}`));
   });
   return [h("h1", {}, "Slack"),
     h("div", { class: "notice", id: "slack-notice" },
-      "Placeholder: slack here is allocated minus measured use, computed in your browser from /state usage samples. ",
-      "brim does not offer revocable resources yet; the Revocable column stays 0 until oversubscription lands."),
-    table("slack-table", ["Agent", "CPUs total", "CPUs allocated", "CPUs used", "CPU slack", "Mem allocated", "Mem used", "Mem slack", "Revocable offered"],
+      "CPU and mem slack are allocated minus measured use (newest samples). ",
+      "With oversubscription (agents started with --oversubscribe) agents lend the slack they estimate (high percentile of use over a window, times a margin) as revocable resources: ",
+      "Revocable shows what revocable tasks use of it. Agents without --oversubscribe lend nothing."),
+    table("slack-table", ["Agent", "CPUs total", "CPUs allocated", "CPUs used", "CPU slack", "Mem allocated", "Mem used", "Mem slack", "Revocable cpus (used / lent)", "Revocable mem (used / lent)"],
       rows, "No connected agents.")];
 }
 
