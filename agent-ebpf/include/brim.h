@@ -126,6 +126,20 @@ struct brim_ports {
 	__u64 hi[BRIM_MAX_PORT_RANGES];
 };
 
+/* Device rules per task (cgroup/dev) on top of the built-in allow-list, at most this many. */
+#define BRIM_MAX_DEV_RULES 16
+/* One rule in a u64: minor (bits 0-31, 0xffffffff: any), major (bits 32-47, 0xffff: any),
+ * device types (bits 48-55: BPF_DEVCG_DEV_BLOCK 1 | BPF_DEVCG_DEV_CHAR 2), accesses
+ * allowed (bits 56-63: BPF_DEVCG_ACC_MKNOD 1 | READ 2 | WRITE 4). */
+#define BRIM_DEV_ANY_MINOR 0xffffffffULL
+#define BRIM_DEV_ANY_MAJOR 0xffffULL
+
+/* brim_dev_allow value (indexed by slot): count = used rules. */
+struct brim_dev_allow {
+	__u64 count;
+	__u64 rule[BRIM_MAX_DEV_RULES];
+};
+
 /* brim_mem value. */
 struct brim_mem_stat {
 	__u64 oom_kills;

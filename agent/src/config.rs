@@ -68,6 +68,9 @@ pub struct AgentConfig {
     pub ebpf: EbpfMode,
     /// eBPF map sizes: tasks the agent can track at once (more run, untracked, with a warning).
     pub ebpf_max_tasks: u32,
+    /// Devices every task may open beyond the built-in list (enforced with eBPF); tasks add
+    /// their own with the `devices` label.
+    pub device_allow: Vec<crate::ebpf::DeviceRule>,
     /// Let tasks run as root (a task or framework asking for `root`). Off by default: such
     /// tasks fail with a message saying how to allow it. `brim dev` turns it on.
     pub allow_root_tasks: bool,
@@ -108,6 +111,7 @@ impl AgentConfig {
             max_completed_tasks: 200,
             ebpf: EbpfMode::Auto,
             ebpf_max_tasks: 4096,
+            device_allow: Vec::new(),
             allow_root_tasks: false,
             default_task_user: "nobody".to_string(),
             namespaces: true,

@@ -743,6 +743,84 @@ pub(crate) fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// `BPF_MAP_LOOKUP_BATCH` (not wrapped by aya 0.14): copies up to `count` entries of the map
+/// `map_fd` after the position `in_batch` (`None`: from the first) into `keys` and
+/// `values` (`count` × key size and × value size, per-cpu values × possible cpus, each
+/// rounded up to 8 bytes), and the position to continue from into `out_batch` (at least the
+/// key size; 4 bytes for hash maps); `sizes`: the map's (key size, value size). Returns the
+/// entries copied and whether the map's end was reached.
+pub(crate) fn bpf_map_lookup_batch(
+    map_fd: std::os::fd::BorrowedFd<'_>,
+    in_batch: Option<&[u8]>,
+    out_batch: &mut [u8],
+    keys: &mut [u8],
+    values: &mut [u8],
+    count: u32,
+    (key_size, value_size): (usize, usize),
+) -> io::Result<(u32, bool)> {
+    // The `batch` member of `union bpf_attr` (uapi/linux/bpf.h).
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    let n = count as usize;
+    if keys.len() < n * key_size
+        || values.len() < n * value_size
+        || out_batch.len() < key_size.max(4)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "batch buffers smaller than count entries",
+        ));
+    }
+    if let Some(b) = in_batch {
+        if b.len() < key_size.max(4) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "short in_batch",
+            ));
+        }
+    }
+    let mut attr = BatchAttr {
+        in_batch: in_batch.map_or(0, |b| b.as_ptr() as u64),
+        out_batch: out_batch.as_mut_ptr() as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count,
+        map_fd: map_fd.as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: the attribute points at buffers checked above to hold `count` keys and values
+    // of the sizes the caller gives (the map's), and the batch positions; all outlive the
+    // call. The kernel writes at most `count` entries and updates `attr.count`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as libc::c_uint,
+        )
+    };
+    if r == 0 {
+        return Ok((attr.count, false));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        // The end of the map: `count` holds what was copied before it.
+        Some(libc::ENOENT) => Ok((attr.count, true)),
+        _ => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

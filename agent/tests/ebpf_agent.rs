@@ -42,22 +42,67 @@ fn can_run(test: &str) -> bool {
 const DATAGRAMS: u64 = 100;
 const PAYLOAD: u64 = 1000;
 
-/// Burns CPU, sends DATAGRAMS UDP datagrams of PAYLOAD bytes to `port`, tries to bind an
+/// A port free on the host now (other tests and benches use fixed ones) for the task's
+/// `ports`, and one outside them.
+#[derive(Clone, Copy)]
+struct BindPorts {
+    allocated: u16,
+    unallocated: u16,
+}
+
+impl BindPorts {
+    fn pick() -> BindPorts {
+        let allocated = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        BindPorts {
+            allocated,
+            unallocated: if allocated > 1024 {
+                allocated - 1
+            } else {
+                allocated + 1
+            },
+        }
+    }
+
+    /// Offers the allocated port from the agent (the task's resources must fit them).
+    fn offer(&self, cfg: &mut brim_agent::AgentConfig) {
+        let p = self.allocated;
+        cfg.resources = Some(
+            brim_proto::Resources::parse(&format!("cpus:2;mem:1024;disk:1000;ports:[{p}-{p}]"))
+                .expect("resources"),
+        );
+    }
+
+    fn resources(&self) -> String {
+        let p = self.allocated;
+        format!("cpus:1;mem:128;ports:[{p}-{p}]")
+    }
+}
+
+/// Burns CPU, sends DATAGRAMS UDP datagrams of PAYLOAD bytes to `port` (paced, so none is
+/// dropped at the receiving socket), tries to bind an
 /// allocated and an unallocated port, then idles so the counters settle.
-fn script(port: u16) -> String {
+fn script(port: u16, bind: BindPorts) -> String {
+    let BindPorts {
+        allocated,
+        unallocated,
+    } = bind;
     format!(
         r#"i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done
 python3 - <<'PY'
-import socket, errno
+import socket, errno, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range({DATAGRAMS}):
     s.sendto(b"x" * {PAYLOAD}, ("127.0.0.1", {port}))
+    time.sleep(0.001)  # the test's receiver keeps up even on a loaded host
 a = socket.socket()
-a.bind(("127.0.0.1", 31000))
+a.bind(("127.0.0.1", {allocated}))
 print("bind-allocated ok")
 b = socket.socket()
 try:
-    b.bind(("127.0.0.1", 31007))
+    b.bind(("127.0.0.1", {unallocated}))
     print("bind-unallocated ok")
 except OSError as e:
     print("bind-unallocated errno", e.errno)
@@ -168,7 +213,9 @@ async fn ebpf_cpu_net_and_bind() {
     let mut master = FakeMaster::start().await;
     let work = tempfile::tempdir().expect("tempdir");
     let cg = unique("brim-ebpf");
-    let cfg = config(master.addr, work.path(), Isolation::Cgroups, &cg);
+    let mut cfg = config(master.addr, work.path(), Isolation::Cgroups, &cg);
+    let bind = BindPorts::pick();
+    bind.offer(&mut cfg);
     let (http, stop, join) = start_agent(cfg).await;
     let (mut s, _) = master.accept().await;
     s.registered("agent-1", 30.0).await;
@@ -177,7 +224,7 @@ async fn ebpf_cpu_net_and_bind() {
     let recv = std::thread::spawn(move || drain(&rx, DATAGRAMS));
     s.run_task(
         "fw",
-        shell_task("t1", &script(port), "cpus:1;mem:128;ports:[31000-31000]"),
+        shell_task("t1", &script(port, bind), &bind.resources()),
     )
     .await;
     s.expect("t1", TaskState::TaskStarting).await;
@@ -279,14 +326,13 @@ async fn polling_fallback_without_ebpf() {
         &unique("brim-poll"),
     );
     cfg.ebpf = EbpfMode::Off;
+    let bind = BindPorts::pick();
+    bind.offer(&mut cfg);
     let (http, stop, join) = start_agent(cfg).await;
     let (mut s, _) = master.accept().await;
     s.registered("agent-1", 30.0).await;
-    s.run_task(
-        "fw",
-        shell_task("t1", &script(9), "cpus:1;mem:128;ports:[31000-31000]"),
-    )
-    .await;
+    s.run_task("fw", shell_task("t1", &script(9, bind), &bind.resources()))
+        .await;
     s.expect("t1", TaskState::TaskStarting).await;
     s.expect("t1", TaskState::TaskRunning).await;
     let out = stdout_with(http, "fw", "t1", "bind-unallocated").await;
@@ -414,4 +460,77 @@ sleep 30"#
     let _ = stop.send(());
     join.await.expect("join").expect("agent stopped cleanly");
     drop(sink);
+}
+
+/// Device allow-list beyond the built-in devices: the operator's `--device-allow` (here
+/// /dev/fuse) applies to every task, a task's `devices` label adds its own (/dev/kmsg read
+/// only); everything else fails with EPERM. An invalid label leaves only the defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_allow_from_flag_and_label() {
+    if !can_run("device_allow_from_flag_and_label") {
+        return;
+    }
+    for dev in ["/dev/fuse", "/dev/kmsg", "/dev/loop-control"] {
+        if !std::path::Path::new(dev).exists() {
+            common::run_or_skip(
+                "device_allow_from_flag_and_label",
+                Some(format!("no {dev}")),
+            );
+            return;
+        }
+    }
+    let mut master = FakeMaster::start().await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let cg = unique("brim-devices");
+    let mut cfg = config(master.addr, work.path(), Isolation::Cgroups, &cg);
+    cfg.device_allow = vec![brim_agent::ebpf::DeviceRule::parse("/dev/fuse").expect("rule")];
+    let (http, stop, join) = start_agent(cfg).await;
+    let (mut s, _) = master.accept().await;
+    s.registered("agent-1", 30.0).await;
+
+    let script = r#"python3 - <<'PY'
+import os
+for path, mode in [("/dev/fuse", os.O_RDWR), ("/dev/kmsg", os.O_RDONLY), ("/dev/kmsg", os.O_WRONLY), ("/dev/loop-control", os.O_RDONLY)]:
+    try:
+        os.close(os.open(path, mode)); print(path, mode, "ok")
+    except OSError as e:
+        print(path, mode, "errno", e.errno)
+PY
+echo devices-done
+sleep 30"#;
+    for (id, label) in [("t1", "c 1:11 r"), ("t2", "c 1")] {
+        let mut task = shell_task(id, script, "cpus:0.5;mem:64");
+        task.labels.push(brim_proto::v1::Label {
+            key: "devices".into(),
+            value: label.into(),
+        });
+        s.run_task("fw", task).await;
+        s.expect(id, TaskState::TaskStarting).await;
+        s.expect(id, TaskState::TaskRunning).await;
+    }
+    // os.O_RDWR, O_RDONLY, O_WRONLY on Linux, as the script prints them.
+    let (rdwr, rdonly, wronly) = (2, 0, 1);
+    let t1 = stdout_with(http, "fw", "t1", "devices-done").await;
+    for want in [
+        format!("/dev/fuse {rdwr} ok"),
+        format!("/dev/kmsg {rdonly} ok"),
+        format!("/dev/kmsg {wronly} errno 1"),
+        format!("/dev/loop-control {rdonly} errno 1"),
+    ] {
+        assert!(t1.contains(&want), "t1 (label `c 1:11 r`): {want}: {t1}");
+    }
+    let t2 = stdout_with(http, "fw", "t2", "devices-done").await;
+    for want in [
+        format!("/dev/fuse {rdwr} ok"),
+        format!("/dev/kmsg {rdonly} errno 1"),
+        format!("/dev/loop-control {rdonly} errno 1"),
+    ] {
+        assert!(t2.contains(&want), "t2 (invalid label): {want}: {t2}");
+    }
+    for id in ["t1", "t2"] {
+        s.kill("fw", id, Some(0.0)).await;
+        s.expect(id, TaskState::TaskKilled).await;
+    }
+    let _ = stop.send(());
+    join.await.expect("join").expect("agent stopped cleanly");
 }

@@ -167,6 +167,11 @@ pub(crate) struct AgentTuning {
     pub(crate) no_ebpf: bool,
     #[command(flatten)]
     pub(crate) oversubscription: OversubscriptionArgs,
+    /// A device every task may open beyond the built-in ones (null, zero, random, tty, ...),
+    /// enforced with eBPF: `c|b|a MAJOR:MINOR [rwm]` (`*`: any) or a device path, e.g.
+    /// `--device-allow 'c 195:* rwm'`. Repeatable; tasks add their own with the `devices` label.
+    #[arg(long = "device-allow", value_parser = brim_agent::ebpf::DeviceRule::parse)]
+    pub(crate) device_allow: Vec<brim_agent::ebpf::DeviceRule>,
 }
 
 /// Oversubscription knobs (`brim agent --oversubscribe`).
@@ -273,6 +278,7 @@ impl AgentTuning {
         if self.no_ebpf {
             c.ebpf = brim_agent::EbpfMode::Off;
         }
+        c.device_allow = self.device_allow.clone();
         if self.hostname.is_some() {
             c.advertise_host = self.hostname.clone();
         }

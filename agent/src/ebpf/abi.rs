@@ -33,6 +33,14 @@ pub type NetLimit = [u64; 5];
 /// `struct brim_ports`: count, lo[16], hi[16].
 pub type Ports = [u64; 1 + 2 * MAX_PORT_RANGES];
 
+/// Rules per task in `brim_dev_allow` (`BRIM_MAX_DEV_RULES`).
+pub const MAX_DEV_RULES: usize = 16;
+/// `BRIM_DEV_ANY_MINOR` / `BRIM_DEV_ANY_MAJOR`: wildcards of a device rule.
+pub const DEV_ANY_MINOR: u64 = 0xffff_ffff;
+pub const DEV_ANY_MAJOR: u64 = 0xffff;
+/// `struct brim_dev_allow`: count, rule[16] (see `devices::DeviceRule::encode`).
+pub type DevAllow = [u64; 1 + MAX_DEV_RULES];
+
 /// `struct brim_mem_stat`: oom_kills, reclaim_events.
 pub type MemStat = [u64; 2];
 
@@ -86,9 +94,11 @@ pub const MAP_PORTS: &str = "brim_ports";
 pub const MAP_BIND_DENIED: &str = "brim_bind_denied";
 pub const MAP_MEM: &str = "brim_mem";
 pub const MAP_DEV_DENIED: &str = "brim_dev_denied";
+pub const MAP_DEV_ALLOW: &str = "brim_dev_allow";
 /// Every pinned map, for cleanup.
-pub const PINNED_MAPS: [&str; 10] = [
+pub const PINNED_MAPS: [&str; 11] = [
     MAP_DEV_DENIED,
+    MAP_DEV_ALLOW,
     MAP_FILTER,
     MAP_SLOTS,
     MAP_SLOT_INFO,

@@ -3,11 +3,11 @@
 //! where they see every task's cgroup below it), and reads/writes their maps, which are
 //! keyed by the cgroup id (inode number) of each task's cgroup2 directory.
 //!
-//! Restart behaviour: the counter maps are pinned under `/sys/fs/bpf/brim/<cgroup root>/`
-//! and reused by the next agent, so the counters of tasks that survive an agent restart
-//! continue where they were (no reset, no double counting); events while no agent runs are
-//! not counted (a `LAYOUT` file next to the pins records their map layout: pins of another
-//! layout, left by an older agent, are removed with a warning). Programs are attached
+//! Restart behaviour: the counter maps are pinned under
+//! `/sys/fs/bpf/brim/<cgroup root>/layout-<N>/` and reused by the next agent, so the counters
+//! of tasks that survive an agent restart continue where they were (no reset, no double
+//! counting); events while no agent runs are not counted (pins of another map layout, left by
+//! an older agent, are removed with a warning). Programs are attached
 //! through bpf links owned by the agent process, so a dead agent leaves nothing attached and
 //! a new one attaches exactly one set. The per-thread counters are not pinned: a thread
 //! first seen by a new agent counts from then on (see `brim_slot.since_ns`). A clean
@@ -17,10 +17,15 @@
 //! points the agent at another directory (CI tests the freshly rebuilt objects this way).
 
 pub mod abi;
+pub mod devices;
+
+pub use devices::DeviceRule;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
@@ -127,6 +132,8 @@ pub struct TaskPolicy {
     pub ports: Option<Vec<(u16, u16)>>,
     /// Egress limit in bytes per second; `None`: unlimited.
     pub egress_bytes_per_sec: Option<u64>,
+    /// Devices allowed beyond the built-in list (at most `abi::MAX_DEV_RULES`).
+    pub devices: Vec<DeviceRule>,
 }
 
 /// Run statistics of one program (non-zero only while `kernel.bpf_stats_enabled` is 1).
@@ -151,6 +158,17 @@ struct Maps {
     bind_denied: BpfHashMap<MapData, u64, u64>,
     mem: BpfHashMap<MapData, u64, MemStat>,
     dev_denied: PerCpuArray<MapData, u64>,
+    dev_allow: Array<MapData, DevAllow>,
+    /// Descriptors of the counter maps for batch reads (aya 0.14 has no batch lookup).
+    batch: BatchFds,
+}
+
+struct BatchFds {
+    sched: OwnedFd,
+    net: OwnedFd,
+    dev_denied: OwnedFd,
+    mem: OwnedFd,
+    bind_denied: OwnedFd,
 }
 
 /// Loaded and attached programs and their maps. Dropping it detaches everything.
@@ -160,6 +178,8 @@ pub struct Probes {
     maps: Mutex<Maps>,
     /// Loaded objects (own the programs and their links).
     objects: Mutex<Vec<Ebpf>>,
+    /// Set when a batch read failed (kernel without BPF_MAP_LOOKUP_BATCH): per-key reads.
+    no_batch: AtomicBool,
 }
 
 impl std::fmt::Debug for Probes {
@@ -233,6 +253,22 @@ where
     T::try_from(m).map_err(|e| map_err(name, e))
 }
 
+/// A second descriptor of a map (for batch reads, which aya 0.14 does not offer).
+fn map_fd(ebpf: &Ebpf, name: &'static str) -> Result<OwnedFd, EbpfError> {
+    use aya::maps::Map;
+    let m = ebpf
+        .map(name)
+        .ok_or_else(|| map_err(name, "missing from its object"))?;
+    let data = match m {
+        Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) => d,
+        _ => return Err(map_err(name, "unexpected map type")),
+    };
+    data.fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| map_err(name, e))
+}
+
 impl Probes {
     /// Loads every object and attaches every program. Fails as a whole: the caller falls
     /// back to cgroupfs polling.
@@ -242,11 +278,12 @@ impl Probes {
             path: PathBuf::from(what),
             source: e,
         })?;
-        std::fs::create_dir_all(&config.pin_dir).map_err(|source| EbpfError::Io {
-            path: config.pin_dir.clone(),
+        reset_stale_pins(&config.pin_dir);
+        let pin_dir = config.pin_dir.join(PIN_LAYOUT);
+        std::fs::create_dir_all(&pin_dir).map_err(|source| EbpfError::Io {
+            path: pin_dir.clone(),
             source,
         })?;
-        reset_stale_pins(&config.pin_dir);
         let cgroup = File::open(&config.root_cgroup).map_err(|source| EbpfError::Io {
             path: config.root_cgroup.clone(),
             source,
@@ -254,7 +291,7 @@ impl Probes {
         // Cgroup programs attach through bpf links, which always coexist with other programs
         // (multi-attach); link_create rejects attach flags, hence `Single` (= flags 0).
         let max = config.max_tasks.max(1);
-        let pin = config.pin_dir.as_path();
+        let pin = pin_dir.as_path();
 
         // brim_slots / brim_slot_info / brim_filter are in every object (brim.h) and shared
         // through their pins: every object sizes them alike.
@@ -294,7 +331,7 @@ impl Probes {
         let slot_of: HashMap<u64, u32> = slots.iter().filter_map(Result::ok).collect();
         let used: HashSet<u32> = slot_of.values().copied().collect();
         let free = (0..max).rev().filter(|s| !used.contains(s)).collect();
-        let mut dev = load(&DEV, pin, max, &[MAP_DEV_DENIED], &btf)?;
+        let mut dev = load(&DEV, pin, max, &[MAP_DEV_DENIED, MAP_DEV_ALLOW], &btf)?;
         {
             let p: &mut CgroupDevice = dev
                 .program_mut(PROG_DEV)
@@ -305,8 +342,17 @@ impl Probes {
             p.attach(&cgroup, CgroupAttachMode::Single)
                 .map_err(|e| prog_err(PROG_DEV, e))?;
         }
+        let batch = BatchFds {
+            sched: map_fd(&sched, MAP_SCHED)?,
+            net: map_fd(&net, MAP_NET)?,
+            dev_denied: map_fd(&dev, MAP_DEV_DENIED)?,
+            mem: map_fd(&mem, MAP_MEM)?,
+            bind_denied: map_fd(&sock, MAP_BIND_DENIED)?,
+        };
         let maps = Maps {
+            batch,
             dev_denied: take(&mut dev, MAP_DEV_DENIED)?,
+            dev_allow: take(&mut dev, MAP_DEV_ALLOW)?,
             filter: take(&mut sched, MAP_FILTER)?,
             slots,
             slot_info: take(&mut sched, MAP_SLOT_INFO)?,
@@ -324,6 +370,7 @@ impl Probes {
             nr_cpus,
             maps: Mutex::new(maps),
             objects: Mutex::new(vec![sched, net, sock, mem, dev]),
+            no_batch: AtomicBool::new(false),
         })
     }
 
@@ -414,6 +461,25 @@ impl Probes {
                 refresh_filter(&mut m, cgroup_id)?;
             }
         }
+        // Device rules before the task starts (a reused slot's old rules are overwritten).
+        if let Some(&slot) = m.slot_of.get(&cgroup_id) {
+            if policy.devices.len() > MAX_DEV_RULES {
+                tracing::warn!(
+                    cgroup_id,
+                    rules = policy.devices.len(),
+                    "task has more device rules than the device filter holds; only the first {MAX_DEV_RULES} are allowed"
+                );
+            }
+            let mut v: DevAllow = [0; 1 + MAX_DEV_RULES];
+            let n = policy.devices.len().min(MAX_DEV_RULES);
+            v[0] = n as u64;
+            for (i, r) in policy.devices.iter().take(n).enumerate() {
+                v[1 + i] = r.encode();
+            }
+            m.dev_allow
+                .set(slot, v, 0)
+                .map_err(|e| map_err(MAP_DEV_ALLOW, e))?;
+        }
         if m.mem.get(&cgroup_id, 0).is_err() {
             m.mem
                 .insert(cgroup_id, [0u64; 2], 0)
@@ -472,6 +538,7 @@ impl Probes {
             let _ = refresh_filter(&mut m, cgroup_id);
             let _ = m.slots.remove(&cgroup_id);
             let _ = m.slot_info.set(slot, [0, 0], 0);
+            let _ = m.dev_allow.set(slot, [0; 1 + MAX_DEV_RULES], 0);
             m.free.push(slot);
         }
         let _ = m.net_limit.remove(&cgroup_id);
@@ -491,13 +558,93 @@ impl Probes {
     }
 
     /// Counters of many cgroups under one lock (one sampling pass); untracked ones are left
-    /// out. Four map lookups per cgroup, no cgroup id -> slot lookup (cached here).
+    /// out. Five `BPF_MAP_LOOKUP_BATCH` calls in all (the slot-indexed arrays up to the
+    /// highest slot asked for, the two hash maps whole), whatever the number of cgroups; on a
+    /// kernel without batch lookups, the per-key path ([`Probes::read_many_per_key`]).
     pub fn read_many(&self, cgroup_ids: &[u64]) -> HashMap<u64, EbpfUsage> {
         let m = self.maps();
+        if !self.no_batch.load(Ordering::Relaxed) {
+            match self.read_batched(&m, cgroup_ids) {
+                Ok(r) => return r,
+                Err(e) => {
+                    self.no_batch.store(true, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "batch reads of the eBPF maps failed: reading them one entry at a time from now on");
+                }
+            }
+        }
+        Self::per_key(&m, cgroup_ids)
+    }
+
+    /// [`Probes::read_many`] with one lookup syscall per map and cgroup (5 per cgroup): the
+    /// fallback, kept public to compare with in `cargo xtask bench telemetry`.
+    pub fn read_many_per_key(&self, cgroup_ids: &[u64]) -> HashMap<u64, EbpfUsage> {
+        Self::per_key(&self.maps(), cgroup_ids)
+    }
+
+    fn per_key(m: &Maps, cgroup_ids: &[u64]) -> HashMap<u64, EbpfUsage> {
         cgroup_ids
             .iter()
-            .filter_map(|&id| Some((id, Self::read_one(&m, id)?)))
+            .filter_map(|&id| Some((id, Self::read_one(m, id)?)))
             .collect()
+    }
+
+    fn read_batched(
+        &self,
+        m: &Maps,
+        cgroup_ids: &[u64],
+    ) -> std::io::Result<HashMap<u64, EbpfUsage>> {
+        let wanted: Vec<(u64, u32)> = cgroup_ids
+            .iter()
+            .filter_map(|&id| Some((id, *m.slot_of.get(&id)?)))
+            .collect();
+        let Some(hi) = wanted.iter().map(|&(_, s)| s + 1).max() else {
+            return Ok(HashMap::new());
+        };
+        let cpus = self.nr_cpus;
+        let sched_size = std::mem::size_of::<SchedStat>();
+        let net_size = std::mem::size_of::<NetStat>();
+        let sched = batch::array(m.batch.sched.as_fd(), hi, sched_size * cpus)?;
+        let net = batch::array(m.batch.net.as_fd(), hi, net_size * cpus)?;
+        let dev = batch::array(m.batch.dev_denied.as_fd(), hi, 8 * cpus)?;
+        let chunk = u32::try_from(m.slot_of.len()).unwrap_or(u32::MAX).max(64);
+        let mem = batch::hash(m.batch.mem.as_fd(), std::mem::size_of::<MemStat>(), chunk)?;
+        let denied = batch::hash(m.batch.bind_denied.as_fd(), 8, chunk)?;
+        let mut out = HashMap::with_capacity(wanted.len());
+        for (id, slot) in wanted {
+            let slot = slot as usize;
+            let mut u = EbpfUsage {
+                runq_hist: vec![0; RUNQ_BUCKETS],
+                ..Default::default()
+            };
+            for cpu in 0..cpus {
+                let s = batch::u64s(&sched, (slot * cpus + cpu) * sched_size, 4 + RUNQ_BUCKETS);
+                u.oncpu_ns += s[SCHED_ONCPU_NS];
+                u.runq_wait_ns += s[SCHED_RUNQ_NS];
+                u.runq_waits += s[SCHED_RUNQ_COUNT];
+                u.switches += s[SCHED_SWITCHES];
+                for (h, v) in u.runq_hist.iter_mut().zip(&s[SCHED_HIST..]) {
+                    *h += v;
+                }
+                let n = batch::u64s(&net, (slot * cpus + cpu) * net_size, 6);
+                u.net_rx_bytes += n[0];
+                u.net_rx_packets += n[1];
+                u.net_tx_bytes += n[2];
+                u.net_tx_packets += n[3];
+                u.net_tx_dropped_bytes += n[4];
+                u.net_tx_dropped_packets += n[5];
+                u.dev_denied += batch::u64s(&dev, (slot * cpus + cpu) * 8, 1)[0];
+            }
+            if let Some(v) = mem.get(&id) {
+                let v = batch::u64s(v, 0, 2);
+                u.oom_kills = v[0];
+                u.reclaim_events = v[1];
+            }
+            if let Some(v) = denied.get(&id) {
+                u.bind_denied = batch::u64s(v, 0, 1)[0];
+            }
+            out.insert(id, u);
+        }
+        Ok(out)
     }
 
     fn read_one(m: &Maps, cgroup_id: u64) -> Option<EbpfUsage> {
@@ -572,37 +719,48 @@ impl Probes {
     pub fn unpin(self) {
         let dir = self.config.pin_dir.clone();
         drop(self);
+        let layout = dir.join(PIN_LAYOUT);
         for m in PINNED_MAPS {
-            let _ = std::fs::remove_file(dir.join(m));
+            let _ = std::fs::remove_file(layout.join(m));
         }
-        let _ = std::fs::remove_file(dir.join(PIN_LAYOUT_FILE));
+        let _ = std::fs::remove_dir(&layout);
         let _ = std::fs::remove_dir(&dir);
     }
 }
 
-/// Map layout of the pinned maps; bump when a pinned map changes type or value size.
-const PIN_LAYOUT: &str = "2 slot-indexed per-cpu arrays, brim_filter u64, dev";
-const PIN_LAYOUT_FILE: &str = "LAYOUT";
+/// Map layout of the pinned maps, the name of the directory under the pin directory that
+/// holds them (bpffs has no regular files to record it in); bump when a pinned map changes
+/// type or value size.
+const PIN_LAYOUT: &str = "layout-3";
 
 /// Pins left by an agent with another map layout cannot be reused (loading would fail):
-/// remove them, loudly, and record the current layout.
+/// remove them (other layout directories, and maps pinned directly in `dir` by the first
+/// agents), loudly.
 fn reset_stale_pins(dir: &Path) {
-    let file = dir.join(PIN_LAYOUT_FILE);
-    if std::fs::read_to_string(&file).ok().as_deref() == Some(PIN_LAYOUT) {
-        return;
-    }
     let mut removed = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_name() != PIN_LAYOUT_FILE && std::fs::remove_file(e.path()).is_ok() {
-                removed.push(e.file_name().to_string_lossy().into_owned());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == PIN_LAYOUT {
+            continue;
+        }
+        let path = e.path();
+        if path.is_dir() {
+            for m in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                let _ = std::fs::remove_file(m.path());
             }
+            if std::fs::remove_dir(&path).is_ok() {
+                removed.push(name);
+            }
+        } else if std::fs::remove_file(&path).is_ok() {
+            removed.push(name);
         }
     }
     if !removed.is_empty() {
-        tracing::warn!(dir = %dir.display(), maps = ?removed, "pinned eBPF maps of another map layout removed: counters of running tasks restart from zero");
+        tracing::warn!(dir = %dir.display(), pins = ?removed, "pinned eBPF maps of another map layout removed: counters of running tasks restart from zero");
     }
-    let _ = std::fs::write(&file, PIN_LAYOUT);
 }
 
 /// Rewrites the `brim_filter` bucket of a cgroup id from the tracked set: how many tracked
@@ -621,6 +779,113 @@ fn refresh_filter(m: &mut Maps, cgroup_id: u64) -> Result<(), EbpfError> {
     m.filter
         .set(bucket as u32, v, 0)
         .map_err(|e| map_err(MAP_FILTER, e))
+}
+
+/// Batch reads of whole maps.
+mod batch {
+    use std::collections::HashMap;
+    use std::io;
+    use std::os::fd::BorrowedFd;
+
+    /// `n` u64s at byte `off` of `buf` (zeros past its end: never panics).
+    pub(super) fn u64s(buf: &[u8], off: usize, n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                buf.get(off + 8 * i..off + 8 * i + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_ne_bytes)
+            })
+            .collect()
+    }
+
+    /// Values of entries `0..n` of an array map (`value_size`: per-cpu maps, the row of
+    /// every possible cpu), in key order; entries the kernel did not return are zeros.
+    pub(super) fn array(fd: BorrowedFd<'_>, n: u32, value_size: usize) -> io::Result<Vec<u8>> {
+        let mut out = vec![0u8; n as usize * value_size];
+        let mut keys = vec![0u8; n as usize * 4];
+        let mut values = vec![0u8; n as usize * value_size];
+        let (mut token, mut next) = ([0u8; 8], [0u8; 8]);
+        let mut first = true;
+        loop {
+            let (got, end) = crate::sys::bpf_map_lookup_batch(
+                fd,
+                (!first).then_some(&token[..]),
+                &mut next,
+                &mut keys,
+                &mut values,
+                n,
+                (4, value_size),
+            )?;
+            for i in 0..got as usize {
+                let key = u32::from_ne_bytes([
+                    keys[4 * i],
+                    keys[4 * i + 1],
+                    keys[4 * i + 2],
+                    keys[4 * i + 3],
+                ]);
+                if key < n {
+                    let (k, v) = (key as usize * value_size, i * value_size);
+                    out[k..k + value_size].copy_from_slice(&values[v..v + value_size]);
+                }
+            }
+            let last = (0..got as usize)
+                .map(|i| {
+                    u32::from_ne_bytes([
+                        keys[4 * i],
+                        keys[4 * i + 1],
+                        keys[4 * i + 2],
+                        keys[4 * i + 3],
+                    ])
+                })
+                .max();
+            if end || got == 0 || last.is_some_and(|k| k + 1 >= n) {
+                return Ok(out);
+            }
+            token = next;
+            first = false;
+        }
+    }
+
+    /// Every entry of a hash map keyed by u64, `chunk` entries per call.
+    pub(super) fn hash(
+        fd: BorrowedFd<'_>,
+        value_size: usize,
+        mut chunk: u32,
+    ) -> io::Result<HashMap<u64, Vec<u8>>> {
+        let mut out = HashMap::new();
+        let (mut token, mut next) = ([0u8; 8], [0u8; 8]);
+        let mut first = true;
+        loop {
+            let mut keys = vec![0u8; chunk as usize * 8];
+            let mut values = vec![0u8; chunk as usize * value_size];
+            let r = crate::sys::bpf_map_lookup_batch(
+                fd,
+                (!first).then_some(&token[..]),
+                &mut next,
+                &mut keys,
+                &mut values,
+                chunk,
+                (8, value_size),
+            );
+            let (got, end) = match r {
+                // A bucket holds more entries than `chunk`: retry with room for them.
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && chunk < 1 << 20 => {
+                    chunk *= 2;
+                    continue;
+                }
+                r => r?,
+            };
+            for i in 0..got as usize {
+                let key = u64s(&keys, 8 * i, 1)[0];
+                out.insert(key, values[i * value_size..(i + 1) * value_size].to_vec());
+            }
+            if end {
+                return Ok(out);
+            }
+            token = next;
+            first = false;
+        }
+    }
 }
 
 /// The cgroup id of a cgroup2 directory (its inode number), as `bpf_get_current_cgroup_id`.

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::agent::Agent;
 use crate::cgroups::CgroupBackend;
 use crate::config::{AgentConfig, EbpfMode};
-use crate::ebpf::{self, EbpfConfig, EbpfUsage, Probes, ProgStats, TaskPolicy};
+use crate::ebpf::{self, EbpfConfig, EbpfUsage, Probes, ProgStats};
 
 /// (framework id, task id).
 pub(crate) type TaskKey = (String, String);
@@ -144,6 +144,8 @@ pub(crate) struct Telemetry {
     ebpf_off_reason: Option<String>,
     tasks: Mutex<HashMap<TaskKey, Tracked>>,
     ring_len: usize,
+    /// Devices every task may open beyond the built-in list (`--device-allow`).
+    device_defaults: Vec<ebpf::DeviceRule>,
 }
 
 /// The agent's root directory in the cgroup2 hierarchy, if it has one.
@@ -160,6 +162,7 @@ impl Telemetry {
             ebpf_off_reason: Some(reason),
             tasks: Mutex::new(HashMap::new()),
             ring_len: RING_LEN,
+            device_defaults: Vec::new(),
         }
     }
 
@@ -188,6 +191,7 @@ impl Telemetry {
                                 ebpf_off_reason: None,
                                 tasks: Mutex::new(HashMap::new()),
                                 ring_len: RING_LEN,
+                                device_defaults: config.device_allow.clone(),
                             };
                         }
                         Err(e) => e.to_string(),
@@ -229,14 +233,13 @@ impl Telemetry {
         resources: &Resources,
         role: String,
     ) {
-        let policy = match policy::task_policy(info, resources) {
+        let policy = match policy::task_policy(info, resources, &self.device_defaults) {
             Ok(p) => p,
             Err(why) => {
-                tracing::warn!(task = %key.1, %why, "ignoring the task's egress limit");
-                TaskPolicy {
-                    egress_bytes_per_sec: None,
-                    ..policy::task_policy(&TaskInfo::default(), resources).unwrap_or_default()
-                }
+                // Fail safe: no egress limit, and no device beyond the agent's defaults.
+                tracing::warn!(task = %key.1, %why, "ignoring the task's egress and device labels");
+                policy::task_policy(&TaskInfo::default(), resources, &self.device_defaults)
+                    .unwrap_or_default()
             }
         };
         let policy = &policy;

@@ -3,14 +3,23 @@
 use brim_proto::v1::TaskInfo;
 use brim_proto::Resources;
 
-use crate::ebpf::TaskPolicy;
+use crate::ebpf::{DeviceRule, TaskPolicy};
 
 /// Task label setting an egress limit in megabits per second (decimal, > 0).
 pub(crate) const EGRESS_LABEL: &str = "net_egress_mbps";
+/// Task label adding devices to the allow-list: rules separated by commas, each
+/// `c|b|a MAJOR:MINOR [rwm]` or a device path, e.g. `c 195:* rwm,/dev/fuse`.
+pub(crate) const DEVICES_LABEL: &str = "devices";
 
 /// The task's policy: it may bind only its `ports` (none: no port at all but ephemeral
-/// ones), and its egress is limited when it carries a valid `net_egress_mbps` label.
-pub(crate) fn task_policy(info: &TaskInfo, resources: &Resources) -> Result<TaskPolicy, String> {
+/// ones), its egress is limited when it carries a valid `net_egress_mbps` label, and it may
+/// open the built-in devices, the operator's `default_devices` (`--device-allow`) and those
+/// of its `devices` label. An invalid label is an error naming it.
+pub(crate) fn task_policy(
+    info: &TaskInfo,
+    resources: &Resources,
+    default_devices: &[DeviceRule],
+) -> Result<TaskPolicy, String> {
     let ports = resources
         .ranges("ports")
         .map(|r| {
@@ -40,9 +49,23 @@ pub(crate) fn task_policy(info: &TaskInfo, resources: &Resources) -> Result<Task
         }
         egress = Some((mbps * 1e6 / 8.0) as u64);
     }
+    let mut devices = default_devices.to_vec();
+    if let Some(l) = info.labels.iter().find(|l| l.key == DEVICES_LABEL) {
+        let rules =
+            DeviceRule::parse_list(&l.value).map_err(|e| format!("label {DEVICES_LABEL}: {e}"))?;
+        devices.extend(rules.into_iter().filter(|r| !default_devices.contains(r)));
+    }
+    if devices.len() > crate::ebpf::abi::MAX_DEV_RULES {
+        return Err(format!(
+            "label {DEVICES_LABEL}: {} device rules with the agent's defaults, at most {} fit",
+            devices.len(),
+            crate::ebpf::abi::MAX_DEV_RULES
+        ));
+    }
     Ok(TaskPolicy {
         ports: Some(ports),
         egress_bytes_per_sec: egress,
+        devices,
     })
 }
 
@@ -52,11 +75,20 @@ mod tests {
     use brim_proto::v1::Label;
 
     fn check(resources: &str, label: Option<&str>, expected: Result<TaskPolicy, &str>) {
+        check_labels(resources, label.map(|v| (EGRESS_LABEL, v)), &[], expected)
+    }
+
+    fn check_labels(
+        resources: &str,
+        label: Option<(&str, &str)>,
+        defaults: &[DeviceRule],
+        expected: Result<TaskPolicy, &str>,
+    ) {
         let info = TaskInfo {
             labels: label
-                .map(|v| {
+                .map(|(k, v)| {
                     vec![Label {
-                        key: EGRESS_LABEL.into(),
+                        key: k.into(),
                         value: v.into(),
                     }]
                 })
@@ -64,7 +96,7 @@ mod tests {
             ..Default::default()
         };
         let r = Resources::parse(resources).expect("resources");
-        match (task_policy(&info, &r), expected) {
+        match (task_policy(&info, &r, defaults), expected) {
             (Ok(got), Ok(want)) => assert_eq!(got, want),
             (Err(got), Err(want)) => assert!(got.contains(want), "{got}"),
             (got, want) => panic!("{resources} {label:?}: got {got:?}, want {want:?}"),
@@ -79,6 +111,7 @@ mod tests {
             Ok(TaskPolicy {
                 ports: Some(vec![(31000, 31002), (31005, 31005)]),
                 egress_bytes_per_sec: None,
+                devices: vec![],
             }),
         );
         check(
@@ -87,10 +120,44 @@ mod tests {
             Ok(TaskPolicy {
                 ports: Some(vec![]),
                 egress_bytes_per_sec: Some(1_000_000),
+                devices: vec![],
             }),
         );
         check("cpus:1", Some("fast"), Err("not a number"));
         check("cpus:1", Some("0"), Err("out of range"));
         check("cpus:1", Some("NaN"), Err("out of range"));
+    }
+
+    #[test]
+    fn device_rules_extend_the_operator_defaults() {
+        let gpu = DeviceRule::parse("c 195:* rwm").expect("rule");
+        let null = DeviceRule::parse("/dev/null r").expect("rule");
+        let policy = |devices| {
+            Ok(TaskPolicy {
+                ports: Some(vec![]),
+                egress_bytes_per_sec: None,
+                devices,
+            })
+        };
+        check_labels("cpus:1", None, &[gpu], policy(vec![gpu]));
+        check_labels(
+            "cpus:1",
+            Some((DEVICES_LABEL, "c 195:* rwm, /dev/null r")),
+            &[gpu],
+            policy(vec![gpu, null]),
+        );
+        check_labels(
+            "cpus:1",
+            Some((DEVICES_LABEL, "c 195")),
+            &[],
+            Err("label devices: device rule `c 195`"),
+        );
+        let many = vec!["c 1:1"; 17].join(",");
+        check_labels(
+            "cpus:1",
+            Some((DEVICES_LABEL, &many)),
+            &[],
+            Err("at most 16 fit"),
+        );
     }
 }
