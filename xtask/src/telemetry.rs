@@ -24,12 +24,33 @@ use serde::Serialize;
 
 #[derive(Serialize)]
 struct Results {
+    /// Program cost: bpf_stats ns per run minus the empty program's in the same run.
     sched_ns_per_event: f64,
     net_ns_per_packet: f64,
+    /// Raw bpf_stats ns per run of brim's programs and of the empty ones (the floor).
+    /// The same difference over the host's own switches (while the flood runs).
+    sched_ns_per_event_host_mix: f64,
+    sched_stats_ns_per_run: f64,
+    sched_floor_ns_per_run: f64,
+    net_stats_ns_per_run: f64,
+    net_floor_ns_per_run: f64,
+    /// End to end, no bpf_stats: CPU time per loopback datagram with the programs attached
+    /// minus detached (each datagram passes egress and ingress), median of pairs.
+    net_e2e_ns_per_datagram: f64,
+    net_e2e_ns_per_packet: f64,
+    /// Same with empty programs attached instead: the kernel's cgroup_skb hook cost.
+    net_e2e_empty_ns_per_datagram: f64,
     cpu_error_pct: f64,
     net_bytes_exact: bool,
     ctxswitch_slowdown_pct: f64,
+    /// Same with the empty programs instead: the kernel's tracepoint hook cost.
+    ctxswitch_empty_slowdown_pct: f64,
     agent_cpu_pct_200_tasks: f64,
+    /// The same pass with the map read one lookup per entry (the path before batch reads).
+    agent_cpu_pct_200_tasks_per_key: f64,
+    /// CPU time of the map reads alone per pass at 200 tasks, batched vs per entry.
+    ebpf_read_us_200_tasks: f64,
+    ebpf_read_us_200_tasks_per_key: f64,
     polling_cpu_pct_200_tasks: f64,
 }
 
@@ -39,6 +60,15 @@ const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 const DATAGRAMS: u64 = 2000;
 const PAYLOAD: u64 = 1000;
 const ROUND_TRIPS: u64 = 200_000;
+/// Datagrams per flood run (64-byte payload, loopback, sender and receiver in one thread).
+const FLOOD: u64 = 100_000;
+const FLOOD_BATCH: u64 = 32;
+const FLOOD_ROUNDS: usize = 12;
+const PINGPONG_ROUNDS: usize = 9;
+const STATS_ROUNDS: usize = 9;
+
+/// Empty programs on brim's hooks (`agent-ebpf/src/floor.bpf.c`): the bpf_stats floor.
+static FLOOR_OBJ: &[u8] = aya::include_bytes_aligned!("../../agent-ebpf/obj/floor.bpf.o");
 
 /// Entry points of the workload child processes.
 pub(crate) fn workload(args: &[&str]) -> Result<()> {
@@ -59,6 +89,28 @@ pub(crate) fn workload(args: &[&str]) -> Result<()> {
             for _ in 0..DATAGRAMS {
                 s.send_to(&buf, ("127.0.0.1", port.parse::<u16>()?))?;
             }
+        }
+        ["__flood"] => {
+            // Every datagram crosses the egress hook (send) and the ingress hook (delivery to
+            // rx, in this thread's softirq on loopback): all of it is this thread's CPU time
+            // (the kernel has no IRQ time accounting here, softirq time is charged to the
+            // task it interrupts).
+            let rx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            rx.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let tx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            tx.connect(rx.local_addr()?)?;
+            let buf = [7u8; 64];
+            let mut r = [0u8; 2048];
+            let t0 = thread_cpu_ns();
+            for _ in 0..FLOOD / FLOOD_BATCH {
+                for _ in 0..FLOOD_BATCH {
+                    tx.send(&buf)?;
+                }
+                for _ in 0..FLOOD_BATCH {
+                    rx.recv(&mut r)?;
+                }
+            }
+            println!("cpu_ns {}", thread_cpu_ns() - t0);
         }
         ["__pingpong"] => {
             let (mut a, mut b) = std::os::unix::net::UnixStream::pair()?;
@@ -164,6 +216,67 @@ fn load(root: &Path, name: &str) -> Result<Probes> {
     .context("loading the eBPF programs")
 }
 
+/// Loads the empty programs and attaches them next to brim's (bpf links: both run).
+fn load_floor(root: &Path) -> Result<aya::Ebpf> {
+    use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
+    let btf = aya::Btf::from_sys_fs().context("kernel BTF")?;
+    let mut o = aya::EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(FLOOR_OBJ)
+        .context("loading floor.bpf.o")?;
+    let cg = std::fs::File::open(root)?;
+    for (name, ty) in [
+        ("brim_floor_ingress", CgroupSkbAttachType::Ingress),
+        ("brim_floor_egress", CgroupSkbAttachType::Egress),
+    ] {
+        let p: &mut CgroupSkb = o
+            .program_mut(name)
+            .with_context(|| format!("{name} missing"))?
+            .try_into()?;
+        p.load()?;
+        p.attach(&cg, ty, CgroupAttachMode::Single)?;
+    }
+    let p: &mut BtfTracePoint = o
+        .program_mut("brim_floor_switch")
+        .context("brim_floor_switch missing")?
+        .try_into()?;
+    p.load("sched_switch", &btf)?;
+    p.attach()?;
+    Ok(o)
+}
+
+/// Arm of an attached-vs-detached comparison: 0 nothing, 1 the empty programs, 2 brim's
+/// programs tracking cgroup `id`. Detached when the value drops.
+fn attach_arm(
+    arm: usize,
+    root: &Path,
+    name: &str,
+    id: u64,
+    policy: &TaskPolicy,
+) -> Result<(Option<Probes>, Option<aya::Ebpf>)> {
+    Ok(match arm {
+        0 => (None, None),
+        1 => (None, Some(load_floor(root)?)),
+        _ => {
+            let p = load(root, name)?;
+            p.track(id, policy)?;
+            (Some(p), None)
+        }
+    })
+}
+
+/// (run count, run time ns) of the named programs of `o`.
+fn floor_stats(o: &aya::Ebpf, names: &[&str]) -> (u64, u64) {
+    let (mut n, mut t) = (0, 0);
+    for name in names {
+        if let Some(info) = o.program(name).and_then(|p| p.info().ok()) {
+            n += info.run_count();
+            t += u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+        }
+    }
+    (n, t)
+}
+
 pub(crate) fn bench_telemetry(ws: &Path) -> Result<()> {
     if !Path::new(UNIFIED).join("cgroup.procs").exists() || !Path::new(CPUACCT).exists() {
         bail!("needs the hybrid cgroup layout ({UNIFIED} and {CPUACCT}) and root");
@@ -188,30 +301,60 @@ fn measure(ws: &Path, name: &str, root: &Path, c1: &[PathBuf; 2]) -> Result<()> 
     let id = cgroup_id(&c1[0])?;
     let policy = TaskPolicy::default();
 
-    // Context-switch microbenchmark: attached vs detached, alternating. The host is shared, so
-    // wall time swings with other load: compare the ping-pong's own CPU time (user + system;
-    // the programs run in the switching task's context and are charged to it), as the median
-    // of the per-pair ratios of 9 pairs.
-    let (mut ratios, mut on, mut off) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..9 {
-        let p = load(root, name)?;
-        p.track(id, &policy)?;
-        let a = run_cpu(c1, "__pingpong")?.as_secs_f64();
-        drop(p);
-        let b = run_cpu(c1, "__pingpong")?.as_secs_f64();
-        ratios.push(a / b);
-        on.push(a);
-        off.push(b);
+    // Context-switch microbenchmark: nothing attached, only the empty programs (what the
+    // sched_switch hook costs for any program) and brim's, rotating order per round. The host
+    // is shared, so wall time swings with other load: compare the ping-pong's own CPU time
+    // (user + system; the programs run in the switching task's context and are charged to
+    // it), as the median of the per-round ratios.
+    let (mut ratios, mut empty_ratios) = (Vec::new(), Vec::new());
+    let mut arms: [Vec<f64>; 3] = Default::default();
+    for round in 0..PINGPONG_ROUNDS {
+        let mut got = [0.0; 3];
+        for k in 0..3 {
+            let arm = (round + k) % 3;
+            let _attached = attach_arm(arm, root, name, id, &policy)?;
+            got[arm] = run_cpu(c1, "__pingpong")?.as_secs_f64();
+        }
+        ratios.push(got[2] / got[0]);
+        empty_ratios.push(got[1] / got[0]);
+        for (a, g) in arms.iter_mut().zip(got) {
+            a.push(g);
+        }
     }
     let slowdown = (median(ratios) - 1.0) * 100.0;
-    let (on, off) = (median(on), median(off));
-    println!("ping-pong {ROUND_TRIPS} round trips, CPU time: attached {on:.3} s, detached {off:.3} s (median pair ratio {slowdown:+.2} %)");
+    let empty_slowdown = (median(empty_ratios) - 1.0) * 100.0;
+    let [none, empty, full] = arms.map(median);
+    println!("ping-pong {ROUND_TRIPS} round trips x {PINGPONG_ROUNDS} rounds, CPU time: nothing attached {none:.3} s, empty programs {empty:.3} s, brim {full:.3} s; median ratios: brim {slowdown:+.2} %, empty programs {empty_slowdown:+.2} %");
+
+    // Net end to end, no bpf_stats: CPU ns per datagram of a loopback flood in the tracked
+    // cgroup with nothing attached, with only the empty programs (what the kernel's
+    // cgroup_skb hook costs for any program) and with brim's programs. Each round runs the
+    // three in a rotating order (drift on the shared host hits every arm); medians of the
+    // per-round differences.
+    let (mut total, mut hook) = (Vec::new(), Vec::new());
+    let mut arms: [Vec<f64>; 3] = Default::default();
+    for round in 0..FLOOD_ROUNDS {
+        let mut got = [0.0; 3];
+        for k in 0..3 {
+            let arm = (round + k) % 3;
+            let _attached = attach_arm(arm, root, name, id, &policy)?;
+            got[arm] = run_cpu(c1, "__flood")?.as_nanos() as f64 / FLOOD as f64;
+        }
+        total.push(got[2] - got[0]);
+        hook.push(got[1] - got[0]);
+        for (a, g) in arms.iter_mut().zip(got) {
+            a.push(g);
+        }
+    }
+    let (net_e2e, net_hook) = (median(total), median(hook));
+    let [none, empty, full] = arms.map(median);
+    println!("loopback flood, {FLOOD} datagrams x {FLOOD_ROUNDS} rounds, CPU ns per datagram (egress + ingress): nothing attached {none:.1}, empty programs {empty:.1}, brim {full:.1}; median differences: brim {net_e2e:.1}, empty programs (the hook itself) {net_hook:.1}");
 
     // Run statistics cost time themselves: on only from here (not for the ping-pong).
     std::fs::write(STATS, "1").context("enabling kernel.bpf_stats_enabled")?;
     let p = load(root, name)?;
     p.track(id, &policy)?;
-    let before = p.prog_stats();
+    let floor = load_floor(root)?;
     // Accuracy: CPU.
     let acct = c1[1].join("cpuacct.usage");
     let read_acct = || -> Result<u64> { Ok(std::fs::read_to_string(&acct)?.trim().parse()?) };
@@ -247,28 +390,65 @@ fn measure(ws: &Path, name: &str, root: &Path, c1: &[PathBuf; 2]) -> Result<()> 
         "net: eBPF tx {sent} bytes, expected {} ({received} datagrams received)",
         DATAGRAMS * (PAYLOAD + 28)
     );
-    // Per-run cost.
-    let after = p.prog_stats();
-    let cost = |names: &[&str]| -> f64 {
-        let (mut n, mut t) = (0u64, 0u64);
-        for a in after.iter().filter(|a| names.contains(&a.name)) {
-            let b = before.iter().find(|b| b.name == a.name);
-            n += a.run_count - b.map_or(0, |b| b.run_count);
-            t += a.run_time_ns - b.map_or(0, |b| b.run_time_ns);
-        }
-        if n == 0 {
-            0.0
+    // Per-run cost: bpf_stats over STATS_ROUNDS loopback floods (the sched programs see every
+    // switch on the host meanwhile) with brim's and the empty programs attached together, so
+    // each round times both on the same events; medians over the rounds, and of the per-round
+    // differences brim - empty: the program's own cost. Program runs are preemptible, so a
+    // round's mean can include another task's time slice: the median leaves such rounds out.
+    const SCHED: [&str; 1] = ["brim_sched_switch"];
+    const NET: [&str; 2] = ["brim_net_ingress", "brim_net_egress"];
+    const FLOOR_SCHED: [&str; 1] = ["brim_floor_switch"];
+    const FLOOR_NET: [&str; 2] = ["brim_floor_ingress", "brim_floor_egress"];
+    let brim_stats = |names: &[&str]| -> (u64, u64) {
+        p.prog_stats()
+            .iter()
+            .filter(|s| names.contains(&s.name))
+            .fold((0, 0), |(n, t), s| (n + s.run_count, t + s.run_time_ns))
+    };
+    let snapshot = || {
+        [
+            brim_stats(&SCHED),
+            floor_stats(&floor, &FLOOR_SCHED),
+            brim_stats(&NET),
+            floor_stats(&floor, &FLOOR_NET),
+        ]
+    };
+    let per_run = |(n0, t0): (u64, u64), (n1, t1): (u64, u64)| {
+        if n1 > n0 {
+            t1.saturating_sub(t0) as f64 / (n1 - n0) as f64
         } else {
-            t as f64 / n as f64
+            0.0
         }
     };
-    let sched = cost(&[
-        "brim_sched_switch",
-        "brim_sched_wakeup",
-        "brim_sched_wakeup_new",
-    ]);
-    let net = cost(&["brim_net_ingress", "brim_net_egress"]);
-    println!("ns per run: sched {sched:.1}, net {net:.1}");
+    let mut rounds: [Vec<f64>; 4] = Default::default();
+    let (mut sched_diff, mut net_diff, mut sched_host) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..STATS_ROUNDS {
+        // sched over a ping-pong in the tracked cgroup (mostly its own switches, the tracked
+        // path), net over a flood; the flood's sched numbers are the host's own mix (other
+        // engineers' processes, untracked, cache-cold), reported apart.
+        let a = snapshot();
+        run_cpu(c1, "__pingpong")?;
+        let b = snapshot();
+        run_cpu(c1, "__flood")?;
+        let c = snapshot();
+        let v = [
+            per_run(a[0], b[0]),
+            per_run(a[1], b[1]),
+            per_run(b[2], c[2]),
+            per_run(b[3], c[3]),
+        ];
+        for (r, x) in rounds.iter_mut().zip(v) {
+            r.push(x);
+        }
+        sched_diff.push(v[0] - v[1]);
+        net_diff.push(v[2] - v[3]);
+        sched_host.push(per_run(b[0], c[0]) - per_run(b[1], c[1]));
+    }
+    drop(floor);
+    let [sched, sched_floor, net, net_floor] = rounds.map(median);
+    let (sched_cost, net_cost) = (median(sched_diff), median(net_diff));
+    let sched_host = median(sched_host);
+    println!("bpf_stats ns per run, median of {STATS_ROUNDS} rounds: sched {sched:.1} (empty program {sched_floor:.1}, difference {sched_cost:.1}; host mix during the flood: difference {sched_host:.1}), net {net:.1} (empty program {net_floor:.1}, difference {net_cost:.1})");
 
     // Agent sampling cost at 200 tasks.
     let cg_name = format!("{name}-tasks");
@@ -298,14 +478,44 @@ fn measure(ws: &Path, name: &str, root: &Path, c1: &[PathBuf; 2]) -> Result<()> 
     }
     let polling_ns = (thread_cpu_ns() - t0) as f64 / f64::from(passes);
     let cgids: Vec<u64> = ids.iter().map(|(_, id)| *id).collect();
-    let t0 = thread_cpu_ns();
-    for _ in 0..passes {
-        std::hint::black_box(p.read_many(&cgids));
+    // The agent's pass: every map entry under one lock, then the cgroupfs files eBPF does not
+    // replace; map reads batched (BPF_MAP_LOOKUP_BATCH) and one lookup per entry, alternating.
+    let (mut agent_ns, mut per_key_ns) = (0.0, 0.0);
+    let (mut batch_read_ns, mut per_key_read_ns) = (0.0, 0.0);
+    for pass in 0..2 * passes {
+        let batched = pass % 2 == 0;
+        let t0 = thread_cpu_ns();
+        let read = if batched {
+            p.read_many(&cgids)
+        } else {
+            p.read_many_per_key(&cgids)
+        };
+        let t1 = thread_cpu_ns();
+        if read.len() != cgids.len() {
+            bail!("read {} of {} tracked cgroups", read.len(), cgids.len());
+        }
+        std::hint::black_box(read);
         for (cid, _) in &ids {
             std::hint::black_box(backend.usage_without_ebpf_counters(cid)?);
         }
+        let t2 = thread_cpu_ns();
+        let (read_ns, pass_ns) = ((t1 - t0) as f64, (t2 - t0) as f64);
+        if batched {
+            batch_read_ns += read_ns;
+            agent_ns += pass_ns;
+        } else {
+            per_key_read_ns += read_ns;
+            per_key_ns += pass_ns;
+        }
     }
-    let agent_ns = (thread_cpu_ns() - t0) as f64 / f64::from(passes);
+    let n = f64::from(passes);
+    let (agent_ns, per_key_ns) = (agent_ns / n, per_key_ns / n);
+    let (batch_read_ns, per_key_read_ns) = (batch_read_ns / n, per_key_read_ns / n);
+    println!(
+        "200 tasks, map reads per pass: batched {:.1} us, one lookup per entry {:.1} us",
+        batch_read_ns / 1e3,
+        per_key_read_ns / 1e3
+    );
     for (cid, cgid) in &ids {
         p.untrack(*cgid);
         let _ = brim_agent::cgroups::destroy(&backend, cid);
@@ -313,15 +523,29 @@ fn measure(ws: &Path, name: &str, root: &Path, c1: &[PathBuf; 2]) -> Result<()> 
     let _ = brim_agent::cgroups::remove_root(&backend);
     // One pass per second: ns per pass / 1e9 ns * 100 %.
     let (agent_pct, polling_pct) = (agent_ns / 1e7, polling_ns / 1e7);
-    println!("200 tasks, 1 s interval: agent (cgroupfs + eBPF maps) {agent_pct:.3} % of a core, cgroupfs polling {polling_pct:.3} %");
+    let per_key_pct = per_key_ns / 1e7;
+    println!("200 tasks, 1 s interval: agent (cgroupfs + eBPF maps) {agent_pct:.3} % of a core (map reads one lookup per entry: {per_key_pct:.3} %), cgroupfs polling {polling_pct:.3} %");
 
+    let r1 = |v: f64| (v * 10.0).round() / 10.0;
     let r = Results {
-        sched_ns_per_event: (sched * 10.0).round() / 10.0,
-        net_ns_per_packet: (net * 10.0).round() / 10.0,
+        sched_ns_per_event: r1(sched_cost),
+        net_ns_per_packet: r1(net_cost),
+        sched_ns_per_event_host_mix: r1(sched_host),
+        sched_stats_ns_per_run: r1(sched),
+        sched_floor_ns_per_run: r1(sched_floor),
+        net_stats_ns_per_run: r1(net),
+        net_floor_ns_per_run: r1(net_floor),
+        net_e2e_ns_per_datagram: r1(net_e2e),
+        net_e2e_ns_per_packet: r1(net_e2e / 2.0),
+        net_e2e_empty_ns_per_datagram: r1(net_hook),
         cpu_error_pct: (cpu_err * 1000.0).round() / 1000.0,
         net_bytes_exact: exact,
         ctxswitch_slowdown_pct: (slowdown * 100.0).round() / 100.0,
+        ctxswitch_empty_slowdown_pct: (empty_slowdown * 100.0).round() / 100.0,
         agent_cpu_pct_200_tasks: (agent_pct * 1000.0).round() / 1000.0,
+        agent_cpu_pct_200_tasks_per_key: (per_key_pct * 1000.0).round() / 1000.0,
+        ebpf_read_us_200_tasks: r1(batch_read_ns / 1e3),
+        ebpf_read_us_200_tasks_per_key: r1(per_key_read_ns / 1e3),
         polling_cpu_pct_200_tasks: (polling_pct * 1000.0).round() / 1000.0,
     };
     let path = ws.join("bench-results").join("telemetry.json");
