@@ -995,15 +995,8 @@ impl Agent {
             tracing::error!(task = %v.key.1, error = %e, "checkpoint failed: this task will not survive an agent restart");
         }
         let t_durable = t0.elapsed();
-        match tokio::task::spawn_blocking(move || pending.go()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err((e.into(), Some((pid, pidfd)))),
-            Err(e) => {
-                return Err((
-                    launcher::LaunchError::Internal(e.to_string()),
-                    Some((pid, pidfd)),
-                ))
-            }
+        if let Err(e) = pending.go().await {
+            return Err((e.into(), Some((pid, pidfd))));
         }
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         tracing::debug!(

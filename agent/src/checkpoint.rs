@@ -297,6 +297,9 @@ pub enum Op {
         seq: u64,
         paths: Vec<PathBuf>,
     },
+    /// Answered once everything sent before it is in the task files too (not only in the
+    /// journal).
+    Barrier(mpsc::Sender<()>),
 }
 
 /// Handle to the writer thread.
@@ -380,9 +383,14 @@ impl Journal {
         Ok(())
     }
 
+    fn full(&self) -> bool {
+        self.size >= JOURNAL_LIMIT
+    }
+
     /// Starts the next generation when this one is full; the compactor retires the old one.
+    /// The task files must be up to date first (see `flush`).
     fn maybe_roll(&mut self) {
-        if self.size < JOURNAL_LIMIT {
+        if !self.full() {
             return;
         }
         let Some((gen, f)) = self.file.take() else {
@@ -504,6 +512,7 @@ fn writer_loop(
 ) {
     let mut written: HashMap<(String, String), u64> = HashMap::new();
     let mut journal = journal_dir.map(Journal::new);
+    let mut dirty: HashMap<PathBuf, String> = HashMap::new();
     while let Ok(first) = rx.recv() {
         // Coalesce: of several queued writes of one key only the newest goes to disk.
         let mut batch = vec![first];
@@ -514,6 +523,7 @@ fn writer_loop(
         for op in &batch {
             let (key, seq) = match op {
                 Op::Write { key, seq, .. } | Op::Remove { key, seq, .. } => (key, *seq),
+                Op::Barrier(_) => continue,
             };
             let e = newest.entry(key.clone()).or_insert(seq);
             *e = (*e).max(seq);
@@ -521,8 +531,10 @@ fn writer_loop(
         let mut done = Vec::new();
         let mut acks = Vec::new();
         let mut entries = Vec::new();
+        let mut barriers = Vec::new();
         for op in batch {
             match op {
+                Op::Barrier(tx) => barriers.push(tx),
                 Op::Write {
                     key,
                     seq,
@@ -564,26 +576,20 @@ fn writer_loop(
             _ => Err(()),
         };
         let mut failed: Option<io::Error> = None;
-        for e in &entries {
-            let r = match (e, journaled.is_ok()) {
-                (_, true) | (Entry::Remove { .. }, false) => apply(e),
-                (Entry::Write { path, text }, false) => write_atomic(path, text.as_bytes()),
-            };
-            if let Err(err) = r {
-                let path = match e {
-                    Entry::Write { path, .. } => path.display().to_string(),
-                    Entry::Remove { paths } => format!("{paths:?}"),
+        if journaled.is_err() {
+            for e in &entries {
+                let r = match e {
+                    Entry::Write { path, text } => write_atomic(path, text.as_bytes()),
+                    Entry::Remove { .. } => apply(e),
                 };
-                tracing::error!(%path, error = %err, "checkpoint write failed");
-                if journaled.is_err() {
+                if let Err(err) = r {
+                    tracing::error!(entry = ?entry_path(e), error = %err, "checkpoint write failed");
                     failed = Some(err);
                 }
             }
         }
-        if let Some(j) = journal.as_mut() {
-            j.maybe_roll();
-        }
-        // Only now is everything durable: the acks let tasks start.
+        // Durable now: the acks let tasks start (journaled entries reach their files below,
+        // off the launch path).
         for ack in acks {
             let _ = ack.send(match &failed {
                 Some(e) => Err(io::Error::new(e.kind(), e.to_string())),
@@ -593,6 +599,53 @@ fn writer_loop(
         if !done.is_empty() {
             durable(done);
         }
+        if journaled.is_ok() {
+            // Task files are only read after a crash, when the journal is replayed over
+            // them: their writes wait (coalesced per task) until the journal rolls over; a
+            // task forgotten before that never gets a file at all.
+            for e in entries {
+                match e {
+                    Entry::Write { path, text } => {
+                        dirty.insert(path, text);
+                    }
+                    Entry::Remove { paths } => {
+                        for p in &paths {
+                            dirty.retain(|d, _| !d.starts_with(p));
+                        }
+                        if let Err(err) = apply(&Entry::Remove { paths }) {
+                            tracing::error!(error = %err, "checkpoint removal failed");
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(j) = journal.as_mut() {
+            if j.full() || !barriers.is_empty() {
+                flush(&mut dirty);
+            }
+            j.maybe_roll();
+        }
+        for b in barriers {
+            let _ = b.send(());
+        }
+    }
+    flush(&mut dirty);
+}
+
+/// Writes the task files whose changes are only in the journal so far.
+fn flush(dirty: &mut HashMap<PathBuf, String>) {
+    for (path, text) in dirty.drain() {
+        let r = stage(&path, text.as_bytes()).and_then(|tmp| fs::rename(&tmp, &path));
+        if let Err(e) = r {
+            tracing::error!(path = %path.display(), error = %e, "checkpoint file update failed (the journal has it)");
+        }
+    }
+}
+
+fn entry_path(e: &Entry) -> String {
+    match e {
+        Entry::Write { path, .. } => path.display().to_string(),
+        Entry::Remove { paths } => format!("{paths:?}"),
     }
 }
 
@@ -715,6 +768,9 @@ mod tests {
                 .expect("durable")
                 .len();
         }
+        let (tx, idle) = std::sync::mpsc::channel();
+        w.send(Op::Barrier(tx));
+        idle.recv().expect("barrier");
         let journals = journal_files(&l.journal());
         assert_eq!(journals.len(), 1, "one journal generation");
         let (records, errors) = l.load_tasks();
@@ -783,6 +839,11 @@ mod tests {
             .map(|(g, _)| g)
             .collect();
         assert_eq!(gens, vec![1]);
+        // Durable in the journal; the task file itself is written lazily.
+        assert!(!l.task("fw", "t4").exists());
+        let (tx, idle) = std::sync::mpsc::channel();
+        w.send(Op::Barrier(tx));
+        idle.recv().expect("barrier");
         assert!(l.task("fw", "t4").exists());
     }
 

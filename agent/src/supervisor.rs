@@ -19,7 +19,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -232,36 +232,46 @@ pub fn spawn(t: TaskSpec) -> Result<Pending, SupervisorError> {
 
 impl Pending {
     /// Lets the supervisor start the task and waits until the task exec'd (`Ok`) or its
-    /// setup failed. Blocking: call from a blocking thread.
-    pub fn go(mut self) -> Result<(), SupervisorError> {
-        self.go.write_all(b"g").map_err(|e| {
+    /// setup failed. Awaited on the event loop, not on a blocking thread: a burst of
+    /// launches would park one thread each, and every thread's stack makes the next
+    /// supervisor clone (a copy of the agent's memory map) slower.
+    pub async fn go(mut self) -> Result<(), SupervisorError> {
+        let gone = |e: io::Error| {
             SupervisorError::Spawn(io::Error::other(format!("supervisor gone: {e}")))
-        })?;
-        drop(self.go);
-        let mut buf = Vec::with_capacity(8);
-        let _ = self.errors.read_to_end(&mut buf);
-        if buf.len() < 8 {
-            return Ok(());
-        }
-        let stage = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        let stage = match Stage::from_i32(stage) {
-            Some(Stage::Session) => "starting a session",
-            Some(Stage::Cgroup) => "joining its cgroups",
-            Some(Stage::Mounts) => "setting up its mount namespace",
-            Some(Stage::Rlimit) => "setting rlimits",
-            Some(Stage::User) => "switching to its user",
-            Some(Stage::Chdir) => "entering its sandbox",
-            Some(Stage::Exec) => "executing the command",
-            Some(Stage::Fork) => "forking",
-            Some(Stage::Stdio) => "redirecting stdio",
-            None => "starting",
         };
-        Err(SupervisorError::Setup {
-            stage,
-            source: io::Error::from_raw_os_error(errno),
-        })
+        // One byte into an empty pipe: never blocks.
+        self.go.write_all(b"g").map_err(gone)?;
+        drop(self.go);
+        // EOF once the task exec'd (or the supervisor died); a setup error otherwise.
+        let buf = sys::read_pipe_to_end(self.errors).await.unwrap_or_default();
+        setup_result(&buf)
     }
+}
+
+/// What the supervisor reported on its error pipe: nothing (the task exec'd) or the stage
+/// and errno of the failed setup step.
+fn setup_result(buf: &[u8]) -> Result<(), SupervisorError> {
+    if buf.len() < 8 {
+        return Ok(());
+    }
+    let stage = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let stage = match Stage::from_i32(stage) {
+        Some(Stage::Session) => "starting a session",
+        Some(Stage::Cgroup) => "joining its cgroups",
+        Some(Stage::Mounts) => "setting up its mount namespace",
+        Some(Stage::Rlimit) => "setting rlimits",
+        Some(Stage::User) => "switching to its user",
+        Some(Stage::Chdir) => "entering its sandbox",
+        Some(Stage::Exec) => "executing the command",
+        Some(Stage::Fork) => "forking",
+        Some(Stage::Stdio) => "redirecting stdio",
+        None => "starting",
+    };
+    Err(SupervisorError::Setup {
+        stage,
+        source: io::Error::from_raw_os_error(errno),
+    })
 }
 
 /// What a supervisor wrote before exiting.

@@ -694,6 +694,31 @@ pub(crate) async fn wait_pidfd(pidfd: OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads `pipe` to EOF on the event loop (it is switched to non-blocking).
+pub(crate) async fn read_pipe_to_end(pipe: File) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use tokio::io::unix::AsyncFd;
+    let flags = nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    // SAFETY: the AsyncFd owns the File, so the fd stays open and `as_raw_fd` returns the
+    // same descriptor for the AsyncFd's whole life.
+    let afd = unsafe { AsyncFd::register_with_interest(pipe, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    let mut buf = Vec::new();
+    loop {
+        let mut guard = afd.readable().await?;
+        let mut chunk = [0u8; 64];
+        match guard.try_io(|f| f.get_ref().read(&mut chunk)) {
+            Ok(Ok(0)) => return Ok(buf),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => {}
+        }
+    }
+}
+
 /// The agent's own hard limit of an rlimit resource.
 pub(crate) fn hard_rlimit(resource: i32) -> Option<u64> {
     let mut lim = libc::rlimit {
