@@ -38,6 +38,12 @@ pub(crate) fn render(agent: &Agent) -> String {
         "1 when eBPF telemetry is active; 0: usage comes from cgroupfs polling only",
         f64::from(u8::from(agent.telemetry.ebpf_enabled())),
     );
+    gauge(
+        &mut reg,
+        "psi_enabled",
+        "1 when pressure stall information (/proc/pressure) is readable; 0: off (see /state psi.reason)",
+        f64::from(u8::from(agent.telemetry.psi_enabled())),
+    );
     let stats_on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
         .is_ok_and(|t| t.trim() == "1");
     gauge(

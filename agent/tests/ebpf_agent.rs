@@ -266,6 +266,12 @@ async fn ebpf_cpu_net_and_bind() {
 
     let m = metrics(http).await;
     assert!(m.contains("brim_agent_ebpf_enabled 1"), "{m}");
+    // PSI is reported as this host has it (off by default on some kernels: psi=1 turns it on).
+    let psi = std::fs::read_to_string("/proc/pressure/memory").is_ok();
+    assert!(
+        m.contains(&format!("brim_agent_psi_enabled {}", u8::from(psi))),
+        "{m}"
+    );
     let line = m
         .lines()
         .find(|l| l.starts_with("brim_agent_container_network_transmit_bytes_total{"))

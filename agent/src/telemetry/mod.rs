@@ -146,6 +146,34 @@ pub(crate) struct Telemetry {
     ring_len: usize,
     /// Devices every task may open beyond the built-in list (`--device-allow`).
     device_defaults: Vec<ebpf::DeviceRule>,
+    /// Why pressure stall information (`/proc/pressure`) is unavailable, for `/state`.
+    psi_off_reason: Option<String>,
+}
+
+/// Path probed for PSI (what the memory-pressure QoS rule reads).
+const PSI_PROBE: &str = "/proc/pressure/memory";
+
+/// Why PSI is unavailable given the result of reading `/proc/pressure/memory`; `None`: on.
+pub(crate) fn psi_off_reason(read: &std::io::Result<String>) -> Option<String> {
+    match read {
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+            "{PSI_PROBE} absent: kernel built without CONFIG_PSI"
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Some(format!(
+            "{PSI_PROBE}: PSI disabled (CONFIG_PSI_DEFAULT_DISABLED): boot with psi=1"
+        )),
+        Err(e) => Some(format!("{PSI_PROBE}: {e}")),
+    }
+}
+
+/// PSI status of this host, warning once when it is off.
+fn probe_psi() -> Option<String> {
+    let reason = psi_off_reason(&std::fs::read_to_string(PSI_PROBE));
+    if let Some(r) = &reason {
+        tracing::warn!(reason = %r, "pressure stall information (PSI) unavailable: no pressure signal for memory-pressure evictions");
+    }
+    reason
 }
 
 /// The agent's root directory in the cgroup2 hierarchy, if it has one.
@@ -163,6 +191,7 @@ impl Telemetry {
             tasks: Mutex::new(HashMap::new()),
             ring_len: RING_LEN,
             device_defaults: Vec::new(),
+            psi_off_reason: probe_psi(),
         }
     }
 
@@ -192,6 +221,7 @@ impl Telemetry {
                                 tasks: Mutex::new(HashMap::new()),
                                 ring_len: RING_LEN,
                                 device_defaults: config.device_allow.clone(),
+                                psi_off_reason: probe_psi(),
                             };
                         }
                         Err(e) => e.to_string(),
@@ -220,6 +250,11 @@ impl Telemetry {
 
     pub(crate) fn ebpf_off_reason(&self) -> Option<&str> {
         self.ebpf_off_reason.as_deref()
+    }
+
+    /// Whether `/proc/pressure` is readable (probed at start).
+    pub(crate) fn psi_enabled(&self) -> bool {
+        self.psi_off_reason.is_none()
     }
 
     /// Starts following a task whose container was just created (before its process runs:
@@ -410,11 +445,16 @@ impl Telemetry {
         self.sample(cg, crate::agent::now_secs());
     }
 
-    /// `/state` additions: whether eBPF is on (and why not), and each task's usage ring.
+    /// `/state` additions: whether eBPF and PSI are on (and why not), and each task's usage
+    /// ring.
     pub(crate) fn annotate_state(&self, state: &mut serde_json::Value) {
         state["ebpf"] = serde_json::json!({
             "enabled": self.ebpf_enabled(),
             "reason": self.ebpf_off_reason(),
+        });
+        state["psi"] = serde_json::json!({
+            "enabled": self.psi_enabled(),
+            "reason": self.psi_off_reason,
         });
         let Some(tasks) = state.get_mut("tasks").and_then(|t| t.as_array_mut()) else {
             return;
@@ -457,5 +497,21 @@ pub(crate) async fn run(agent: Arc<Agent>, mut stop: tokio::sync::watch::Receive
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psi_reasons() {
+        assert_eq!(psi_off_reason(&Ok("some avg10=0.00".into())), None);
+        let absent = psi_off_reason(&Err(std::io::ErrorKind::NotFound.into()));
+        assert!(absent.is_some_and(|r| r.contains("CONFIG_PSI")));
+        let off = psi_off_reason(&Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP)));
+        assert!(off.is_some_and(|r| r.contains("psi=1")));
+        let other = psi_off_reason(&Err(std::io::Error::from_raw_os_error(libc::EACCES)));
+        assert!(other.is_some_and(|r| r.contains("/proc/pressure/memory")));
     }
 }
