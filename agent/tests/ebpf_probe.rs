@@ -63,6 +63,10 @@ impl Drop for Cg {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.child);
         let _ = std::fs::remove_dir(&self.root);
+        // Pins of a test that failed before `unpin` (bpffs allows removing them recursively).
+        if let Some(name) = self.root.file_name() {
+            let _ = std::fs::remove_dir_all(PathBuf::from("/sys/fs/bpf/brim").join(name));
+        }
     }
 }
 
