@@ -66,6 +66,53 @@ fn brim_dev_runs_a_task_and_stops_cleanly() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("hello from dev"));
 
+    // `--devices` extends the task's device allow-list (enforced with eBPF: only when the
+    // agent could load its programs, i.e. as root with BTF).
+    let agent = format!("127.0.0.1:{agent_port}");
+    let ebpf =
+        http_get(&agent, "/metrics").is_some_and(|(_, m)| m.contains("brim_agent_ebpf_enabled 1"));
+    let devices_present = ["/dev/fuse", "/dev/loop-control"]
+        .iter()
+        .all(|d| std::path::Path::new(d).exists());
+    if ebpf && devices_present {
+        let script = "(exec 3<>/dev/fuse) 2>/dev/null && echo fuse-ok || echo fuse-denied; \
+                      (exec 4</dev/loop-control) 2>/dev/null && echo loop-ok || echo loop-denied";
+        let out = Command::new(BRIM)
+            .args([
+                "run",
+                "--master",
+                &master,
+                "--devices",
+                "/dev/fuse rw",
+                "--",
+                script,
+            ])
+            .output()
+            .expect("brim run --devices");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("fuse-ok") && stdout.contains("loop-denied"),
+            "{stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bad = Command::new(BRIM)
+            .args([
+                "run",
+                "--master",
+                &master,
+                "--devices",
+                "c 10",
+                "--",
+                "true",
+            ])
+            .output()
+            .expect("brim run --devices");
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("MAJOR:MINOR"));
+    } else {
+        eprintln!("skipping the --devices check: eBPF off in brim dev or no /dev/fuse");
+    }
+
     // Ctrl-C: stops cleanly with exit 0 and leaves no cgroup behind.
     // SAFETY: kill(2) on our own child's pid with a valid signal.
     unsafe {

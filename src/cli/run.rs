@@ -69,6 +69,11 @@ pub(crate) struct RunArgs {
     /// preempted when the owners need the resources back; preempted instances are retried.
     #[arg(long)]
     pub(crate) revocable: bool,
+    /// Devices the tasks may open beyond the built-in ones (null, zero, random, tty, ...) and
+    /// the agent's --device-allow: comma-separated `c|b|a MAJOR:MINOR [rwm]` rules (`*`: any)
+    /// or device paths of the agent's host, e.g. `--devices 'c 195:* rwm,/dev/fuse'`.
+    #[arg(long, value_name = "RULES", value_parser = parse_devices)]
+    pub(crate) devices: Option<String>,
     /// Environment variable for the task (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     pub(crate) env: Vec<(String, String)>,
@@ -81,6 +86,10 @@ pub(crate) struct RunArgs {
         value_name = "CMD"
     )]
     pub(crate) command: Vec<String>,
+}
+
+fn parse_devices(s: &str) -> Result<String, String> {
+    brim_agent::ebpf::DeviceRule::check_list_syntax(s).map(|()| s.trim().to_string())
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -100,6 +109,7 @@ struct Job {
     instances: u32,
     command: Vec<String>,
     network: Option<String>,
+    devices: Option<String>,
     env: Vec<(String, String)>,
     run_id: String,
     timeout: Duration,
@@ -135,6 +145,7 @@ impl Job {
             instances: a.instances,
             command: a.command.clone(),
             network: a.network.clone(),
+            devices: a.devices.clone(),
             env: a.env.clone(),
             run_id: run_id(),
             timeout: Duration::from_secs_f64(a.timeout),
@@ -158,6 +169,9 @@ impl Job {
         };
         if let Some(n) = &self.network {
             b = b.label(brim_agent::network::LABEL, n);
+        }
+        if let Some(d) = &self.devices {
+            b = b.label(brim_agent::ebpf::devices::DEVICES_LABEL, d);
         }
         for (k, v) in &self.env {
             b = b.env(k, v);
@@ -850,6 +864,12 @@ mod tests {
         assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
         assert!(parse_env("=x").is_err());
         assert!(parse_env("nope").is_err());
+        assert_eq!(
+            parse_devices(" c 195:* rwm,/dev/fuse "),
+            Ok("c 195:* rwm,/dev/fuse".into())
+        );
+        let e = parse_devices("c 195").expect_err("no minor");
+        assert!(e.contains("MAJOR:MINOR"), "{e}");
         assert_eq!(default_name(&["echo hello".into()]), "echo");
         assert_eq!(default_name(&["/bin/ls".into(), "-l".into()]), "ls");
         assert_eq!(default_name(&["$(x)".into()]), "x");

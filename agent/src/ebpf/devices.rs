@@ -7,6 +7,11 @@ use std::path::Path;
 
 use super::abi::{DEV_ANY_MAJOR, DEV_ANY_MINOR};
 
+/// Task label adding devices to the allow-list: rules separated by commas, each
+/// `c|b|a MAJOR:MINOR [rwm]` or a device path (resolved on the agent), e.g.
+/// `c 195:* rwm,/dev/fuse`.
+pub const DEVICES_LABEL: &str = "devices";
+
 /// Device types (`BPF_DEVCG_DEV_*`).
 pub const DEV_BLOCK: u8 = 1;
 pub const DEV_CHAR: u8 = 2;
@@ -115,6 +120,24 @@ impl DeviceRule {
             minor,
             access,
         })
+    }
+
+    /// Checks the syntax of a `devices` label where the device paths cannot be resolved
+    /// (e.g. `brim run`: they name devices of the agent's host): numeric rules are parsed,
+    /// paths only have to be absolute.
+    pub fn check_list_syntax(list: &str) -> Result<(), String> {
+        let mut any = false;
+        for r in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            any = true;
+            if !r.starts_with('/') {
+                DeviceRule::parse(r)?;
+            }
+        }
+        if any {
+            Ok(())
+        } else {
+            Err(format!("no device rule in `{list}`; {SYNTAX}"))
+        }
     }
 
     /// Parses a list separated by commas (the `devices` task label).

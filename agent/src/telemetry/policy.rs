@@ -7,9 +7,7 @@ use crate::ebpf::{DeviceRule, TaskPolicy};
 
 /// Task label setting an egress limit in megabits per second (decimal, > 0).
 pub(crate) const EGRESS_LABEL: &str = "net_egress_mbps";
-/// Task label adding devices to the allow-list: rules separated by commas, each
-/// `c|b|a MAJOR:MINOR [rwm]` or a device path, e.g. `c 195:* rwm,/dev/fuse`.
-pub(crate) const DEVICES_LABEL: &str = "devices";
+pub(crate) use crate::ebpf::devices::DEVICES_LABEL;
 
 /// The task's policy: it may bind only its `ports` (none: no port at all but ephemeral
 /// ones), its egress is limited when it carries a valid `net_egress_mbps` label, and it may
