@@ -173,6 +173,11 @@ impl Agent {
             cgroups.as_ref(),
         ));
         let work_dir = config.work_dir.clone();
+        let fetcher_config = crate::fetcher::FetcherConfig {
+            cache_bytes: config.fetcher_cache_bytes,
+            max_bytes: config.fetcher_max_bytes,
+            ..crate::fetcher::FetcherConfig::new(&work_dir)
+        };
         let network = Arc::new(crate::network::Network::new(
             &config.bridge_name,
             &config.bridge_cidr,
@@ -203,9 +208,7 @@ impl Agent {
             checkpoints: OnceLock::new(),
             recovery_errors: Mutex::new(Vec::new()),
             supervisors_cgroup: std::sync::atomic::AtomicBool::new(false),
-            fetcher: Arc::new(crate::fetcher::Fetcher::new(
-                crate::fetcher::FetcherConfig::new(&work_dir),
-            )),
+            fetcher: Arc::new(crate::fetcher::Fetcher::new(fetcher_config)),
             executors: Default::default(),
             network,
             oversubscription,

@@ -86,6 +86,11 @@ pub struct AgentConfig {
     /// prefix; tasks get the other addresses of that subnet.
     pub bridge_name: String,
     pub bridge_cidr: String,
+    /// Total size of the fetcher's cache shared by every task (least recently used files
+    /// are evicted past it).
+    pub fetcher_cache_bytes: u64,
+    /// Largest single file a task may fetch (a bigger one fails the launch).
+    pub fetcher_max_bytes: u64,
     /// Oversubscription (`--oversubscribe`): slack estimation, revocable tasks, QoS evictions.
     pub oversubscription: crate::oversubscription::OversubscriptionConfig,
 }
@@ -118,6 +123,8 @@ impl AgentConfig {
             task_pids_max: 4096,
             bridge_name: "brim0".to_string(),
             bridge_cidr: "10.213.0.1/16".to_string(),
+            fetcher_cache_bytes: 1 << 30,
+            fetcher_max_bytes: 512 << 20,
             oversubscription: Default::default(),
         }
     }

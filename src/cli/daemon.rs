@@ -161,6 +161,12 @@ pub(crate) struct AgentTuning {
     /// The bridge's own address and prefix; bridged tasks get the others of that subnet.
     #[arg(long, default_value = "10.213.0.1/16", value_parser = parse_bridge_cidr)]
     pub(crate) bridge_cidr: String,
+    /// Size of the fetcher's cache of task URIs, shared by every task (MiB).
+    #[arg(long, value_name = "MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub(crate) fetcher_cache_mb: u64,
+    /// Largest file a task may fetch (MiB); a bigger one fails its launch.
+    #[arg(long, value_name = "MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub(crate) fetcher_max_download_mb: u64,
     /// Do not load the eBPF programs: usage from cgroupfs polling only, no network counters,
     /// run-queue wait, egress limits or bind enforcement.
     #[arg(long)]
@@ -275,6 +281,8 @@ impl AgentTuning {
         c.default_task_user = self.task_user.clone();
         c.bridge_name = self.bridge.clone();
         c.bridge_cidr = self.bridge_cidr.clone();
+        c.fetcher_cache_bytes = self.fetcher_cache_mb << 20;
+        c.fetcher_max_bytes = self.fetcher_max_download_mb << 20;
         if self.no_ebpf {
             c.ebpf = brim_agent::EbpfMode::Off;
         }
