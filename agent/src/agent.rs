@@ -770,8 +770,39 @@ impl Agent {
         } else {
             Vec::new()
         };
+        let inside = match &health {
+            Some(c) if matches!(c.kind, crate::health::Kind::Command(_)) && self.namespaces() => {
+                let user = [
+                    t.info.command.as_ref().map_or("", |c| c.user.as_str()),
+                    st.frameworks.get(&r.key.0).map_or("", |f| f.user.as_str()),
+                ]
+                .into_iter()
+                .find(|u| !u.is_empty())
+                .unwrap_or(self.config.default_task_user.as_str())
+                .to_string();
+                let user = supervisor::resolve_user(&user, self.config.allow_root_tasks)
+                    .ok()
+                    .map(|u| (u.uid, u.gid));
+                Some(crate::health::InTask {
+                    supervisor_pid: r.pid,
+                    cgroup_procs: self
+                        .cgroups
+                        .as_ref()
+                        .map(|cg| {
+                            cg.paths(&r.container_id)
+                                .into_iter()
+                                .map(|p| p.join("cgroup.procs"))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    user,
+                })
+            }
+            _ => None,
+        };
         let now = tokio::time::Instant::now();
         TaskWatch {
+            inside,
             sandbox: t.sandbox.clone(),
             disk_limit,
             disk_mib,
@@ -1803,6 +1834,8 @@ struct TaskWatch {
     tracker: Option<crate::health::Tracker>,
     next_health: Option<tokio::time::Instant>,
     env: Vec<(String, String)>,
+    /// Command checks of an isolated task run inside it.
+    inside: Option<crate::health::InTask>,
 }
 
 impl TaskWatch {
@@ -1837,7 +1870,13 @@ impl TaskWatch {
             }
             if let (Some(check), Some(due)) = (self.health.clone(), health_at) {
                 if due <= now {
-                    let result = crate::health::probe(&check, &self.sandbox, &self.env).await;
+                    let result = crate::health::probe(
+                        &check,
+                        &self.sandbox,
+                        &self.env,
+                        self.inside.as_ref(),
+                    )
+                    .await;
                     let after = tokio::time::Instant::now();
                     self.next_health = Some(after + check.interval);
                     let Some(tracker) = self.tracker.as_mut() else {

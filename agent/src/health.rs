@@ -148,17 +148,65 @@ impl Tracker {
     }
 }
 
-/// Runs one check; `Err` says why it failed.
-pub async fn probe(check: &Check, sandbox: &Path, env: &[(String, String)]) -> Result<(), String> {
+/// Where a command check of an isolated task runs: inside the task's namespaces (those of
+/// its supervisor, PID 1 of its PID namespace), in its cgroups, as its user.
+#[derive(Clone, Debug)]
+pub struct InTask {
+    pub supervisor_pid: i32,
+    /// `cgroup.procs` files of the task's cgroups.
+    pub cgroup_procs: Vec<std::path::PathBuf>,
+    /// (uid, gid); `None` keeps the agent's.
+    pub user: Option<(u32, u32)>,
+}
+
+impl InTask {
+    /// `nsenter` into the task's mount, UTS, IPC, network and PID namespaces, in its sandbox
+    /// (the same path inside), as its user, running `/bin/sh -c cmd`.
+    fn command(&self, cmd: &str, sandbox: &Path) -> std::process::Command {
+        let mut c = std::process::Command::new("nsenter");
+        c.arg(format!("--target={}", self.supervisor_pid))
+            .args(["--mount", "--uts", "--ipc", "--net", "--pid"])
+            .arg(format!("--wd={}", sandbox.display()));
+        if let Some((uid, gid)) = self.user {
+            c.arg(format!("--setuid={uid}"))
+                .arg(format!("--setgid={gid}"));
+        }
+        c.args(["--", "/bin/sh", "-c", cmd]);
+        c
+    }
+}
+
+/// Runs one check; `Err` says why it failed. Command checks run inside the task (`inside`)
+/// when it is isolated, else on the host in its sandbox.
+pub async fn probe(
+    check: &Check,
+    sandbox: &Path,
+    env: &[(String, String)],
+    inside: Option<&InTask>,
+) -> Result<(), String> {
     let fut = async {
         match &check.kind {
             Kind::Command(cmd) => {
-                let st = tokio::process::Command::new("/bin/sh")
-                    .arg("-c")
-                    .arg(cmd)
+                let (mut command, procs) = match inside {
+                    Some(t) => {
+                        let procs: Vec<std::fs::File> = t
+                            .cgroup_procs
+                            .iter()
+                            .filter_map(|p| std::fs::OpenOptions::new().write(true).open(p).ok())
+                            .collect();
+                        (t.command(cmd, sandbox), procs)
+                    }
+                    None => {
+                        let mut c = std::process::Command::new("/bin/sh");
+                        c.arg("-c").arg(cmd).current_dir(sandbox);
+                        (c, Vec::new())
+                    }
+                };
+                // The check's processes count against the task's limits.
+                crate::sys::prepare_child(&mut command, &procs);
+                let st = tokio::process::Command::from(command)
                     .env_clear()
                     .envs(env.iter().map(|(k, v)| (k, v)))
-                    .current_dir(sandbox)
                     .stdin(std::process::Stdio::null())
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
@@ -346,15 +394,24 @@ mod tests {
             max_failures: 1,
         };
         let env = vec![("PATH".to_string(), "/usr/bin:/bin".to_string())];
-        probe(&mk(Kind::Command("test -d .".into())), dir.path(), &env)
-            .await
-            .expect("command ok");
-        assert!(probe(&mk(Kind::Command("exit 3".into())), dir.path(), &env)
-            .await
-            .is_err());
+        probe(
+            &mk(Kind::Command("test -d .".into())),
+            dir.path(),
+            &env,
+            None,
+        )
+        .await
+        .expect("command ok");
+        assert!(
+            probe(&mk(Kind::Command("exit 3".into())), dir.path(), &env, None)
+                .await
+                .is_err()
+        );
         let mut slow = mk(Kind::Command("sleep 5".into()));
         slow.timeout = Duration::from_millis(200);
-        let e = probe(&slow, dir.path(), &env).await.expect_err("timeout");
+        let e = probe(&slow, dir.path(), &env, None)
+            .await
+            .expect_err("timeout");
         assert!(e.contains("timed out"), "{e}");
 
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -372,7 +429,7 @@ mod tests {
                     .await;
             }
         });
-        probe(&mk(Kind::Tcp { port }), dir.path(), &env)
+        probe(&mk(Kind::Tcp { port }), dir.path(), &env, None)
             .await
             .expect("tcp");
         probe(
@@ -382,6 +439,7 @@ mod tests {
             }),
             dir.path(),
             &env,
+            None,
         )
         .await
         .expect("http 200");
@@ -392,6 +450,7 @@ mod tests {
             }),
             dir.path(),
             &env,
+            None,
         )
         .await
         .expect_err("503");
@@ -399,7 +458,7 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let p = closed.local_addr().expect("addr").port();
         drop(closed);
-        assert!(probe(&mk(Kind::Tcp { port: p }), dir.path(), &env)
+        assert!(probe(&mk(Kind::Tcp { port: p }), dir.path(), &env, None)
             .await
             .is_err());
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use brim_agent::network::LABEL;
 use brim_agent::Isolation;
-use brim_proto::v1::{Label, TaskInfo, TaskState};
+use brim_proto::v1::{HealthCheck, HealthCheckKind, Label, TaskInfo, TaskState};
 use common::{config, shell_task, start_agent, state, unique, FakeMaster};
 
 fn tool(name: &str) -> bool {
@@ -200,6 +200,32 @@ async fn none_host_and_bridge_networks() {
         std::net::TcpStream::connect("127.0.0.1:31005").is_err(),
         "the port is still forwarded after the task ended"
     );
+
+    // A command health check runs inside the task: its mount namespace hides the agent's
+    // work dir (which the host sees), its network is the task's.
+    let mut checked = with_network(shell_task("checked", "sleep 30", "cpus:0.1;mem:32"), "none");
+    checked.health_check = Some(HealthCheck {
+        kind: HealthCheckKind::Command as i32,
+        command: format!(
+            "test ! -e {}/meta && test -e stdout && test \"$(ip -o link | wc -l)\" = 1",
+            work.path().display()
+        ),
+        interval_seconds: 0.2,
+        ..Default::default()
+    });
+    s.run_task("fw", checked).await;
+    s.expect("checked", TaskState::TaskStarting).await;
+    s.expect("checked", TaskState::TaskRunning).await;
+    let health = s.expect("checked", TaskState::TaskRunning).await;
+    assert_eq!(health.healthy, Some(true), "{health:?}");
+    s.kill("fw", "checked", Some(0.5)).await;
+    loop {
+        let u = s.update().await;
+        s.ack(&u).await;
+        if u.task_id == "checked" && u.state() == TaskState::TaskKilled {
+            break;
+        }
+    }
 
     // A bad network is refused with a clear message.
     s.run_task(
