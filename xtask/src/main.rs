@@ -8,10 +8,13 @@
 //!   `bench-results/telemetry.json`.
 //! - `bench launch [--tasks N]`: native task launches on one agent (see `launch.rs`), writes
 //!   `bench-results/launch.json`.
+//! - `bench oversub [--phase-secs N]`: oversubscription on one agent (see `oversub.rs`), writes
+//!   `bench-results/oversub.json`.
 
 mod ebpf;
 mod failover;
 mod launch;
+mod oversub;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -23,7 +26,7 @@ use brim_proto::{RangeSet, Resources};
 use serde::Serialize;
 
 const USAGE: &str =
-    "usage: cargo xtask bench allocator [--quick] | bench telemetry | bench launch [--tasks N] | ebpf [--out DIR] [--check]";
+    "usage: cargo xtask bench allocator [--quick] | bench telemetry | bench launch [--tasks N] | bench oversub [--phase-secs N] | ebpf [--out DIR] [--check]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +45,9 @@ fn main() -> Result<()> {
         ["bench", "telemetry"] => telemetry::bench_telemetry(&workspace_root()),
         ["bench", "launch", rest @ ..] => launch::bench_launch(&workspace_root(), rest),
         ["__launch-agent", rest @ ..] => launch::agent_main(rest),
+        ["bench", "oversub", rest @ ..] => oversub::bench_oversub(&workspace_root(), rest),
+        ["__oversub-agent", rest @ ..] => oversub::agent_main(rest),
+        [w, ..] if w.starts_with("__oversub-") => oversub::workload(&args),
         [w, ..] if w.starts_with("__") => telemetry::workload(&args),
         _ => bail!("unknown task {args:?}; {USAGE}"),
     }
