@@ -172,13 +172,18 @@ pub(crate) async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) 
 fn step(agent: &Arc<Agent>, now: Duration) {
     let o = &agent.oversubscription;
     let facts = agent.oversubscription_facts();
-    let usage: HashMap<TaskKey, (u64, u64, u64)> = agent
+    let usage: HashMap<TaskKey, (u64, u64, u64, u64)> = agent
         .usage()
         .into_iter()
         .map(|u| {
             (
                 (u.framework_id, u.task_id),
-                (u.cpu_ns, u.runq_wait_ns, u.mem_current_bytes),
+                (
+                    u.cpu_ns,
+                    u.runq_wait_ns,
+                    u.mem_current_bytes,
+                    u.cpu_throttled_ns,
+                ),
             )
         })
         .collect();
@@ -189,7 +194,7 @@ fn step(agent: &Arc<Agent>, now: Duration) {
         .iter()
         .filter(|f| !f.killing)
         .map(|f| {
-            let (cpu_ns, _, mem) = counters(&f.key);
+            let (cpu_ns, _, mem, _) = counters(&f.key);
             let mut all = f.resources.clone();
             all.add(&f.revocable);
             TaskUsage {
@@ -229,11 +234,12 @@ fn step(agent: &Arc<Agent>, now: Duration) {
             .iter()
             .filter(|f| f.revocable.is_empty())
             .map(|f| {
-                let (cpu_ns, runq_wait_ns, _) = counters(&f.key);
+                let (cpu_ns, runq_wait_ns, _, throttled_ns) = counters(&f.key);
                 OwnerUsage {
                     id: id(&f.key),
                     cpu_ns,
                     runq_wait_ns,
+                    throttled_ns,
                 }
             })
             .collect(),
@@ -241,7 +247,7 @@ fn step(agent: &Arc<Agent>, now: Duration) {
             .iter()
             .filter(|f| !f.revocable.is_empty() && !f.killing)
             .map(|f| {
-                let (cpu_ns, _, mem) = counters(&f.key);
+                let (cpu_ns, _, mem, _) = counters(&f.key);
                 let mut all = f.resources.clone();
                 all.add(&f.revocable);
                 RevocableTask {

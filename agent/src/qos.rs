@@ -18,13 +18,16 @@
 //!    memory of tasks already evicted but still present. Memory of a task is `mem_bytes`, or
 //!    its allocation while `mem_bytes` is 0 (not measured yet).
 //! 2. **cpu** — over the last interval the owners' aggregate run-queue wait rate (ns waited
-//!    per ns of wall = cpus of unmet demand) is above `runq_wait_min_ms_per_s` *and* the
-//!    ratio `wait / (wait + on-cpu)` is above `runq_wait_ratio`: free `wait rate ×
-//!    cpu_free_factor` cpus, minus the cpu of tasks already evicted but still present. CPU of
-//!    a task is its measured rate, or its allocation before it has one. Only tasks measured
-//!    at `cpu_min_task_cpus` or more (or not measured yet) are evicted: a starved revocable
-//!    task (e.g. in a `cpu.idle` subtree) frees nothing, and the owners' wait then comes from
-//!    elsewhere; when it grows, their usage shrinks the slack and rule 3 evicts it.
+//!    per ns of wall = cpus of unmet demand, throttling excluded) is above
+//!    `runq_wait_min_ms_per_s` *and* the ratio `wait / (wait + on-cpu)` is above
+//!    `runq_wait_ratio`: free `wait rate × cpu_free_factor` cpus, minus the cpu of tasks
+//!    already evicted but still present. CPU of a task is its measured rate. Only tasks measured at `cpu_min_task_cpus` or more are
+//!    evicted: a starved revocable task (e.g. in a `cpu.idle` subtree) frees nothing, and
+//!    the owners' wait then comes from elsewhere (when it grows, their usage shrinks the
+//!    slack and rule 3 evicts it); a task not measured yet (launched less than one interval
+//!    ago) waits for its first rate, else every new revocable task is killed before it
+//!    runs whenever the owners wait for reasons of their own. An owner's wait excludes the
+//!    time its cgroup was throttled by its own CPU quota.
 //! 3. **slack** — the revocable allocations of the tasks not evicted exceed `slack × (1 +
 //!    slack_tolerance)` in cpus or mem: evict until both fit.
 //!
@@ -152,6 +155,10 @@ pub struct OwnerUsage {
     pub cpu_ns: u64,
     /// Cumulative run-queue wait (runnable but not running), ns.
     pub runq_wait_ns: u64,
+    /// Cumulative time its cgroup was throttled by its own CPU quota (`cpu.stat`), ns. The
+    /// eBPF wait counts throttled time as runnable; that part is self-inflicted (the task is
+    /// at its hard limit) and evicting revocable tasks cannot help it, so it is subtracted.
+    pub throttled_ns: u64,
 }
 
 /// A task running on revocable resources: an eviction candidate.
@@ -235,6 +242,7 @@ struct OwnerBase {
     at: Duration,
     cpu_ns: u64,
     wait_ns: u64,
+    throttled_ns: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -354,12 +362,19 @@ impl QosController {
                 at: now,
                 cpu_ns: o.cpu_ns,
                 wait_ns: o.runq_wait_ns,
+                throttled_ns: o.throttled_ns,
             };
             match self.owners.get(&o.id).copied() {
-                Some(b) if o.cpu_ns >= b.cpu_ns && o.runq_wait_ns >= b.wait_ns => {
+                Some(b)
+                    if o.cpu_ns >= b.cpu_ns
+                        && o.runq_wait_ns >= b.wait_ns
+                        && o.throttled_ns >= b.throttled_ns =>
+                {
                     if now > b.at {
                         let dt = (now - b.at).as_nanos() as f64;
-                        wait += (o.runq_wait_ns - b.wait_ns) as f64 / dt;
+                        let waited = o.runq_wait_ns - b.wait_ns;
+                        let throttled = o.throttled_ns - b.throttled_ns;
+                        wait += waited.saturating_sub(throttled) as f64 / dt;
                         cpu += (o.cpu_ns - b.cpu_ns) as f64 / dt;
                         measured = true;
                         self.owners.insert(o.id.clone(), fresh);
@@ -551,7 +566,7 @@ impl QosController {
         let (chosen, freed) = self.pick(
             candidates,
             need,
-            |c| c.measured.is_none_or(|r| r >= min),
+            |c| c.measured.is_some_and(|r| r >= min),
             |c| c.cpus,
         );
         if chosen.is_empty() {
@@ -633,6 +648,7 @@ mod tests {
             id: id.into(),
             cpu_ns,
             runq_wait_ns: wait_ns,
+            throttled_ns: 0,
         }
     }
 
@@ -762,7 +778,7 @@ mod tests {
     }
 
     #[test]
-    fn unmeasured_revocable_task_counts_its_allocation() {
+    fn cpu_rule_waits_for_a_new_task_first_rate() {
         let mut q = controller();
         let mut input = QosInput {
             now: secs(1),
@@ -773,11 +789,40 @@ mod tests {
         assert!(q.evaluate(&input).is_empty());
         input.now = secs(2);
         input.owners = vec![owner("svc", 1_000_000_000, 500_000_000)];
-        // 0.75 cpus to free; "new" has no rate yet → its 0.5 allocated cpus; then "old".
+        // 0.75 cpus to free; "new" just started (no rate): "old" (1 cpu) goes.
         input.revocable = vec![rev("old", 1, 1.0, 100.0), rev("new", 2, 0.5, 100.0)];
         input.revocable[0].cpu_ns = 1_000_000_000;
         let ev = q.evaluate(&input);
-        assert_eq!(ids(&ev), ["new", "old"]);
+        assert_eq!(ids(&ev), ["old"]);
+    }
+
+    #[test]
+    fn throttled_time_is_not_contention() {
+        // check(owner wait s/s, of which throttled s/s, expected)
+        fn check(wait: f64, throttled: f64, want: &[&str]) {
+            let mut q = controller();
+            let mk = |t: u64| QosInput {
+                now: secs(t),
+                owners: vec![OwnerUsage {
+                    throttled_ns: (t as f64 * throttled * 1e9) as u64,
+                    ..owner("svc", t * 250_000_000, (t as f64 * wait * 1e9) as u64)
+                }],
+                revocable: batch(t, 1.0),
+                ..QosInput::default()
+            };
+            assert!(q.evaluate(&mk(1)).is_empty());
+            assert_eq!(
+                ids(&q.evaluate(&mk(2))),
+                want,
+                "wait {wait} throttled {throttled}"
+            );
+        }
+        // A burner at its 0.25-cpu quota: runnable all the time, throttled 75 %.
+        check(0.75, 0.75, &[]);
+        // Half of it is real contention: 0.5 × 1.5 = 0.75 cpus to free.
+        check(0.75, 0.25, &["b4"]);
+        // Throttled more than waited (counters from different sources): no negative wait.
+        check(0.1, 0.9, &[]);
     }
 
     #[test]
