@@ -249,6 +249,12 @@ fn restart_keeps_counters_untrack_removes_them() {
     drop(p);
     let p = probes(&cg);
     assert!(p.tracked().contains(&id), "the pinned slot survives");
+    // A cgroup the previous agent tracked and that went meanwhile (an id no directory has):
+    // the new agent forgets it, and keeps the live one.
+    let gone = 1u64 << 41;
+    p.track(gone, &TaskPolicy::default()).expect("track");
+    assert_eq!(p.untrack_missing(&cg.root), 1);
+    assert!(!p.tracked().contains(&gone) && p.tracked().contains(&id));
     p.track(id, &policy).expect("re-track");
     let after = p.read_many(&[id]).remove(&id).expect("tracked");
     assert_eq!(after, before, "counters continue exactly where they were");

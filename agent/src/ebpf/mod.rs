@@ -547,6 +547,43 @@ impl Probes {
         let _ = m.mem.remove(&cgroup_id);
     }
 
+    /// Forgets tracked cgroups that no longer exist below `root` (up to 3 levels deep):
+    /// entries pinned by a previous agent for tasks that ended while no agent ran would
+    /// otherwise hold their slots forever. Returns how many went.
+    pub fn untrack_missing(&self, root: &Path) -> usize {
+        fn walk(dir: &Path, depth: u32, ids: &mut HashSet<u64>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    if let Ok(id) = cgroup_id(&e.path()) {
+                        ids.insert(id);
+                    }
+                    if depth > 1 {
+                        walk(&e.path(), depth - 1, ids);
+                    }
+                }
+            }
+        }
+        // Listing first, then the tracked set: a cgroup created meanwhile is tracked after
+        // its directory exists, so it is either listed or not yet tracked.
+        let mut live = HashSet::new();
+        walk(root, 3, &mut live);
+        if !root.is_dir() {
+            return 0;
+        }
+        let stale: Vec<u64> = self
+            .tracked()
+            .into_iter()
+            .filter(|id| !live.contains(id))
+            .collect();
+        for &id in &stale {
+            self.untrack(id);
+        }
+        stale.len()
+    }
+
     /// Cgroup ids with an entry in the maps.
     pub fn tracked(&self) -> HashSet<u64> {
         self.maps().slot_of.keys().copied().collect()

@@ -215,6 +215,14 @@ impl Telemetry {
                     }) {
                         Ok(p) => {
                             tracing::info!(cgroup = %root.display(), max_tasks = config.ebpf_max_tasks, "eBPF telemetry enabled");
+                            // Entries a previous agent pinned for cgroups gone since.
+                            let stale = p.untrack_missing(&root);
+                            if stale > 0 {
+                                tracing::info!(
+                                    stale,
+                                    "forgot eBPF entries of cgroups removed while no agent ran"
+                                );
+                            }
                             return Telemetry {
                                 probes: Mutex::new(Some(p)),
                                 ebpf_off_reason: None,
