@@ -42,6 +42,25 @@ struct Report {
     single_p50_ms: f64,
     single_p99_ms: f64,
     cpus: usize,
+    /// `some avg60` of /proc/pressure/cpu (% of time runnable tasks waited for a CPU) at the
+    /// start and the end of the run: other load on the machine.
+    cpu_pressure_start: f64,
+    cpu_pressure_end: f64,
+}
+
+/// `some avg60` of the CPU pressure stall information (NaN without PSI).
+fn cpu_pressure() -> f64 {
+    std::fs::read_to_string("/proc/pressure/cpu")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("some"))?
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("avg60="))?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(f64::NAN)
 }
 
 enum Event {
@@ -125,7 +144,8 @@ fn table(r: &Report) -> String {
          | direct fork/exec of `/bin/true` (floor) | {:.0}/s | — |\n\
          | agent RSS idle → with {n} running | {:.1} MiB → {:.1} MiB | — |\n\
          | agent memory per running task | {:.1} KiB | ≤ 1 MiB |\n\
-         | supervisor PSS per task ({} seen) | {:.1} KiB | — |",
+         | supervisor PSS per task ({} seen) | {:.1} KiB | — |\n\
+         | CPU pressure (PSI some avg60) start → end | {:.0} % → {:.0} % | — |",
         r.native_tasks_per_s,
         r.single_p50_ms,
         r.single_p99_ms,
@@ -140,6 +160,8 @@ fn table(r: &Report) -> String {
         r.agent_bytes_per_task / 1024.0,
         r.supervisors_seen,
         r.supervisor_pss_bytes_per_task / 1024.0,
+        r.cpu_pressure_start,
+        r.cpu_pressure_end,
         n = r.tasks,
     )
 }
@@ -423,6 +445,7 @@ fn fork_exec_floor(n: usize) -> Result<f64> {
 }
 
 async fn run(n: usize) -> Result<Report> {
+    let pressure_start = cpu_pressure();
     let work = std::env::temp_dir().join(format!("brim-bench-launch-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
@@ -512,5 +535,7 @@ async fn run(n: usize) -> Result<Report> {
         single_p50_ms: percentile(&single_lat, 0.50),
         single_p99_ms: percentile(&single_lat, 0.99),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_pressure_start: pressure_start,
+        cpu_pressure_end: cpu_pressure(),
     })
 }
