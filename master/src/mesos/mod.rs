@@ -17,6 +17,8 @@ pub(crate) mod json;
 /// RecordIO framing, shared with the agent's executor API (lives in `brim-proto`).
 pub use brim_proto::recordio;
 mod scheduler_api;
+#[doc(hidden)]
+pub use scheduler_api::fuzz_decode_call;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -123,6 +123,39 @@ pub(crate) fn decode_call(bytes: &[u8]) -> Result<json::Call, MesosApiError> {
         .map_err(|e| bad(format!("Failed to convert JSON into Call protobuf: {e}")))
 }
 
+/// Fuzzing entry point (`fuzz/fuzz_targets/mesos_call.rs`): decodes a call body and runs every
+/// master-independent conversion the handlers run on it (framework info, filters, offer
+/// operations, task infos and their resources, kill, acknowledgement uuid). Not an API.
+#[doc(hidden)]
+pub fn fuzz_decode_call(bytes: &[u8]) -> Result<(), String> {
+    let call = decode_call(bytes).map_err(|e| e.to_string())?;
+    let fid = call.framework_id.map(|f| f.value).unwrap_or_default();
+    for s in call.subscribe.iter().chain(call.update_framework.iter()) {
+        json::framework_info(&s.framework_info).map_err(|e| e.to_string())?;
+    }
+    if let Some(a) = &call.accept {
+        let _ = json::filters(a.filters.as_ref());
+        for op in &a.operations {
+            for t in op.launch.iter().flat_map(|l| l.task_infos.iter()) {
+                let task = json::task_info(t).map_err(|e| e.to_string())?;
+                brim_proto::Resources::from_proto(&task.resources).map_err(|e| e.to_string())?;
+                brim_proto::Resources::from_proto_revocable(&task.resources)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    if let Some(d) = &call.decline {
+        let _ = json::filters(d.filters.as_ref());
+    }
+    if let Some(k) = &call.kill {
+        let _ = json::kill(&fid, k);
+    }
+    if let Some(a) = &call.acknowledge {
+        json::decode_uuid(&a.uuid).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 async fn handle(api: Arc<MesosApi>, headers: HeaderMap, body: Body) -> ApiResult {
     check_content_type(&headers)?;
     let bytes = read_body(&headers, body).await?;
