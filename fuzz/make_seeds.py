@@ -84,8 +84,7 @@ write("mesos_call", "accept", json.dumps({
                 {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31005}]}},
                 {"name": "disks", "type": "SET", "set": {"item": ["a", "b"]}}],
             "command": {"value": "echo hi", "shell": True,
-                        "environment": {"variables": [{"name": "A", "type": "VALUE", "value": "1"}]},
-                        "uris": [{"value": "http://x/y.tgz", "extract": True}]},
+                        "environment": {"variables": [{"name": "A", "type": "VALUE", "value": "1"}]}},
             "kill_policy": {"grace_period": {"nanoseconds": 2000000000}},
             "labels": {"labels": [{"key": "k", "value": "v"}]}}]}}]}}))
 write("mesos_call", "kill", json.dumps({"type": "KILL", "framework_id": {"value": "f1"},

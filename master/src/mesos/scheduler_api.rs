@@ -713,6 +713,37 @@ mod tests {
             .starts_with("Failed to convert JSON into Call protobuf"));
     }
 
+    /// The committed seeds of the `mesos_call` fuzz target are valid calls, and the fuzz
+    /// entry point turns broken ones into errors.
+    #[test]
+    fn fuzz_seeds_decode_and_broken_calls_are_errors() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/mesos_call");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("dir entry").path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
+            {
+                let body = std::fs::read(&path).expect("seed");
+                if let Err(e) = fuzz_decode_call(&body) {
+                    panic!("{}: {e}", path.display());
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 5, "only {seen} seeds in {}", dir.display());
+        for broken in [
+            &br#"{"type":"ACKNOWLEDGE","acknowledge":{"agent_id":{"value":"a"},"task_id":{"value":"t"},"uuid":"!!"}}"#[..],
+            br#"{"type":"ACCEPT","accept":{"operations":[{"type":"LAUNCH","launch":{"task_infos":[{"name":"t","task_id":{"value":"t"},"agent_id":{"value":"a"},"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":-1}}]}]}}]}}"#,
+            br#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"u","name":"n","failover_timeout":1e999}}}"#,
+            b"[",
+        ] {
+            assert!(fuzz_decode_call(broken).is_err(), "{}", String::from_utf8_lossy(broken));
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
