@@ -169,11 +169,27 @@ pub(crate) async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) 
 }
 
 /// One observation: estimate, publish, evict.
-fn step(agent: &Arc<Agent>, now: Duration) {
+///
+/// `now` is the time the newest usage sample was taken (Unix epoch), not this tick's: the
+/// telemetry samples on its own tick, and rating counters against the step's clock made a
+/// tick that saw the same sample twice read 0 and the next read 2× (the slack percentile
+/// then kept the doubled values). `_tick` is the loop clock, unused since.
+fn step(agent: &Arc<Agent>, _tick: Duration) {
     let o = &agent.oversubscription;
     let facts = agent.oversubscription_facts();
-    let usage: HashMap<TaskKey, (u64, u64, u64, u64)> = agent
-        .usage()
+    let usage = agent.usage();
+    let now = usage
+        .iter()
+        .map(|u| u.timestamp)
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))))
+        .and_then(|t| Duration::try_from_secs_f64(t).ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+        });
+    let usage: HashMap<TaskKey, (u64, u64, u64, u64)> = usage
         .into_iter()
         .map(|u| {
             (
