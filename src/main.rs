@@ -15,6 +15,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    security: cli::security::SecurityArgs,
 }
 
 #[derive(Subcommand)]
@@ -52,6 +54,28 @@ enum Command {
     Completions(cli::completions::CompletionsArgs),
     /// Print brim's version (and the master's, with --master or BRIM_MASTER).
     Version(cli::version::VersionArgs),
+    /// Make a cluster CA and certificates signed by it (for --tls-cert/--tls-key/--tls-ca).
+    #[command(after_long_help = cli::help::CERTS)]
+    Certs(cli::security::CertsArgs),
+}
+
+/// The commands that talk to a master as clients (TLS settings installed).
+async fn run_client(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Run(a) => cli::run::run(a).await,
+        Command::Tasks(a) => cli::query::tasks(a).await.map(|()| 0),
+        Command::Agents(a) => cli::query::agents(a).await.map(|()| 0),
+        Command::Frameworks(a) => cli::query::frameworks(a).await.map(|()| 0),
+        Command::Service(a) => cli::service::run(a).await,
+        Command::Cron(a) => cli::cron::run(a).await,
+        Command::Top(a) => cli::top::run(a).await.map(|()| 0),
+        Command::Dev(_)
+        | Command::Master(_)
+        | Command::Agent(_)
+        | Command::Certs(_)
+        | Command::Completions(_)
+        | Command::Version(_) => Ok(0),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,23 +94,27 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
+    let security = cli.security;
     let result = rt.block_on(async move {
+        let client = || security.install_client();
         match cli.command {
-            Command::Dev(a) => cli::dev::run(a).await.map(|()| 0),
-            Command::Master(a) => cli::daemon::master(a).await.map(|()| 0),
-            Command::Agent(a) => cli::daemon::agent(a).await.map(|()| 0),
-            Command::Run(a) => cli::run::run(a).await,
-            Command::Tasks(a) => cli::query::tasks(a).await.map(|()| 0),
-            Command::Agents(a) => cli::query::agents(a).await.map(|()| 0),
-            Command::Frameworks(a) => cli::query::frameworks(a).await.map(|()| 0),
-            Command::Service(a) => cli::service::run(a).await,
-            Command::Cron(a) => cli::cron::run(a).await,
-            Command::Top(a) => cli::top::run(a).await.map(|()| 0),
+            Command::Dev(a) => cli::dev::run(a, &security).await.map(|()| 0),
+            Command::Master(a) => cli::daemon::master(a, &security).await.map(|()| 0),
+            Command::Agent(a) => cli::daemon::agent(a, &security).await.map(|()| 0),
+            Command::Certs(a) => cli::security::certs(a).map(|()| 0),
             Command::Completions(a) => {
                 cli::completions::run(a, &mut Cli::command());
                 Ok(0)
             }
-            Command::Version(a) => cli::version::run(a).await.map(|()| 0),
+            Command::Version(a) => {
+                // `brim version` works without any CA: the master's version is a bonus.
+                let _ = client();
+                cli::version::run(a).await.map(|()| 0)
+            }
+            command => match client() {
+                Err(e) => Err(e),
+                Ok(()) => run_client(command).await,
+            },
         }
     });
     match result {
@@ -144,6 +172,13 @@ mod tests {
             vec!["brim", "completions", "zsh"],
             vec!["brim", "completions", "fish"],
             vec!["brim", "version"],
+            vec![
+                "brim", "certs", "/tmp/ca", "master", "agent1", "--host", "m1",
+            ],
+            vec!["brim", "--insecure", "tasks"],
+            vec![
+                "brim", "run", "--tls-ca", "ca.pem", "--token", "t", "--", "true",
+            ],
         ] {
             if let Err(e) = Cli::try_parse_from(&args) {
                 panic!("{args:?} should parse: {e}");

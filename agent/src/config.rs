@@ -93,6 +93,10 @@ pub struct AgentConfig {
     pub fetcher_max_bytes: u64,
     /// Oversubscription (`--oversubscribe`): slack estimation, revocable tasks, QoS evictions.
     pub oversubscription: crate::oversubscription::OversubscriptionConfig,
+    /// TLS for the HTTP API and the master link: this certificate is served and presented
+    /// to the master (which admits only agents certified by the cluster CA), and the CA
+    /// verifies the master and HTTP clients. `None`: plaintext (`--insecure`).
+    pub tls: Option<brim_security::TlsFiles>,
 }
 
 impl AgentConfig {
@@ -126,14 +130,17 @@ impl AgentConfig {
             fetcher_cache_bytes: 1 << 30,
             fetcher_max_bytes: 512 << 20,
             oversubscription: Default::default(),
+            tls: None,
         }
     }
 }
 
 /// One master address (`host:port`, or a URI) as a URI tonic can dial.
-pub(crate) fn master_uri(master: &str) -> String {
+pub(crate) fn master_uri(master: &str, tls: bool) -> String {
     if master.contains("://") {
         master.to_string()
+    } else if tls {
+        format!("https://{master}")
     } else {
         format!("http://{master}")
     }
@@ -149,8 +156,9 @@ mod tests {
         assert_eq!(c.http_addr.port(), 5051);
         assert_eq!(c.default_kill_grace, Duration::from_secs(3));
         assert_eq!(c.cgroup_name, "brim");
-        assert_eq!(master_uri(&c.master), "http://127.0.0.1:5050");
+        assert_eq!(master_uri(&c.master, false), "http://127.0.0.1:5050");
+        assert_eq!(master_uri(&c.master, true), "https://127.0.0.1:5050");
         let c = AgentConfig::new("http://m:1", PathBuf::from("/tmp/w"));
-        assert_eq!(master_uri(&c.master), "http://m:1");
+        assert_eq!(master_uri(&c.master, true), "http://m:1");
     }
 }

@@ -19,6 +19,7 @@ pub const MAX_READ: u64 = 1024 * 1024;
 pub const TASK_STATE_HEADER: &str = "x-brim-task-state";
 
 pub(crate) fn router(agent: Arc<Agent>) -> Router {
+    let tls = agent.config.tls.is_some();
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/state", get(state))
@@ -30,6 +31,32 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         )
         .fallback(fallback)
         .with_state(agent)
+        .layer(axum::middleware::from_fn(move |r, n| certified(tls, r, n)))
+}
+
+/// With TLS, task data (`/state`, sandboxes) is served only to clients with a certificate
+/// signed by the cluster CA: the master's sandbox proxy and operators' tools. `/health` and
+/// `/metrics` stay open for probes and Prometheus, and the executor API for the executors
+/// the agent itself started.
+async fn certified(
+    tls: bool,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let private = path == "/state" || path.starts_with("/sandbox");
+    let certified = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<brim_security::Peer>>()
+        .is_some_and(|c| c.0.certificate.is_some());
+    if tls && private && !certified {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "this agent serves task data only to clients with a certificate signed by the cluster CA"
+                .into(),
+        );
+    }
+    next.run(request).await
 }
 
 async fn fallback(uri: axum::http::Uri) -> Response {

@@ -75,6 +75,8 @@ pub enum AgentError {
     Cgroup(#[from] CgroupError),
     #[error("agent HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] brim_security::TlsError),
 }
 
 /// A started agent: HTTP is listening and the master link is running.
@@ -227,6 +229,14 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         source,
     })?;
     let total = resources_detect::detect(&wd, config.resources.as_ref())?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(brim_security::tls::server_config)
+        .transpose()?;
+    if tls.is_none() {
+        tracing::warn!("PLAINTEXT (--insecure): the HTTP API serves anyone and the master link is unauthenticated");
+    }
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| AgentError::Bind {
@@ -261,13 +271,9 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let (stop, stop_rx) = watch::channel(false);
     let app = http::router(Arc::clone(&agent));
     let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let http_task = tokio::spawn(brim_security::serve(listener, tls, app, async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    }));
     tokio::spawn(telemetry::run(Arc::clone(&agent), stop_rx.clone()));
     tokio::spawn(oversubscription::run(Arc::clone(&agent), stop_rx.clone()));
     let link_task = tokio::spawn(master_link::run(Arc::clone(&agent), stop_rx));

@@ -37,6 +37,8 @@ pub(crate) enum LinkError {
     Unexpected(&'static str),
     #[error("master error: {0}")]
     Master(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Writes the agent id atomically (temp file + rename).
@@ -132,9 +134,23 @@ async fn session(
     master: &str,
     registered_flag: &mut bool,
 ) -> Result<(), LinkError> {
-    let uri = crate::config::master_uri(master);
-    let endpoint = tonic::transport::Endpoint::from_shared(uri.clone())
-        .map_err(|_| LinkError::Address(master.to_string()))?
+    let tls = agent.config.tls.as_ref();
+    let uri = crate::config::master_uri(master, tls.is_some());
+    let mut endpoint = tonic::transport::Endpoint::from_shared(uri.clone())
+        .map_err(|_| LinkError::Address(master.to_string()))?;
+    if let Some(files) = tls {
+        let client = brim_security::ClientTls {
+            ca: files.ca.clone(),
+            identity: Some((files.cert.clone(), files.key.clone())),
+        };
+        let config = client
+            .tonic_config()
+            .map_err(|e| LinkError::Tls(e.to_string()))?;
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| LinkError::Tls(e.to_string()))?;
+    }
+    let endpoint = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));

@@ -38,6 +38,9 @@ pub struct DriverConfig {
     /// Ask for implicit reconciliation after every re-subscription, to learn what changed
     /// while disconnected.
     pub reconcile_on_resubscribe: bool,
+    /// TLS (CA, optional client certificate) and bearer token; the default is plaintext
+    /// without a token, for masters started with `--insecure`.
+    pub security: brim_security::ClientSecurity,
 }
 
 impl DriverConfig {
@@ -63,6 +66,7 @@ impl DriverConfig {
             reconnect_timeout: None,
             heartbeat_misses: 3,
             reconcile_on_resubscribe: true,
+            security: brim_security::ClientSecurity::default(),
         }
     }
 }
@@ -85,13 +89,17 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// Checks `host:port` (a leading `http://` is tolerated) and returns `http://host:port`.
-pub(crate) fn master_uri(address: &str) -> Result<String, DriverError> {
+/// Checks `host:port` (a leading `http://` or `https://` is tolerated) and returns
+/// `<scheme>://host:port`.
+pub(crate) fn master_uri(address: &str, scheme: &str) -> Result<String, DriverError> {
     let invalid = |why: &str| DriverError::InvalidMaster {
         address: address.to_string(),
         why: why.to_string(),
     };
-    let hostport = address.strip_prefix("http://").unwrap_or(address);
+    let hostport = address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))
+        .unwrap_or(address);
     let (host, port) = hostport
         .rsplit_once(':')
         .ok_or_else(|| invalid("no port"))?;
@@ -100,18 +108,45 @@ pub(crate) fn master_uri(address: &str) -> Result<String, DriverError> {
     }
     port.parse::<u16>()
         .map_err(|_| invalid(&format!("`{port}` is not a port number")))?;
-    Ok(format!("http://{hostport}"))
+    Ok(format!("{scheme}://{hostport}"))
 }
 
-fn endpoint_for(address: &str, connect_timeout: Duration) -> Result<Endpoint, DriverError> {
-    let uri = master_uri(address)?;
-    Ok(Endpoint::from_shared(uri)
-        .map_err(|e| DriverError::InvalidMaster {
-            address: address.to_string(),
-            why: e.to_string(),
-        })?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true))
+fn endpoint_for(address: &str, config: &DriverConfig) -> Result<Endpoint, DriverError> {
+    let invalid = |why: String| DriverError::InvalidMaster {
+        address: address.to_string(),
+        why,
+    };
+    let uri = master_uri(address, config.security.scheme())?;
+    let mut endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| invalid(e.to_string()))?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true);
+    if let Some(tls) = &config.security.tls {
+        let tls = tls.tonic_config().map_err(|e| invalid(e.to_string()))?;
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(endpoint)
+}
+
+/// The `authorization` metadata of every call, from the configured token.
+fn token_metadata(
+    config: &DriverConfig,
+) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, DriverError> {
+    config
+        .security
+        .token
+        .as_ref()
+        .map(|t| {
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| DriverError::InvalidMaster {
+                    address: config.master.clone(),
+                    why: "the token must be printable ASCII".into(),
+                })
+        })
+        .transpose()
 }
 
 /// Runs a [`Scheduler`] against a master. Create it, keep a [`DriverHandle`] if calls must be
@@ -142,7 +177,7 @@ impl Driver {
             .split(',')
             .map(str::trim)
             .filter(|m| !m.is_empty())
-            .map(|m| endpoint_for(m, config.connect_timeout))
+            .map(|m| endpoint_for(m, &config))
             .collect::<Result<Vec<_>, _>>()?;
         if masters.is_empty() {
             return Err(DriverError::InvalidMaster {
@@ -153,6 +188,7 @@ impl Driver {
         let (stop, _) = watch::channel(false);
         let handle = DriverHandle {
             inner: Arc::new(Inner {
+                token: token_metadata(&config)?,
                 master: config.master.clone(),
                 call_timeout: config.call_timeout,
                 client: RwLock::new(None),
@@ -260,7 +296,7 @@ impl Driver {
         let mut info = self.config.framework.clone();
         info.id = previous_id.clone().unwrap_or_default();
         // No grpc-timeout on the request: a deadline would bound the whole event stream.
-        let request = tonic::Request::new(v1::SubscribeRequest {
+        let request = self.handle.authorized(v1::SubscribeRequest {
             framework_info: Some(info),
         });
         let answer_within = self.config.connect_timeout + self.config.call_timeout;
@@ -279,7 +315,7 @@ impl Driver {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) if is_retryable(status.code()) => {
                 if let Some(leader) = leader_hint(&status) {
-                    if let Ok(e) = endpoint_for(&leader, self.config.connect_timeout) {
+                    if let Ok(e) = endpoint_for(&leader, &self.config) {
                         self.target.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(e);
                     }
                 }
@@ -429,6 +465,8 @@ fn non_empty(s: &str) -> Option<String> {
 }
 
 struct Inner {
+    /// `Bearer <token>` sent with every call.
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     master: String,
     call_timeout: Duration,
     client: RwLock<Option<SchedulerClient<Channel>>>,
@@ -497,8 +535,17 @@ impl DriverHandle {
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(message);
+        let mut r = self.authorized(message);
         r.set_timeout(self.inner.call_timeout);
+        r
+    }
+
+    /// A request carrying the token, if any.
+    fn authorized<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        if let Some(t) = &self.inner.token {
+            r.metadata_mut().insert("authorization", t.clone());
+        }
         r
     }
 
@@ -665,10 +712,21 @@ mod tests {
             "http://h:1",
             "[::1]:5050",
         ] {
-            assert!(master_uri(ok).is_ok(), "`{ok}` should be accepted");
+            assert!(master_uri(ok, "http").is_ok(), "`{ok}` should be accepted");
         }
         for bad in ["", "host", ":5050", "host:port", "host:99999", "h/x:1"] {
-            assert!(master_uri(bad).is_err(), "`{bad}` should be rejected");
+            assert!(
+                master_uri(bad, "http").is_err(),
+                "`{bad}` should be rejected"
+            );
         }
+        assert_eq!(
+            master_uri("https://h:1", "https").ok().as_deref(),
+            Some("https://h:1")
+        );
+        assert_eq!(
+            master_uri("h:1", "https").ok().as_deref(),
+            Some("https://h:1")
+        );
     }
 }

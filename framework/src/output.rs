@@ -42,7 +42,8 @@ pub struct SandboxReader {
 }
 
 impl SandboxReader {
-    /// `agent_http_address` is the offer's `agent_http_address` (host:port).
+    /// `agent_http_address` is the offer's `agent_http_address` (host:port), read over
+    /// plain HTTP, or with an explicit scheme (`https://host:port` for an agent serving TLS).
     pub fn new(
         http: reqwest::Client,
         agent_http_address: &str,
@@ -51,11 +52,16 @@ impl SandboxReader {
         file: SandboxFile,
     ) -> Result<Self, SandboxError> {
         let invalid = || SandboxError::InvalidAddress(agent_http_address.to_string());
-        if agent_http_address.is_empty() || agent_http_address.contains('/') {
+        let (scheme, host_port) = match agent_http_address.split_once("://") {
+            Some((scheme @ ("http" | "https"), rest)) => (scheme, rest),
+            Some(_) => return Err(invalid()),
+            None => ("http", agent_http_address),
+        };
+        if host_port.is_empty() || host_port.contains('/') {
             return Err(invalid());
         }
         let mut url =
-            reqwest::Url::parse(&format!("http://{agent_http_address}/")).map_err(|_| invalid())?;
+            reqwest::Url::parse(&format!("{scheme}://{host_port}/")).map_err(|_| invalid())?;
         url.path_segments_mut()
             .map_err(|()| invalid())?
             .pop_if_empty()

@@ -33,14 +33,22 @@ pub struct StateClient {
 }
 
 impl StateClient {
-    /// `master` is `host:port`, or several separated by commas.
+    /// `master` is `host:port`, or several separated by commas (plaintext, no token).
     pub fn new(master: &str) -> Result<Self, StateError> {
+        Self::with_security(master, &brim_security::ClientSecurity::default())
+    }
+
+    /// As [`StateClient::new`], over TLS and with a token as `security` says.
+    pub fn with_security(
+        master: &str,
+        security: &brim_security::ClientSecurity,
+    ) -> Result<Self, StateError> {
         let urls = master
             .split(',')
             .map(str::trim)
             .filter(|m| !m.is_empty())
             .map(|m| {
-                master_uri(m)
+                master_uri(m, security.scheme())
                     .map(|base| format!("{base}/state"))
                     .map_err(|e| StateError::InvalidMaster {
                         address: m.to_string(),
@@ -57,7 +65,12 @@ impl StateClient {
                 why: "no master address given".into(),
             });
         }
-        let http = reqwest::Client::builder()
+        let http = security
+            .reqwest_builder()
+            .map_err(|e| StateError::Unreachable {
+                master: master.to_string(),
+                message: e.to_string(),
+            })?
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(15))
             .build()

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use brim_framework::{Driver, DriverConfig, DriverError, Scheduler};
+use brim_framework::{ClientSecurity, Driver, DriverConfig, DriverError, Scheduler};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -49,15 +49,17 @@ impl Hosted {
         services::router(self.services.clone()).merge(cron::router(self.cron.clone()))
     }
 
-    /// Starts both frameworks against `master` (host:port, normally loopback).
-    pub fn start(&self, master: &str) -> HostedFrameworks {
-        self.services.set_master(master);
+    /// Starts both frameworks against `master` (host:port, normally loopback), connecting
+    /// with `security` (the master's own certificate when it serves TLS).
+    pub fn start(&self, master: &str, security: ClientSecurity) -> HostedFrameworks {
+        self.services.set_master(master, security.clone());
         let (stop, stop_rx) = watch::channel(false);
         let s = self.services.clone();
         let c = self.cron.clone();
         let tasks = vec![
             tokio::spawn(supervise(
                 master.to_string(),
+                security.clone(),
                 services::FRAMEWORK_NAME,
                 stop_rx.clone(),
                 {
@@ -78,6 +80,7 @@ impl Hosted {
             )),
             tokio::spawn(supervise(
                 master.to_string(),
+                security,
                 cron::FRAMEWORK_NAME,
                 stop_rx,
                 {
@@ -120,6 +123,7 @@ impl HostedFrameworks {
 #[allow(clippy::too_many_arguments)]
 async fn supervise<S, F>(
     master: String,
+    security: ClientSecurity,
     name: &'static str,
     mut stop: watch::Receiver<bool>,
     stored_id: impl Fn() -> Option<String> + Send,
@@ -132,6 +136,7 @@ async fn supervise<S, F>(
 {
     loop {
         let mut config = DriverConfig::new(&master, name);
+        config.security = security.clone();
         config.framework.failover_timeout = FAILOVER_TIMEOUT_SECS;
         config.framework.user = DEFAULT_TASK_USER.into();
         config.framework.id = stored_id().unwrap_or_default();

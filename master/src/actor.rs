@@ -23,6 +23,20 @@ pub(crate) enum Call {
     Teardown(String),
 }
 
+impl Call {
+    /// The framework the call is made for.
+    pub(crate) fn framework_id(&self) -> &str {
+        match self {
+            Call::Accept(r) => &r.framework_id,
+            Call::Decline(r) => &r.framework_id,
+            Call::Kill(r) => &r.framework_id,
+            Call::Acknowledge(r) => &r.framework_id,
+            Call::Reconcile(r) => &r.framework_id,
+            Call::Revive(id) | Call::Suppress(id) | Call::Teardown(id) => id,
+        }
+    }
+}
+
 pub(crate) enum Command {
     RegisterAgent {
         register: agent_message::Register,
@@ -40,6 +54,8 @@ pub(crate) enum Command {
     },
     Subscribe {
         info: FrameworkInfo,
+        /// The authenticated principal, if any.
+        caller: Option<String>,
         tx: FrameworkTx,
         reply: oneshot::Sender<Result<(String, u64), Status>>,
     },
@@ -49,6 +65,9 @@ pub(crate) enum Command {
     },
     Call {
         call: Call,
+        /// The authenticated principal; `None` for Mesos HTTP calls (bound to their
+        /// subscription by the stream id) and anonymous callers.
+        caller: Option<String>,
         reply: oneshot::Sender<Result<(), Status>>,
     },
     State {
@@ -59,6 +78,17 @@ pub(crate) enum Command {
     },
     MarkAgentGone {
         agent_id: String,
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
+    SetWeight {
+        role: String,
+        weight: f64,
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
+    SetQuota {
+        role: String,
+        guarantee: brim_proto::Resources,
+        limit: Option<brim_proto::Resources>,
         reply: oneshot::Sender<Result<(), Status>>,
     },
 }
@@ -85,8 +115,18 @@ impl MasterHandle {
     }
 
     pub(crate) async fn call(&self, call: Call) -> Result<(), Status> {
+        self.call_as(None, call).await
+    }
+
+    /// A call made by `caller` (checked against the framework's principal).
+    pub(crate) async fn call_as(&self, caller: Option<String>, call: Call) -> Result<(), Status> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Call { call, reply }).await?;
+        self.send(Command::Call {
+            call,
+            caller,
+            reply,
+        })
+        .await?;
         rx.await
             .map_err(|_| Status::internal("master dropped the call; retry"))?
     }
@@ -100,6 +140,8 @@ pub(crate) struct ActorConfig {
     pub(crate) masters: tokio::sync::watch::Receiver<Vec<String>>,
     /// When this master became the leader (seconds since the Unix epoch).
     pub(crate) elected_time: f64,
+    /// Authorization of subscriptions and calls.
+    pub(crate) guard: std::sync::Arc<crate::auth::Guard>,
 }
 
 pub(crate) fn wall_clock() -> f64 {
@@ -178,13 +220,31 @@ fn handle(master: &mut Master, cmd: Command, now: Duration, started: f64, config
             message,
         } => master.agent_message(&agent_id, conn, message, now, wall),
         Command::AgentDisconnected { agent_id, conn } => master.agent_disconnected(&agent_id, conn),
-        Command::Subscribe { info, tx, reply } => {
-            let _ = reply.send(master.subscribe(info, tx, now, wall));
+        Command::Subscribe {
+            mut info,
+            caller,
+            tx,
+            reply,
+        } => {
+            let existing = master.framework_info(&info.id);
+            let r = config
+                .guard
+                .check_subscribe(caller.as_deref(), &mut info, existing)
+                .and_then(|()| master.subscribe(info, tx, now, wall));
+            let _ = reply.send(r);
         }
         Command::FrameworkDisconnected { framework_id, conn } => {
             master.framework_disconnected(&framework_id, conn, now)
         }
-        Command::Call { call, reply } => {
+        Command::Call {
+            call,
+            caller,
+            reply,
+        } => {
+            if let Err(e) = config.guard.check_call(caller.as_deref(), master, &call) {
+                let _ = reply.send(Err(e));
+                return;
+            }
             let r = match call {
                 Call::Accept(req) => master.accept(req, now, wall),
                 Call::Decline(req) => master.decline(req, now),
@@ -208,6 +268,21 @@ fn handle(master: &mut Master, cmd: Command, now: Duration, started: f64, config
         }
         Command::MarkAgentGone { agent_id, reply } => {
             let _ = reply.send(master.mark_agent_gone(&agent_id, wall));
+        }
+        Command::SetWeight {
+            role,
+            weight,
+            reply,
+        } => {
+            let _ = reply.send(master.set_weight(&role, weight));
+        }
+        Command::SetQuota {
+            role,
+            guarantee,
+            limit,
+            reply,
+        } => {
+            let _ = reply.send(master.set_quota(&role, guarantee, limit));
         }
         Command::Metrics { reply } => {
             master.metrics.elected_time.set(config.elected_time);

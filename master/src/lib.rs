@@ -4,6 +4,7 @@
 
 mod actor;
 pub mod allocator;
+mod auth;
 pub mod election;
 pub mod mesos;
 pub mod metrics;
@@ -16,7 +17,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use brim_security::{Acls, Credentials, TlsFiles, Watched};
 use tokio::sync::watch;
+
+pub use auth::Guard;
 
 pub use registry::{MemoryRegistry, RedbRegistry, RegistryError, RegistryStore};
 pub use state::StateConfig;
@@ -42,6 +48,100 @@ pub enum MasterError {
     LostLeadership,
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] brim_security::TlsError),
+    #[error("{0}")]
+    Policy(#[from] brim_security::policy::PolicyError),
+    #[error("cannot build the HTTP client for agents: {0}")]
+    HttpClient(String),
+}
+
+/// How the master protects its port (docs/SECURITY.md).
+#[derive(Debug, Clone, Default)]
+pub struct MasterSecurity {
+    /// Serve TLS with this certificate and verify client certificates (agents must present
+    /// one) against the CA; the same certificate is the master's client identity towards
+    /// agents. `None`: plaintext (`--insecure`).
+    pub tls: Option<TlsFiles>,
+    /// Bearer tokens (`--credentials`): with a file, every non-public request needs a token
+    /// or a client certificate. Re-read when it changes.
+    pub credentials: Option<PathBuf>,
+    /// Per-principal permissions (`--acls`): with a file, anything not granted is denied.
+    /// Re-read when it changes.
+    pub acls: Option<PathBuf>,
+}
+
+/// How often the credentials and ACL files are checked for changes.
+const POLICY_POLL: Duration = Duration::from_secs(1);
+
+/// The loaded security settings: the listener's TLS, the guard, the agents' HTTP client and
+/// the watchers of the policy files (stopped on drop).
+struct Edge {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    guard: Arc<Guard>,
+    agents_http: ui::AgentClient,
+    watchers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        for w in &self.watchers {
+            w.abort();
+        }
+    }
+}
+
+impl Edge {
+    fn load(s: &MasterSecurity) -> Result<Edge, MasterError> {
+        let tls = s
+            .tls
+            .as_ref()
+            .map(brim_security::tls::server_config)
+            .transpose()?;
+        let client = brim_security::ClientSecurity {
+            tls: s.tls.as_ref().map(|f| brim_security::ClientTls {
+                ca: f.ca.clone(),
+                identity: Some((f.cert.clone(), f.key.clone())),
+            }),
+            token: None,
+        };
+        let http = client
+            .reqwest_builder()?
+            .build()
+            .map_err(|e| MasterError::HttpClient(e.to_string()))?;
+        let credentials = s
+            .credentials
+            .as_deref()
+            .map(|p| Watched::load(p, Credentials::parse).map(Arc::new))
+            .transpose()?;
+        let acls = s
+            .acls
+            .as_deref()
+            .map(|p| Watched::load(p, Acls::parse).map(Arc::new))
+            .transpose()?;
+        if tls.is_none() {
+            tracing::warn!("serving PLAINTEXT (--insecure): anyone who reaches this port can register agents and frameworks and read everything");
+        }
+        if acls.is_some() && credentials.is_none() && tls.is_none() {
+            tracing::warn!("ACLs without credentials or TLS: no caller has a principal, so every authorized call is denied");
+        }
+        let mut watchers = Vec::new();
+        if let Some(c) = &credentials {
+            watchers.push(c.watch(POLICY_POLL));
+        }
+        if let Some(a) = &acls {
+            watchers.push(a.watch(POLICY_POLL));
+        }
+        Ok(Edge {
+            tls,
+            guard: Arc::new(Guard::new(s.tls.is_some(), credentials, acls)),
+            agents_http: ui::AgentClient {
+                http,
+                scheme: client.scheme(),
+            },
+            watchers,
+        })
+    }
 }
 
 /// High availability: leader election and the registry in etcd.
@@ -70,6 +170,8 @@ pub struct MasterConfig {
     /// More HTTP routes served by the leader on the same port (the hosted frameworks'
     /// `/api/services` and `/api/cron`).
     pub extra_routes: Option<axum::Router>,
+    /// TLS, authentication and authorization; the default is plaintext and open.
+    pub security: MasterSecurity,
 }
 
 impl MasterConfig {
@@ -81,6 +183,7 @@ impl MasterConfig {
             state: StateConfig::default(),
             ha: None,
             extra_routes: None,
+            security: MasterSecurity::default(),
         }
     }
 }
@@ -151,6 +254,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
         path: config.work_dir.clone(),
         source,
     })?;
+    let edge = Arc::new(Edge::load(&config.security)?);
     let listener = bind(config.listen).await?;
     let addr = listener.local_addr().map_err(|source| MasterError::Bind {
         addr: config.listen,
@@ -163,6 +267,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
             let registry = RedbRegistry::open(&config.work_dir.join("registry.redb"))?;
             tokio::spawn(lead(
                 config,
+                edge,
                 listener,
                 Box::new(registry),
                 shutdown_rx,
@@ -174,7 +279,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
                 },
             ))
         }
-        Some(ha) => tokio::spawn(run_ha(config, ha, listener, shutdown_rx, leading_tx)),
+        Some(ha) => tokio::spawn(run_ha(config, edge, ha, listener, shutdown_rx, leading_tx)),
     };
     Ok(RunningMaster {
         addr,
@@ -199,6 +304,7 @@ struct Role {
 
 async fn lead(
     config: MasterConfig,
+    edge: Arc<Edge>,
     listener: tokio::net::TcpListener,
     registry: Box<dyn RegistryStore>,
     mut shutdown: watch::Receiver<bool>,
@@ -212,12 +318,13 @@ async fn lead(
     } = role;
     let addr = listener.local_addr().map_err(MasterError::Serve)?;
     let master_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-    let master = state::Master::new(
+    let mut master = state::Master::new(
         config.state.clone(),
         master_id.clone(),
         registry,
         Duration::ZERO,
     )?;
+    master.metrics.register_guard(&edge.guard);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (handle, actor) = actor::spawn(
         master,
@@ -227,17 +334,25 @@ async fn lead(
             leader_address,
             masters,
             elected_time: actor::wall_clock(),
+            guard: edge.guard.clone(),
         },
         stop_rx.clone(),
     );
-    let mut router = server::router(handle);
-    if let Some(extra) = config.extra_routes.clone() {
-        router = router.merge(extra);
-    }
+    let router = server::router(
+        handle,
+        edge.guard.clone(),
+        edge.agents_http.clone(),
+        config.extra_routes.clone(),
+    );
     let mut server_stop = stop_rx;
-    let mut server = tokio::spawn(server::serve(listener, router, async move {
-        let _ = server_stop.wait_for(|v| *v).await;
-    }));
+    let mut server = tokio::spawn(server::serve(
+        listener,
+        edge.tls.clone(),
+        router,
+        async move {
+            let _ = server_stop.wait_for(|v| *v).await;
+        },
+    ));
     tracing::info!(%addr, %master_id, "master leading (gRPC + HTTP)");
     let _ = leading.send(true);
     let lost_leadership = async {
@@ -278,6 +393,7 @@ async fn lead(
 /// HA: connect to etcd (retrying), serve as a standby while campaigning, then lead.
 async fn run_ha(
     config: MasterConfig,
+    edge: Arc<Edge>,
     ha: HaConfig,
     listener: tokio::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
@@ -320,6 +436,7 @@ async fn run_ha(
     let (standby_stop_tx, mut standby_stop) = watch::channel(false);
     let standby = tokio::spawn(server::serve(
         listener,
+        edge.tls.clone(),
         server::standby_router(leader_rx),
         async move {
             let _ = standby_stop.wait_for(|v| *v).await;
@@ -358,6 +475,7 @@ async fn run_ha(
     });
     let r = lead(
         config,
+        edge,
         listener,
         Box::new(registry),
         shutdown,

@@ -252,6 +252,21 @@ impl MasterMetrics {
     }
 
     /// Prometheus text exposition (classic format, as `promtool check metrics` expects).
+    /// Exports the guard's refusals: `brim_master_authz_denied{action}` and
+    /// `brim_master_unauthenticated_requests`.
+    pub(crate) fn register_guard(&mut self, guard: &crate::auth::Guard) {
+        self.registry.register(
+            "authz_denied",
+            "Calls denied by the ACLs, by action",
+            guard.denied.clone(),
+        );
+        self.registry.register(
+            "unauthenticated_requests",
+            "Requests refused for missing or wrong credentials",
+            guard.unauthenticated.clone(),
+        );
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {

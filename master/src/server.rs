@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use brim_proto::v1::{
     self, agent_message,
     agent_service_server::{AgentService, AgentServiceServer},
@@ -24,6 +24,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response as GrpcResponse, Status, Streaming};
 
 use crate::actor::{Call, Command, MasterHandle};
+use crate::auth::{Caller, Guard};
+use brim_security::OperatorCall;
+use std::sync::Arc;
 
 /// How long a new agent stream may take to send `register`.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +61,14 @@ struct SchedulerApi {
     master: MasterHandle,
 }
 
+/// The principal the authentication middleware established for a gRPC request.
+fn caller<T>(request: &Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .and_then(|c| c.principal.clone())
+}
+
 fn fw_id(id: &str) -> Result<(), Status> {
     if id.is_empty() {
         return Err(Status::invalid_argument(
@@ -75,6 +86,7 @@ impl Scheduler for SchedulerApi {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<GrpcResponse<Self::SubscribeStream>, Status> {
+        let caller = caller(&request);
         let info = request
             .into_inner()
             .framework_info
@@ -82,7 +94,12 @@ impl Scheduler for SchedulerApi {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let (reply, reply_rx) = oneshot::channel();
         self.master
-            .send(Command::Subscribe { info, tx, reply })
+            .send(Command::Subscribe {
+                info,
+                caller,
+                tx,
+                reply,
+            })
             .await?;
         let (framework_id, conn) = reply_rx
             .await
@@ -101,9 +118,10 @@ impl Scheduler for SchedulerApi {
         &self,
         r: Request<v1::AcceptRequest>,
     ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let caller = caller(&r);
         let r = r.into_inner();
         fw_id(&r.framework_id)?;
-        self.master.call(Call::Accept(r)).await?;
+        self.master.call_as(caller, Call::Accept(r)).await?;
         Ok(GrpcResponse::new(v1::CallResponse {}))
     }
 
@@ -111,9 +129,10 @@ impl Scheduler for SchedulerApi {
         &self,
         r: Request<v1::DeclineRequest>,
     ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let caller = caller(&r);
         let r = r.into_inner();
         fw_id(&r.framework_id)?;
-        self.master.call(Call::Decline(r)).await?;
+        self.master.call_as(caller, Call::Decline(r)).await?;
         Ok(GrpcResponse::new(v1::CallResponse {}))
     }
 
@@ -121,9 +140,10 @@ impl Scheduler for SchedulerApi {
         &self,
         r: Request<v1::KillRequest>,
     ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let caller = caller(&r);
         let r = r.into_inner();
         fw_id(&r.framework_id)?;
-        self.master.call(Call::Kill(r)).await?;
+        self.master.call_as(caller, Call::Kill(r)).await?;
         Ok(GrpcResponse::new(v1::CallResponse {}))
     }
 
@@ -131,9 +151,10 @@ impl Scheduler for SchedulerApi {
         &self,
         r: Request<v1::AcknowledgeRequest>,
     ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let caller = caller(&r);
         let r = r.into_inner();
         fw_id(&r.framework_id)?;
-        self.master.call(Call::Acknowledge(r)).await?;
+        self.master.call_as(caller, Call::Acknowledge(r)).await?;
         Ok(GrpcResponse::new(v1::CallResponse {}))
     }
 
@@ -141,9 +162,10 @@ impl Scheduler for SchedulerApi {
         &self,
         r: Request<v1::ReconcileRequest>,
     ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let caller = caller(&r);
         let r = r.into_inner();
         fw_id(&r.framework_id)?;
-        self.master.call(Call::Reconcile(r)).await?;
+        self.master.call_as(caller, Call::Reconcile(r)).await?;
         Ok(GrpcResponse::new(v1::CallResponse {}))
     }
 
@@ -151,9 +173,12 @@ impl Scheduler for SchedulerApi {
         &self,
         r: Request<v1::ReviveRequest>,
     ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let caller = caller(&r);
         let r = r.into_inner();
         fw_id(&r.framework_id)?;
-        self.master.call(Call::Revive(r.framework_id)).await?;
+        self.master
+            .call_as(caller, Call::Revive(r.framework_id))
+            .await?;
         Ok(GrpcResponse::new(v1::CallResponse {}))
     }
 
@@ -161,9 +186,12 @@ impl Scheduler for SchedulerApi {
         &self,
         r: Request<v1::SuppressRequest>,
     ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let caller = caller(&r);
         let r = r.into_inner();
         fw_id(&r.framework_id)?;
-        self.master.call(Call::Suppress(r.framework_id)).await?;
+        self.master
+            .call_as(caller, Call::Suppress(r.framework_id))
+            .await?;
         Ok(GrpcResponse::new(v1::CallResponse {}))
     }
 
@@ -171,9 +199,12 @@ impl Scheduler for SchedulerApi {
         &self,
         r: Request<v1::TeardownRequest>,
     ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let caller = caller(&r);
         let r = r.into_inner();
         fw_id(&r.framework_id)?;
-        self.master.call(Call::Teardown(r.framework_id)).await?;
+        self.master
+            .call_as(caller, Call::Teardown(r.framework_id))
+            .await?;
         Ok(GrpcResponse::new(v1::CallResponse {}))
     }
 }
@@ -272,31 +303,184 @@ async fn state(State(master): State<MasterHandle>) -> Response {
     }
 }
 
-/// `POST /agents/{id}/gone`: the operator retires an agent for good.
-async fn mark_agent_gone(
-    State(master): State<MasterHandle>,
-    axum::extract::Path(agent_id): axum::extract::Path<String>,
+/// The reply of an operator command as HTTP.
+async fn operator_reply(
+    master: &MasterHandle,
+    cmd: Command,
+    rx: oneshot::Receiver<Result<(), Status>>,
+    done: &'static str,
 ) -> Response {
-    let (reply, rx) = oneshot::channel();
-    if master
-        .send(Command::MarkAgentGone { agent_id, reply })
-        .await
-        .is_err()
-    {
+    if master.send(cmd).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "master is shutting down\n").into_response();
     }
     match rx.await {
-        Ok(Ok(())) => (StatusCode::OK, "marked gone\n").into_response(),
-        Ok(Err(s)) if s.code() == tonic::Code::NotFound => {
-            (StatusCode::NOT_FOUND, format!("{}\n", s.message())).into_response()
+        Ok(Ok(())) => (StatusCode::OK, format!("{done}\n")).into_response(),
+        Ok(Err(s)) => {
+            let code = match s.code() {
+                tonic::Code::NotFound => StatusCode::NOT_FOUND,
+                tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (code, format!("{}\n", s.message())).into_response()
         }
-        Ok(Err(s)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{}\n", s.message()),
-        )
-            .into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "master is shutting down\n").into_response(),
     }
+}
+
+/// `POST /agents/{id}/gone`: the operator retires an agent for good (`maintenance`).
+async fn mark_agent_gone(
+    State(master): State<MasterHandle>,
+    Extension(guard): Extension<Arc<Guard>>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Path(agent_id): axum::extract::Path<String>,
+) -> Response {
+    if let Err(s) =
+        guard.check_operator(caller.principal.as_deref(), OperatorCall::Maintenance, None)
+    {
+        return crate::auth::refuse(false, s);
+    }
+    let (reply, rx) = oneshot::channel();
+    operator_reply(
+        &master,
+        Command::MarkAgentGone { agent_id, reply },
+        rx,
+        "marked gone",
+    )
+    .await
+}
+
+/// The principal a framework subscribed as (`None`: unknown framework or none recorded).
+pub(crate) async fn framework_principal(
+    master: &MasterHandle,
+    framework_id: &str,
+) -> Option<String> {
+    let (reply, rx) = oneshot::channel();
+    master.send(Command::State { reply }).await.ok()?;
+    let state = rx.await.ok()?;
+    state["frameworks"]
+        .as_array()?
+        .iter()
+        .find(|f| f["id"] == framework_id)?["principal"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `POST /frameworks/{id}/teardown`: kill a framework's tasks and forget it (`teardown`,
+/// unless the caller is the framework's own principal).
+async fn teardown_framework(
+    State(master): State<MasterHandle>,
+    Extension(guard): Extension<Arc<Guard>>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Path(framework_id): axum::extract::Path<String>,
+) -> Response {
+    let owner = framework_principal(&master, &framework_id).await;
+    if let Err(s) = guard.check_operator(
+        caller.principal.as_deref(),
+        OperatorCall::Teardown,
+        owner.as_deref(),
+    ) {
+        return crate::auth::refuse(false, s);
+    }
+    let (reply, rx) = oneshot::channel();
+    operator_reply(
+        &master,
+        Command::Call {
+            call: Call::Teardown(framework_id),
+            caller: None,
+            reply,
+        },
+        rx,
+        "torn down",
+    )
+    .await
+}
+
+/// `PUT /roles/{role}/weight` with the weight as the body (`weight`).
+async fn set_weight(
+    State(master): State<MasterHandle>,
+    Extension(guard): Extension<Arc<Guard>>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Path(role): axum::extract::Path<String>,
+    body: String,
+) -> Response {
+    if let Err(s) = guard.check_operator(caller.principal.as_deref(), OperatorCall::Weight, None) {
+        return crate::auth::refuse(false, s);
+    }
+    let Ok(weight) = body.trim().parse::<f64>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the body must be the weight, a positive number\n",
+        )
+            .into_response();
+    };
+    let (reply, rx) = oneshot::channel();
+    operator_reply(
+        &master,
+        Command::SetWeight {
+            role,
+            weight,
+            reply,
+        },
+        rx,
+        "weight set",
+    )
+    .await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaBody {
+    guarantee: String,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+/// `PUT /roles/{role}/quota` with `{"guarantee": "cpus:2;mem:1024", "limit": "..."}` (`quota`).
+async fn set_quota(
+    State(master): State<MasterHandle>,
+    Extension(guard): Extension<Arc<Guard>>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Path(role): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(s) = guard.check_operator(caller.principal.as_deref(), OperatorCall::Quota, None) {
+        return crate::auth::refuse(false, s);
+    }
+    let parsed = serde_json::from_slice::<QuotaBody>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|q| {
+            let guarantee =
+                brim_proto::Resources::parse(&q.guarantee).map_err(|e| e.to_string())?;
+            let limit = q
+                .limit
+                .map(|l| brim_proto::Resources::parse(&l).map_err(|e| e.to_string()))
+                .transpose()?;
+            Ok((guarantee, limit))
+        });
+    let (guarantee, limit) = match parsed {
+        Ok(q) => q,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("bad quota: {e}; send {{\"guarantee\": \"cpus:2;mem:1024\", \"limit\": \"cpus:4\"}}\n"),
+            )
+                .into_response()
+        }
+    };
+    let (reply, rx) = oneshot::channel();
+    operator_reply(
+        &master,
+        Command::SetQuota {
+            role,
+            guarantee,
+            limit,
+            reply,
+        },
+        rx,
+        "quota set",
+    )
+    .await
 }
 
 async fn metrics(State(master): State<MasterHandle>) -> Response {
@@ -317,8 +501,14 @@ async fn metrics(State(master): State<MasterHandle>) -> Response {
     }
 }
 
-/// Builds the combined gRPC + HTTP router.
-pub(crate) fn router(master: MasterHandle) -> Router {
+/// Builds the combined gRPC + HTTP router (plus `extra` routes), every route behind the
+/// authentication middleware.
+pub(crate) fn router(
+    master: MasterHandle,
+    guard: Arc<Guard>,
+    agents_http: crate::ui::AgentClient,
+    extra: Option<Router>,
+) -> Router {
     let scheduler = SchedulerServer::new(SchedulerApi {
         master: master.clone(),
     })
@@ -341,21 +531,35 @@ pub(crate) fn router(master: MasterHandle) -> Router {
             "/agents/{agent_id}/gone",
             axum::routing::post(mark_agent_gone),
         )
+        .route(
+            "/frameworks/{framework_id}/teardown",
+            axum::routing::post(teardown_framework),
+        )
+        .route("/roles/{role}/weight", axum::routing::put(set_weight))
+        .route("/roles/{role}/quota", axum::routing::put(set_quota))
         .with_state(master.clone());
-    grpc.merge(http).merge(crate::mesos::router(master))
+    let mut all = grpc.merge(http).merge(crate::mesos::router(master));
+    if let Some(extra) = extra {
+        all = all.merge(extra);
+    }
+    all.layer(Extension(guard.clone()))
+        .layer(Extension(agents_http))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::authenticate,
+        ))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` (TLS when `tls` is set) until `shutdown` resolves.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::debug!(?addr, "serving");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    tracing::debug!(?addr, tls = tls.is_some(), "serving");
+    brim_security::serve(listener, tls, router, shutdown).await
 }
 
 /// A standby master: `/health` and `/version` answer; HTTP requests are redirected (307) to

@@ -822,6 +822,14 @@ impl Master {
 
     // -------------------------------------------------------------- frameworks
 
+    /// A known framework's info (connected or within its failover timeout).
+    pub fn framework_info(&self, framework_id: &str) -> Option<&FrameworkInfo> {
+        if framework_id.is_empty() {
+            return None;
+        }
+        self.frameworks.get(framework_id).map(|f| &f.info)
+    }
+
     /// Subscribes a framework (new, or failing over to a new connection when its id is set).
     pub fn subscribe(
         &mut self,

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use brim_proto::Resources;
 
+use super::security::SecurityArgs;
+
 /// Parses `1s`, `500ms`, `2m`, `1.5` (seconds).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -105,6 +107,32 @@ impl MasterTuning {
     }
 }
 
+/// Authentication and authorization files of a master.
+#[derive(clap::Args, Clone)]
+pub(crate) struct PolicyArgs {
+    /// Bearer tokens (TOML `[[credential]] principal = ".." token = ".."`): every call then
+    /// needs a token or a client certificate. Re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) credentials: Option<PathBuf>,
+    /// Per-principal permissions (TOML `[[principal]]`, docs/SECURITY.md): anything not
+    /// granted is denied. Re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) acls: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    pub(crate) fn security(
+        &self,
+        tls: Option<brim_security::TlsFiles>,
+    ) -> brim_master::MasterSecurity {
+        brim_master::MasterSecurity {
+            tls,
+            credentials: self.credentials.clone(),
+            acls: self.acls.clone(),
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub(crate) struct MasterArgs {
     /// Address to listen on.
@@ -132,6 +160,8 @@ pub(crate) struct MasterArgs {
     pub(crate) etcd_prefix: String,
     #[command(flatten)]
     pub(crate) tuning: MasterTuning,
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
 }
 
 #[derive(clap::Args, Clone)]
@@ -320,9 +350,12 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-pub(crate) async fn master(a: MasterArgs) -> anyhow::Result<()> {
+pub(crate) async fn master(a: MasterArgs, security: &SecurityArgs) -> anyhow::Result<()> {
+    let tls = security.node("master")?;
     let work_dir = a.work_dir.unwrap_or_else(|| default_work_dir("master"));
     let mut config = a.tuning.config(SocketAddr::new(a.ip, a.port), work_dir);
+    config.security = a.policy.security(tls.clone());
+    let loopback_security = super::security::loopback_client(tls.as_ref());
     if !a.etcd.is_empty() {
         let advertise = a.advertise.unwrap_or_else(|| {
             if a.ip.is_unspecified() {
@@ -348,7 +381,7 @@ pub(crate) async fn master(a: MasterArgs) -> anyhow::Result<()> {
     let addr = running.addr();
     let mut leading = running.leading();
     let frameworks = tokio::select! {
-        _ = leading.wait_for(|l| *l) => hosted.start(&loopback(addr)),
+        _ = leading.wait_for(|l| *l) => hosted.start(&loopback(addr), loopback_security),
         r = running.wait() => return r.context("master stopped"),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
@@ -390,11 +423,13 @@ pub(crate) fn loopback(addr: SocketAddr) -> String {
     }
 }
 
-pub(crate) async fn agent(a: AgentArgs) -> anyhow::Result<()> {
+pub(crate) async fn agent(a: AgentArgs, security: &SecurityArgs) -> anyhow::Result<()> {
+    let tls = security.node("agent")?;
     let work_dir = a.work_dir.unwrap_or_else(|| default_work_dir("agent"));
-    let config = a
+    let mut config = a
         .tuning
         .config(a.master, work_dir, SocketAddr::new(a.ip, a.port))?;
+    config.tls = tls;
     brim_agent::run(config, shutdown_signal())
         .await
         .context("agent failed")?;

@@ -10,20 +10,28 @@ One binary is the master, the agent, a local dev cluster and the operator CLI.";
 
 pub(crate) const OVERVIEW: &str = "\
 Getting started:
-  brim dev                         master + agent on this machine (UI at http://127.0.0.1:5050/)
+  brim dev                         master + agent on this machine (UI at https://127.0.0.1:5050/)
   brim run -- echo hello           run a command on the cluster, stream its output
   brim tasks                       list tasks; also: brim agents, brim frameworks
   brim top                         live usage in the terminal
 
 Environment:
   BRIM_MASTER   master address (host:port) for client commands; default 127.0.0.1:5050
+  BRIM_TLS_CA, BRIM_TLS_CERT, BRIM_TLS_KEY, BRIM_TOKEN, BRIM_INSECURE
+                the --tls-ca, --tls-cert, --tls-key, --token and --insecure flags
   RUST_LOG      log filter, e.g. RUST_LOG=debug or RUST_LOG=brim_master=debug
+
+Security: everything speaks TLS; `brim dev` makes a throwaway CA in ~/.brim/dev/tls that
+client commands find by themselves. See docs/SECURITY.md.
 
 Shell completions: brim completions --help";
 
 pub(crate) const DEV: &str = "\
 Starts a master and one agent in this process with an embedded registry under
-~/.brim/dev. The web UI is at http://127.0.0.1:5050/. Needs root for cgroups.
+~/.brim/dev. The web UI is at https://127.0.0.1:5050/. Needs root for cgroups.
+Both serve TLS with certificates from a throwaway CA in <work dir>/tls (made on the first
+start), where client commands find it; the agent registers with its certificate and
+client commands present the `operator` one.
 
 Examples:
   brim dev
@@ -33,18 +41,38 @@ pub(crate) const MASTER: &str = "\
 Runs a master: gRPC for frameworks and agents, HTTP for operators (/state, /metrics, the
 web UI at /) on one port.
 
+TLS is required: --tls-cert/--tls-key (served; also shown to agents for sandboxes) and
+--tls-ca (the cluster CA: only agents with a certificate it signed may register), or
+--insecure for plaintext. --credentials maps bearer tokens to principals (then every call
+needs a token or a client certificate); --acls says what each principal may do (then
+anything not granted is denied). Both files are re-read when they change.
+
 Examples:
-  brim master --ip 0.0.0.0 --work-dir /var/lib/brim/master";
+  brim certs /etc/brim/pki master --host m1.example
+  brim master --ip 0.0.0.0 --work-dir /var/lib/brim/master \\
+    --tls-cert /etc/brim/pki/master.pem --tls-key /etc/brim/pki/master-key.pem \\
+    --tls-ca /etc/brim/pki/ca.pem --credentials /etc/brim/credentials.toml --acls /etc/brim/acls.toml";
 
 pub(crate) const AGENT: &str = "\
 Runs an agent: registers with the master, runs tasks in cgroups, serves task output on
 its HTTP port (/sandbox). Needs root.
 
+TLS is required (--tls-cert/--tls-key/--tls-ca from the cluster CA), or --insecure.
+
 Examples:
-  brim agent --master 10.0.0.1:5050
+  brim agent --master 10.0.0.1:5050 --tls-cert a1.pem --tls-key a1-key.pem --tls-ca ca.pem
   brim agent --master 10.0.0.1:5050 --resources 'cpus:8;mem:16384' --attributes 'rack:r1'
   brim agent --master 10.0.0.1:5050 --oversubscribe     lend allocated-but-unused cpus/mem
                                                          to revocable work";
+
+pub(crate) const CERTS: &str = "\
+Creates a cluster CA in DIR (ca.pem, ca-key.pem) unless one is there, then issues one
+certificate per NAME (NAME.pem, NAME-key.pem), valid as server and client. The NAME is the
+certificate's common name: the principal it authenticates as. Keep ca-key.pem offline.
+
+Examples:
+  brim certs /etc/brim/pki master agent-r1-01 --host m1.example --host 10.0.0.1
+  brim certs ~/brim-pki alice";
 
 pub(crate) const RUN: &str = "\
 Runs a command as one task, or as a job array of N instances (each gets BRIM_INSTANCE and

@@ -8,6 +8,7 @@ pub(crate) mod help;
 pub(crate) mod progress;
 pub(crate) mod query;
 pub(crate) mod run;
+pub(crate) mod security;
 pub(crate) mod service;
 pub(crate) mod top;
 pub(crate) mod version;

@@ -53,7 +53,7 @@ fn explain(e: StateError) -> anyhow::Error {
 }
 
 async fn fetch_json(master: &str) -> anyhow::Result<(Value, MasterState)> {
-    let client = StateClient::new(master).map_err(explain)?;
+    let client = StateClient::with_security(master, &super::security::client()).map_err(explain)?;
     let json = client.fetch_json().await.map_err(explain)?;
     let state = MasterState::from_json(json.clone()).map_err(|e| {
         explain(StateError::Decode {

@@ -490,7 +490,7 @@ impl Batch {
                 for file in [SandboxFile::Stdout, SandboxFile::Stderr] {
                     let reader = SandboxReader::new(
                         self.http.clone(),
-                        &offer.agent_http_address,
+                        &super::security::client().url(&offer.agent_http_address),
                         &framework_id,
                         &task.task_id,
                         file,
@@ -789,10 +789,12 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_UNPLACEABLE);
     }
 
+    let security = super::security::client();
     let mut config = DriverConfig::new(&job.master, "brim-run");
     if job.revocable {
         config = config.with_capability(brim_framework::CAPABILITY_REVOCABLE_RESOURCES);
     }
+    config.security = security.clone();
     config.framework.role = a.role.clone();
     if let Some(user) = &a.user {
         config.framework.user = user.clone();
@@ -802,7 +804,8 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<u8> {
     let handle = driver.handle();
     let shared = Arc::new(Mutex::new(Progress::new(job.instances)));
     super::progress::start(job.instances);
-    let http = reqwest::Client::builder()
+    let http = security
+        .reqwest_builder()?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
         .build()

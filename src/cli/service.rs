@@ -54,20 +54,25 @@ pub(crate) struct Api {
 
 impl Api {
     pub(crate) fn new(master: &str) -> anyhow::Result<Self> {
-        let hostport = master.strip_prefix("http://").unwrap_or(master);
+        let hostport = master
+            .strip_prefix("http://")
+            .or_else(|| master.strip_prefix("https://"))
+            .unwrap_or(master);
         if !hostport.contains(':') {
             anyhow::bail!(
                 "invalid master address `{master}`: expected host:port, e.g. 127.0.0.1:5050"
             );
         }
-        let http = reqwest::Client::builder()
+        let security = super::security::client();
+        let http = security
+            .reqwest_builder()?
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(20))
             .build()
             .context("cannot build an HTTP client")?;
         Ok(Api {
             master: master.to_string(),
-            base: format!("http://{hostport}"),
+            base: security.url(hostport),
             http,
         })
     }

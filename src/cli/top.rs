@@ -689,7 +689,7 @@ fn spawn_key_reader() -> mpsc::UnboundedReceiver<KeyEvent> {
 }
 
 pub(crate) async fn run(a: TopArgs) -> anyhow::Result<()> {
-    let client = StateClient::new(&a.master)?;
+    let client = StateClient::with_security(&a.master, &super::security::client())?;
     let mut view = View {
         master: a.master.clone(),
         interval: a.interval,

@@ -14,13 +14,16 @@ pub(crate) struct VersionArgs {
 
 /// What the master's `/version` said, or why it could not be asked.
 async fn master_version(master: &str) -> Result<String, String> {
-    let http = reqwest::Client::builder()
+    let security = super::security::client();
+    let http = security
+        .reqwest_builder()
+        .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
     let resp = http
-        .get(format!("http://{master}/version"))
+        .get(format!("{}/version", security.url(master)))
         .send()
         .await
         .map_err(|e| format!("unreachable ({})", root_cause(&e)))?;

@@ -116,8 +116,12 @@ fn view(svc: &ServiceRecord, waiting: Option<String>, now: u64) -> ServiceView {
 
 /// Agents as the master's `/state` lists them (active ones).
 async fn cluster_agents(services: &Services) -> Option<Vec<AgentFacts>> {
-    let master = services.master()?;
-    let state = StateClient::new(&master).ok()?.fetch().await.ok()?;
+    let (master, security) = services.master()?;
+    let state = StateClient::with_security(&master, &security)
+        .ok()?
+        .fetch()
+        .await
+        .ok()?;
     Some(
         state
             .active_agents()

@@ -143,7 +143,7 @@ impl ServicesState {
 pub struct Services {
     state: Mutex<ServicesState>,
     wake: Notify,
-    master: Mutex<Option<String>>,
+    master: Mutex<Option<(String, brim_framework::ClientSecurity)>>,
 }
 
 impl Services {
@@ -187,11 +187,12 @@ impl Services {
     }
 
     /// Where the master's `/state` is (for placement explanations).
-    pub fn set_master(&self, master: &str) {
-        *self.master.lock().unwrap_or_else(PoisonError::into_inner) = Some(master.to_string());
+    pub fn set_master(&self, master: &str, security: brim_framework::ClientSecurity) {
+        *self.master.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((master.to_string(), security));
     }
 
-    fn master(&self) -> Option<String> {
+    fn master(&self) -> Option<(String, brim_framework::ClientSecurity)> {
         self.master
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

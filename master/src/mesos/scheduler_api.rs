@@ -32,10 +32,12 @@ type ApiResult = Result<Response, MesosApiError>;
 
 pub(crate) async fn scheduler(
     State(api): State<Arc<MesosApi>>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match handle(api, headers, body).await {
+    let caller = caller.and_then(|c| c.0.principal);
+    match handle(api, caller, headers, body).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!("mesos scheduler call rejected: {e}");
@@ -156,12 +158,17 @@ pub fn fuzz_decode_call(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-async fn handle(api: Arc<MesosApi>, headers: HeaderMap, body: Body) -> ApiResult {
+async fn handle(
+    api: Arc<MesosApi>,
+    caller: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
     check_content_type(&headers)?;
     let bytes = read_body(&headers, body).await?;
     let call = decode_call(&bytes)?;
     if call.kind == "SUBSCRIBE" {
-        return subscribe(api, &headers, call).await;
+        return subscribe(api, caller, &headers, call).await;
     }
     let framework_id = need(call.framework_id.as_ref(), "framework_id")?
         .value
@@ -557,7 +564,12 @@ async fn accept(
     accepted()
 }
 
-async fn subscribe(api: Arc<MesosApi>, headers: &HeaderMap, call: json::Call) -> ApiResult {
+async fn subscribe(
+    api: Arc<MesosApi>,
+    caller: Option<String>,
+    headers: &HeaderMap,
+    call: json::Call,
+) -> ApiResult {
     if !accepts_json(headers) {
         return Err(MesosApiError::NotAcceptable(
             "Expecting 'Accept' to allow 'application/json' (brim does not stream application/x-protobuf yet)".into(),
@@ -585,6 +597,7 @@ async fn subscribe(api: Arc<MesosApi>, headers: &HeaderMap, call: json::Call) ->
     api.master
         .send(Command::Subscribe {
             info: info.clone(),
+            caller,
             tx,
             reply,
         })

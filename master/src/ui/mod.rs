@@ -7,19 +7,28 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use brim_security::OperatorCall;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::actor::{Command, MasterHandle};
+use crate::auth::{Caller, Guard};
+
+/// How the master reaches agents' HTTP APIs: plaintext, or TLS with the master's own
+/// certificate as client identity (agents serve sandboxes only to certified clients).
+#[derive(Clone)]
+pub(crate) struct AgentClient {
+    pub(crate) http: reqwest::Client,
+    pub(crate) scheme: &'static str,
+}
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -47,6 +56,8 @@ enum ProxyError {
     ShuttingDown,
     #[error("cannot reach agent at {addr}: {why}")]
     Unreachable { addr: String, why: String },
+    #[error("{}", .0.message())]
+    Denied(tonic::Status),
 }
 
 impl IntoResponse for ProxyError {
@@ -56,6 +67,7 @@ impl IntoResponse for ProxyError {
             ProxyError::UnknownAgent(_) => StatusCode::NOT_FOUND,
             ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoAddress(_) | ProxyError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Denied(s) => return crate::auth::refuse(false, s.clone()),
         };
         (code, format!("{self}\n")).into_response()
     }
@@ -122,26 +134,39 @@ fn check_id(kind: &'static str, id: &str) -> Result<(), ProxyError> {
     }
 }
 
-/// The agent's `http_address` from the master's own view (the actor's `/state`).
-async fn agent_address(master: &MasterHandle, agent_id: &str) -> Result<String, ProxyError> {
+/// The agent's `http_address` and the framework's principal, from the master's own view
+/// (the actor's `/state`).
+async fn agent_address(
+    master: &MasterHandle,
+    agent_id: &str,
+    framework_id: &str,
+) -> Result<(String, Option<String>), ProxyError> {
     let (reply, rx) = oneshot::channel();
     master
         .send(Command::State { reply })
         .await
         .map_err(|_| ProxyError::ShuttingDown)?;
     let state = rx.await.map_err(|_| ProxyError::ShuttingDown)?;
+    let owner = state["frameworks"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["id"] == framework_id))
+        .and_then(|f| f["principal"].as_str())
+        .map(str::to_string);
     let agent = state["agents"]
         .as_array()
         .and_then(|agents| agents.iter().find(|a| a["id"] == agent_id))
         .ok_or_else(|| ProxyError::UnknownAgent(agent_id.to_string()))?;
     match agent["http_address"].as_str() {
-        Some(addr) if !addr.is_empty() => Ok(addr.to_string()),
+        Some(addr) if !addr.is_empty() => Ok((addr.to_string(), owner)),
         _ => Err(ProxyError::NoAddress(agent_id.to_string())),
     }
 }
 
 async fn sandbox(
     State(master): State<MasterHandle>,
+    Extension(guard): Extension<Arc<Guard>>,
+    Extension(caller): Extension<Caller>,
+    Extension(client): Extension<AgentClient>,
     Path((agent_id, framework_id, task_id, file)): Path<(String, String, String, String)>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -152,51 +177,84 @@ async fn sandbox(
         )
             .into_response();
     };
-    match proxy(&master, &agent_id, &framework_id, &task_id, &file, q).await {
+    let target = SandboxTarget {
+        agent_id: &agent_id,
+        framework_id: &framework_id,
+        task_id: &task_id,
+        file: &file,
+    };
+    match proxy(&master, &guard, &caller, &client, target, q).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
+/// One sandbox file of one task on one agent.
+struct SandboxTarget<'a> {
+    agent_id: &'a str,
+    framework_id: &'a str,
+    task_id: &'a str,
+    file: &'a str,
+}
+
 async fn proxy(
     master: &MasterHandle,
-    agent_id: &str,
-    framework_id: &str,
-    task_id: &str,
-    file: &str,
+    guard: &Guard,
+    caller: &Caller,
+    client: &AgentClient,
+    target: SandboxTarget<'_>,
     q: ReadQuery,
 ) -> Result<Response, ProxyError> {
+    let SandboxTarget {
+        agent_id,
+        framework_id,
+        task_id,
+        file,
+    } = target;
     check_id("agent", agent_id)?;
     check_id("framework", framework_id)?;
     check_id("task", task_id)?;
     if file != "stdout" && file != "stderr" {
         return Err(ProxyError::BadFile(file.chars().take(64).collect()));
     }
-    let addr = agent_address(master, agent_id).await?;
+    let (addr, owner) = agent_address(master, agent_id, framework_id).await?;
+    // Reading another principal's task output is the `sandboxes` operator call.
+    guard
+        .check_operator(
+            caller.principal.as_deref(),
+            OperatorCall::Sandboxes,
+            owner.as_deref(),
+        )
+        .map_err(ProxyError::Denied)?;
     let offset = q.offset.unwrap_or(0);
     let unreachable = |why: String| ProxyError::Unreachable {
         addr: addr.clone(),
         why,
     };
-    let uri: axum::http::Uri =
-        format!("http://{addr}/sandbox/{framework_id}/{task_id}/{file}?offset={offset}")
-            .parse()
-            .map_err(|e: axum::http::uri::InvalidUri| unreachable(format!("bad address: {e}")))?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let resp = tokio::time::timeout(PROXY_TIMEOUT, client.get(uri))
+    let url = format!(
+        "{}://{addr}/sandbox/{framework_id}/{task_id}/{file}?offset={offset}",
+        client.scheme
+    );
+    let resp = tokio::time::timeout(PROXY_TIMEOUT, client.http.get(&url).send())
         .await
         .map_err(|_| unreachable("timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| unreachable(error_chain(&e)))?;
     let status = resp.status();
     let task_state = resp.headers().get(TASK_STATE_HEADER).cloned();
-    let body = tokio::time::timeout(
-        PROXY_TIMEOUT,
-        Limited::new(resp.into_body(), PROXY_MAX_BODY).collect(),
-    )
+    let body = tokio::time::timeout(PROXY_TIMEOUT, async {
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > PROXY_MAX_BODY {
+                return Err("the agent sent more than a sandbox read holds".to_string());
+            }
+        }
+        Ok(body)
+    })
     .await
     .map_err(|_| unreachable("timed out reading the body".into()))?
-    .map_err(|e| unreachable(e.to_string()))?
-    .to_bytes();
+    .map_err(unreachable)?;
     let mut out = Response::new(Body::from(body));
     *out.status_mut() = status;
     let headers = out.headers_mut();
@@ -209,6 +267,18 @@ async fn proxy(
         headers.insert(TASK_STATE_HEADER, v);
     }
     Ok(out)
+}
+
+/// An error with its sources (reqwest's own message rarely says why).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
 }
 
 #[cfg(test)]
