@@ -1,16 +1,19 @@
-//! `brim dev` — the README's first command — starts a working one-machine cluster, runs a
-//! task, and stops cleanly on Ctrl-C (SIGINT), removing its cgroups.
+//! `brim dev` — the README's first command — starts a working one-machine cluster over TLS
+//! (a throwaway CA in its work dir), runs a task, and stops cleanly on Ctrl-C (SIGINT),
+//! removing its cgroups.
 
 mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{free_port, http_get, wait_for, BRIM};
+use support::{free_port, http_get, https, wait_for, BRIM};
 
 #[test]
 fn brim_dev_runs_a_task_and_stops_cleanly() {
-    if !support::can_run_cluster("brim_dev_runs_a_task_and_stops_cleanly") {
+    if !support::can_run_cluster("brim_dev_runs_a_task_and_stops_cleanly")
+        || !support::have_tools("brim_dev_runs_a_task_and_stops_cleanly", &["curl"])
+    {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -35,11 +38,18 @@ fn brim_dev_runs_a_task_and_stops_cleanly() {
         .spawn()
         .expect("start brim dev");
     let master = format!("127.0.0.1:{port}");
+    let tls = dir.path().join("tls");
+    let (ca, cert, key) = (
+        tls.join("ca.pem"),
+        tls.join("operator.pem"),
+        tls.join("operator-key.pem"),
+    );
+    let state_url = format!("https://{master}/state");
     wait_for(
         "an active agent in brim dev",
         Duration::from_secs(30),
         || {
-            let (_, body) = http_get(&master, "/state")?;
+            let (_, body) = https("GET", &state_url, &ca, Some((&cert, &key)), None, None)?;
             let s: serde_json::Value = serde_json::from_str(&body).ok()?;
             (s["agents"][0]["active"] == true).then_some(())
         },
@@ -50,12 +60,23 @@ fn brim_dev_runs_a_task_and_stops_cleanly() {
         "banner: {banner}"
     );
     assert!(
-        banner.contains(&format!("{master}/metrics")),
+        banner.contains(&format!("https://{master}/metrics")),
         "banner: {banner}"
     );
+    // TLS only: a plaintext request gets no HTTP answer.
+    assert_eq!(
+        http_get(&master, "/health"),
+        None,
+        "plaintext must not be served"
+    );
 
+    // The CLI finds the CA and its certificate through the variables the banner prints.
+    assert!(banner.contains("BRIM_TLS_CA="), "banner: {banner}");
     let out = Command::new(BRIM)
         .args(["run", "--master", &master, "--", "echo hello from dev"])
+        .env("BRIM_TLS_CA", &ca)
+        .env("BRIM_TLS_CERT", &cert)
+        .env("BRIM_TLS_KEY", &key)
         .output()
         .expect("brim run");
     assert_eq!(
@@ -129,7 +150,15 @@ fn brim_dev_runs_a_task_and_stops_cleanly() {
         assert!(!p.exists(), "{} should be removed on shutdown", p.display());
     }
     assert!(
-        http_get(&master, "/health").is_none(),
+        https(
+            "GET",
+            &format!("https://{master}/health"),
+            &ca,
+            None,
+            None,
+            None
+        )
+        .is_none(),
         "master should be down"
     );
 }

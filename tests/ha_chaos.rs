@@ -37,6 +37,7 @@ impl Masters {
             .expect("log");
         let err = out.try_clone().expect("log");
         let child = Command::new(BRIM)
+            .env(support::INSECURE.0, support::INSECURE.1)
             .args([
                 "master",
                 "--ip",
@@ -118,6 +119,7 @@ fn spawn_agent(m: &Masters, name: &str, cgroup: &str, resources: &str) -> Proc {
     let log = m.dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log).expect("log");
     let child = Command::new(BRIM)
+        .env(support::INSECURE.0, support::INSECURE.1)
         .args([
             "agent",
             "--master",
@@ -333,6 +335,7 @@ fn chaos(m: &mut Masters) {
     // Operators and `brim run` only need the list of masters: standbys redirect.
     let brim = |args: &[&str]| {
         Command::new(BRIM)
+            .env(support::INSECURE.0, support::INSECURE.1)
             .args(args)
             .env("BRIM_MASTER", m.list())
             .stdin(Stdio::null())

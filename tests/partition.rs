@@ -227,6 +227,7 @@ fn network_partition_with_netns_and_veth() {
         let child = std::process::Command::new(program)
             .args(&args)
             .env("RUST_LOG", "info")
+            .env(support::INSECURE.0, support::INSECURE.1)
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone().expect("log"))
             .stderr(out)

@@ -123,7 +123,7 @@ fn top_shows_tasks_and_agents_sorts_and_quits() {
     let tmux = Tmux {
         socket: format!("brim-top-test-{}", std::process::id()),
     };
-    let cmd = format!("env BRIM_MASTER={master} {BRIM} top --interval 0.5");
+    let cmd = format!("env BRIM_MASTER={master} BRIM_INSECURE=1 {BRIM} top --interval 0.5");
     let out = tmux.run(&[
         "new-session",
         "-d",
@@ -216,7 +216,7 @@ fn top_reports_an_unreachable_master_on_screen() {
         socket: format!("brim-top-test-u-{}", std::process::id()),
     };
     let port = support::free_port();
-    let cmd = format!("{BRIM} top --master 127.0.0.1:{port}");
+    let cmd = format!("{BRIM} top --insecure --master 127.0.0.1:{port}");
     let out = tmux.run(&[
         "new-session",
         "-d",
@@ -252,7 +252,7 @@ fn run_shows_a_progress_bar_on_a_terminal_only() {
         socket: format!("brim-run-test-{}", std::process::id()),
     };
     let cmd = format!(
-        "env BRIM_MASTER={master} {BRIM} run --instances 3 -- 'sleep 2; echo finished $BRIM_INSTANCE'; \
+        "env BRIM_MASTER={master} BRIM_INSECURE=1 {BRIM} run --instances 3 -- 'sleep 2; echo finished $BRIM_INSTANCE'; \
          echo exit=$?; sleep 60"
     );
     let out = tmux.run(&[

@@ -60,11 +60,51 @@ impl SandboxReader {
         if host_port.is_empty() || host_port.contains('/') {
             return Err(invalid());
         }
-        let mut url =
+        let url =
             reqwest::Url::parse(&format!("{scheme}://{host_port}/")).map_err(|_| invalid())?;
+        Self::at(http, url, &[], framework_id, task_id, file, invalid)
+    }
+
+    /// Reads through the master's sandbox proxy (`<master_url>/agents/<agent>/sandbox/...`):
+    /// for clients that authenticate with a token, since agents serving TLS hand task
+    /// output only to certified clients. `master_url` is `http(s)://host:port`.
+    pub fn via_master(
+        http: reqwest::Client,
+        master_url: &str,
+        agent_id: &str,
+        framework_id: &str,
+        task_id: &str,
+        file: SandboxFile,
+    ) -> Result<Self, SandboxError> {
+        let invalid = || SandboxError::InvalidAddress(master_url.to_string());
+        let url = reqwest::Url::parse(master_url).map_err(|_| invalid())?;
+        if !matches!(url.scheme(), "http" | "https") || agent_id.is_empty() {
+            return Err(invalid());
+        }
+        Self::at(
+            http,
+            url,
+            &["agents", agent_id],
+            framework_id,
+            task_id,
+            file,
+            invalid,
+        )
+    }
+
+    fn at(
+        http: reqwest::Client,
+        mut url: reqwest::Url,
+        prefix: &[&str],
+        framework_id: &str,
+        task_id: &str,
+        file: SandboxFile,
+        invalid: impl Fn() -> SandboxError,
+    ) -> Result<Self, SandboxError> {
         url.path_segments_mut()
             .map_err(|()| invalid())?
             .pop_if_empty()
+            .extend(prefix)
             .extend(["sandbox", framework_id, task_id, file.as_str()]);
         Ok(SandboxReader {
             http,

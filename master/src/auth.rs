@@ -286,6 +286,24 @@ pub(crate) fn refuse(grpc: bool, status: Status) -> Response {
     r
 }
 
+/// Largest request body read (and dropped) before an HTTP refusal is sent.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Refuses an HTTP (not gRPC) request after reading a small body: HTTP/2 clients such as
+/// curl report an answer that arrives before their body was read as a stream error instead
+/// of showing the 401.
+async fn refuse_http(request: Request, grpc: bool, status: Status) -> Response {
+    if !grpc {
+        let body = request.into_body();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            axum::body::to_bytes(body, DRAIN_LIMIT),
+        )
+        .await;
+    }
+    refuse(grpc, status)
+}
+
 /// Middleware: establishes the [`Caller`] of every request (or refuses it).
 pub(crate) async fn authenticate(
     State(guard): State<Arc<Guard>>,
@@ -318,25 +336,28 @@ pub(crate) async fn authenticate(
         Ok(c) => c,
         Err(why) => {
             guard.count_unauthenticated("request", &why, peer.as_ref());
-            return refuse(grpc, Status::unauthenticated(why));
+            return refuse_http(request, grpc, Status::unauthenticated(why)).await;
         }
     };
-    let path = request.uri().path();
+    let path = request.uri().path().to_string();
+    let path = path.as_str();
     if path == AGENT_ATTACH {
         if let Err(s) = guard.check_agent(&caller) {
             if s.code() == tonic::Code::Unauthenticated {
                 guard.count_unauthenticated("agent", s.message(), peer.as_ref());
             }
-            return refuse(grpc, s);
+            return refuse_http(request, grpc, s).await;
         }
     } else if caller.principal.is_none() && guard.authentication_required() && !public(path) {
         guard.count_unauthenticated("request", "no credentials", peer.as_ref());
-        return refuse(
+        return refuse_http(
+            request,
             grpc,
             Status::unauthenticated(
                 "this master requires authentication: send `Authorization: Bearer <token>` or a client certificate",
             ),
-        );
+        )
+        .await;
     }
     request.extensions_mut().insert(caller);
     next.run(request).await

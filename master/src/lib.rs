@@ -437,7 +437,7 @@ async fn run_ha(
     let standby = tokio::spawn(server::serve(
         listener,
         edge.tls.clone(),
-        server::standby_router(leader_rx),
+        server::standby_router(leader_rx, edge.tls.is_some()),
         async move {
             let _ = standby_stop.wait_for(|v| *v).await;
         },

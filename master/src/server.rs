@@ -565,12 +565,19 @@ pub(crate) async fn serve(
 /// A standby master: `/health` and `/version` answer; HTTP requests are redirected (307) to
 /// the leader; gRPC calls fail with UNAVAILABLE carrying the leader's address in the
 /// `brim-leader` metadata, so agents and framework drivers can follow it.
-pub(crate) fn standby_router(leader: tokio::sync::watch::Receiver<Option<String>>) -> Router {
+pub(crate) fn standby_router(
+    leader: tokio::sync::watch::Receiver<Option<String>>,
+    tls: bool,
+) -> Router {
+    let scheme = if tls { "https" } else { "http" };
     async fn standby_health() -> &'static str {
         "standby\n"
     }
     async fn elsewhere(
-        State(leader): State<tokio::sync::watch::Receiver<Option<String>>>,
+        State((leader, scheme)): State<(
+            tokio::sync::watch::Receiver<Option<String>>,
+            &'static str,
+        )>,
         request: axum::extract::Request,
     ) -> Response {
         let leader = leader.borrow().clone();
@@ -614,7 +621,7 @@ pub(crate) fn standby_router(leader: tokio::sync::watch::Receiver<Option<String>
                     format!("this master is a standby; the leader is at {l}\n"),
                 )
                     .into_response();
-                if let Ok(v) = header::HeaderValue::from_str(&format!("http://{l}{path}")) {
+                if let Ok(v) = header::HeaderValue::from_str(&format!("{scheme}://{l}{path}")) {
                     r.headers_mut().insert(header::LOCATION, v);
                 }
                 if let Ok(v) = header::HeaderValue::from_str(&l) {
@@ -633,5 +640,5 @@ pub(crate) fn standby_router(leader: tokio::sync::watch::Receiver<Option<String>
         .route("/health", get(standby_health))
         .route("/version", get(version))
         .fallback(elsewhere)
-        .with_state(leader)
+        .with_state((leader, scheme))
 }

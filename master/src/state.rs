@@ -135,6 +135,9 @@ type TaskKey = (String, String); // (framework id, task id)
 struct TaskEntry {
     info: TaskInfo,
     framework_id: String,
+    /// The framework's principal when the task was launched (who may read its sandbox,
+    /// also after the framework is gone).
+    principal: String,
     agent_id: String,
     /// Non-revocable resources (held in the DRF allocator).
     resources: Resources,
@@ -387,6 +390,17 @@ impl Master {
                 (t.framework_id.clone(), task.task_id.clone()),
                 TaskEntry {
                     info: task,
+                    principal: self
+                        .frameworks
+                        .get(&t.framework_id)
+                        .map(|f| f.info.principal.clone())
+                        .or_else(|| {
+                            self.known
+                                .frameworks
+                                .get(&t.framework_id)
+                                .map(|f| f.principal.clone())
+                        })
+                        .unwrap_or_default(),
                     framework_id: t.framework_id.clone(),
                     agent_id: String::new(),
                     resources,
@@ -1156,6 +1170,7 @@ impl Master {
             task.agent_id = agent_id.clone();
             let entry = TaskEntry {
                 info: task.clone(),
+                principal: framework_info.principal.clone(),
                 framework_id: req.framework_id.clone(),
                 agent_id: agent_id.clone(),
                 resources: res,
@@ -1969,6 +1984,7 @@ impl Master {
                 "id": t.info.task_id,
                 "name": t.info.name,
                 "framework_id": t.framework_id,
+                "principal": t.principal,
                 "agent_id": t.agent_id,
                 "state": t.state.name(),
                 "resources": t.resources,

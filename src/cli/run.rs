@@ -488,13 +488,26 @@ impl Batch {
             for (instance, task) in &placed {
                 let (finished, _) = watch::channel(false);
                 for file in [SandboxFile::Stdout, SandboxFile::Stderr] {
-                    let reader = SandboxReader::new(
-                        self.http.clone(),
-                        &super::security::client().url(&offer.agent_http_address),
-                        &framework_id,
-                        &task.task_id,
-                        file,
-                    );
+                    let security = super::security::client();
+                    // Agents serving TLS hand task output only to certified clients: with
+                    // a token alone, read through the master's proxy.
+                    let reader = match &security.tls {
+                        Some(tls) if tls.identity.is_none() => SandboxReader::via_master(
+                            self.http.clone(),
+                            &security.url(first_master(&self.job.master)),
+                            &offer.agent_id,
+                            &framework_id,
+                            &task.task_id,
+                            file,
+                        ),
+                        _ => SandboxReader::new(
+                            self.http.clone(),
+                            &security.url(&offer.agent_http_address),
+                            &framework_id,
+                            &task.task_id,
+                            file,
+                        ),
+                    };
                     match reader {
                         Ok(r) => p.followers.push(tokio::spawn(follow(
                             r,
@@ -623,6 +636,11 @@ fn never_fits(state: &MasterState, need: &Resources, master: &str) -> Option<Str
         "no agent can fit {need}: the largest agent offers {shown} ({n} agent{} registered)",
         if n == 1 { "" } else { "s" }
     ))
+}
+
+/// The first of `a,b,c` master addresses.
+fn first_master(masters: &str) -> &str {
+    masters.split(',').map(str::trim).next().unwrap_or(masters)
 }
 
 /// What the supervisor knows when placement stalled.

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 pub const BRIM: &str = env!("CARGO_BIN_EXE_brim");
 
+/// The clusters of these tests speak plaintext (they poll HTTP with [`http_get`]); brim
+/// refuses that without being told. tests/security.rs covers the TLS path.
+pub const INSECURE: (&str, &str) = ("BRIM_INSECURE", "1");
+
 /// Returns false (after printing why) when this machine cannot run cluster tests; panics
 /// instead when `BRIM_TEST_REQUIRE_ALL=1`, so CI never silently skips.
 pub fn can_run_cluster(test: &str) -> bool {
@@ -45,6 +49,45 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_string()))
+}
+
+/// An HTTPS request with curl, verifying the server with `ca` and presenting `identity`
+/// (certificate, key) and `token` when given; returns (status, body), `None` when no HTTP
+/// answer came (refused connection or TLS handshake).
+pub fn https(
+    method: &str,
+    url: &str,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ])
+    .arg("--cacert")
+    .arg(ca);
+    if let Some((cert, key)) = identity {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    if let Some(t) = token {
+        cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
+    }
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = cmd.arg(url).stdin(Stdio::null()).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n')?;
+    let code: u16 = code.trim().parse().ok()?;
+    (code != 0).then(|| (code, body.to_string()))
 }
 
 pub fn state(master: &str) -> serde_json::Value {
@@ -136,6 +179,7 @@ impl Cluster {
         let child = Command::new(BRIM)
             .args(args)
             .env("RUST_LOG", "info")
+            .env(INSECURE.0, INSECURE.1)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -226,6 +270,7 @@ impl Cluster {
         Command::new(BRIM)
             .args(args)
             .env("BRIM_MASTER", &self.master_addr)
+            .env(INSECURE.0, INSECURE.1)
             .stdin(Stdio::null())
             .output()
             .expect("run brim")
@@ -235,6 +280,7 @@ impl Cluster {
         Command::new(BRIM)
             .args(args)
             .env("BRIM_MASTER", &self.master_addr)
+            .env(INSECURE.0, INSECURE.1)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -134,12 +134,13 @@ fn check_id(kind: &'static str, id: &str) -> Result<(), ProxyError> {
     }
 }
 
-/// The agent's `http_address` and the framework's principal, from the master's own view
-/// (the actor's `/state`).
+/// The agent's `http_address` and the task's owner (the principal its framework had), from
+/// the master's own view (the actor's `/state`).
 async fn agent_address(
     master: &MasterHandle,
     agent_id: &str,
     framework_id: &str,
+    task_id: &str,
 ) -> Result<(String, Option<String>), ProxyError> {
     let (reply, rx) = oneshot::channel();
     master
@@ -147,10 +148,12 @@ async fn agent_address(
         .await
         .map_err(|_| ProxyError::ShuttingDown)?;
     let state = rx.await.map_err(|_| ProxyError::ShuttingDown)?;
-    let owner = state["frameworks"]
-        .as_array()
-        .and_then(|fs| fs.iter().find(|f| f["id"] == framework_id))
-        .and_then(|f| f["principal"].as_str())
+    let owner = ["tasks", "completed_tasks"]
+        .iter()
+        .filter_map(|k| state[*k].as_array())
+        .flatten()
+        .find(|t| t["framework_id"] == framework_id && t["id"] == task_id)
+        .and_then(|t| t["principal"].as_str())
         .map(str::to_string);
     let agent = state["agents"]
         .as_array()
@@ -217,7 +220,7 @@ async fn proxy(
     if file != "stdout" && file != "stderr" {
         return Err(ProxyError::BadFile(file.chars().take(64).collect()));
     }
-    let (addr, owner) = agent_address(master, agent_id, framework_id).await?;
+    let (addr, owner) = agent_address(master, agent_id, framework_id, task_id).await?;
     // Reading another principal's task output is the `sandboxes` operator call.
     guard
         .check_operator(
