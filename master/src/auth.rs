@@ -204,14 +204,15 @@ impl Guard {
             }
         }
         if let Call::Accept(req) = call {
+            // Every operation that launches tasks (the match fails to compile when another
+            // kind of operation is added, so it is looked at here too).
             for task in req
                 .operations
                 .iter()
-                .filter_map(|o| match &o.operation {
-                    Some(v1::operation::Operation::Launch(l)) => Some(&l.task_infos),
-                    None => None,
+                .filter_map(|o| o.operation.as_ref())
+                .flat_map(|op| match op {
+                    v1::operation::Operation::Launch(l) => l.task_infos.iter(),
                 })
-                .flatten()
             {
                 let user = task
                     .command

@@ -297,7 +297,7 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = crate::server::standby_router(rx);
+        let app = crate::server::standby_router(rx, false);
         tokio::spawn(async move { axum::serve(listener, app).await });
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let body = r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"u","name":"n"}}}"#;
