@@ -285,7 +285,7 @@ impl Driver {
         let channel = tokio::select! {
             c = endpoint.connect() => match c {
                 Ok(c) => c,
-                Err(e) => return lost(format!("cannot connect to {}: {}", endpoint.uri(), source_chain(&e))),
+                Err(e) => return lost(format!("cannot connect to {}: {}", endpoint.uri(), brim_proto::error_chain(&e))),
             },
             _ = stop.changed() => return Session::Stopped,
         };
@@ -439,17 +439,6 @@ fn is_retryable(code: tonic::Code) -> bool {
             | ResourceExhausted
             | Aborted
     )
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `d` plus up to 25 % pseudo-random jitter, so many frameworks do not reconnect in lockstep.

@@ -29,8 +29,6 @@ use crate::state::Master;
 
 /// gRPC path of the agents' stream.
 const AGENT_ATTACH: &str = "/brim.v1.AgentService/Attach";
-/// Capability a framework declares to be offered revocable resources.
-const REVOCABLE: &str = "REVOCABLE_RESOURCES";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ActionLabel {
@@ -176,7 +174,11 @@ impl Guard {
             &info.role
         };
         self.authorize(caller, Action::RegisterRole(role))?;
-        if info.capabilities.iter().any(|c| c == REVOCABLE) {
+        if info
+            .capabilities
+            .iter()
+            .any(|c| c == brim_proto::CAPABILITY_REVOCABLE_RESOURCES)
+        {
             self.authorize(caller, Action::UseRevocable)?;
         }
         Ok(())

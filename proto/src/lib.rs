@@ -48,3 +48,16 @@ impl v1::TaskState {
         self.as_str_name()
     }
 }
+
+/// An error followed by its sources, `outer: inner: root` (the outer message of transport
+/// errors rarely says why).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

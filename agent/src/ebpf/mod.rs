@@ -65,13 +65,7 @@ pub enum EbpfError {
 }
 
 fn prog_err(program: &str, e: impl std::error::Error) -> EbpfError {
-    let mut detail = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        src = s.source();
-    }
+    let detail = brim_proto::error_chain(&e);
     EbpfError::Program {
         program: program.to_string(),
         detail,

@@ -15,6 +15,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use brim_proto::error_chain;
 use brim_security::OperatorCall;
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -270,18 +271,6 @@ async fn proxy(
         headers.insert(TASK_STATE_HEADER, v);
     }
     Ok(out)
-}
-
-/// An error with its sources (reqwest's own message rarely says why).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
