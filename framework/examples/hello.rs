@@ -104,6 +104,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let master = std::env::var("BRIM_MASTER").unwrap_or_else(|_| "127.0.0.1:5050".to_string());
     let mut config = DriverConfig::new(master, "hello");
+    // TLS and token from BRIM_TLS_CA/BRIM_TLS_CERT/BRIM_TLS_KEY/BRIM_TOKEN, else the CA
+    // `brim dev` made; BRIM_INSECURE=1 for a plaintext master.
+    config.security =
+        brim_framework::ClientOptions::from_env().resolve(&brim_framework::dev_tls_dir())?;
     config.reconnect_timeout = Some(std::time::Duration::from_secs(30));
     let driver = Driver::new(config)?;
     let mut hello = Hello {

@@ -60,6 +60,100 @@ impl ClientSecurity {
     }
 }
 
+/// Why client settings could not be put together.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSetupError {
+    #[error(
+        "--tls-cert and --tls-key (BRIM_TLS_CERT, BRIM_TLS_KEY) go together: pass both or neither"
+    )]
+    HalfIdentity,
+    #[error("no CA to verify the master with: pass --tls-ca (or BRIM_TLS_CA) with the cluster CA, start `brim dev` (its CA lands in {dev}), or pass --insecure (BRIM_INSECURE=1) for a plaintext master")]
+    NoCa { dev: String },
+}
+
+/// Name of `brim dev`'s client certificate (the principal its CLI authenticates as).
+pub const DEV_CLIENT: &str = "operator";
+
+/// What a client was told (flags or `BRIM_*` variables), before defaults are applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    pub token: Option<String>,
+    pub insecure: bool,
+}
+
+impl ClientOptions {
+    /// From `BRIM_TLS_CA`, `BRIM_TLS_CERT`, `BRIM_TLS_KEY`, `BRIM_TOKEN` and `BRIM_INSECURE`
+    /// (set and not `0`/`false`).
+    pub fn from_env() -> Self {
+        let path = |v: &str| {
+            std::env::var_os(v)
+                .filter(|p| !p.is_empty())
+                .map(Into::into)
+        };
+        ClientOptions {
+            ca: path("BRIM_TLS_CA"),
+            cert: path("BRIM_TLS_CERT"),
+            key: path("BRIM_TLS_KEY"),
+            token: std::env::var("BRIM_TOKEN").ok(),
+            insecure: std::env::var("BRIM_INSECURE")
+                .is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no")),
+        }
+    }
+
+    /// The settings: plaintext with `insecure`; else TLS with the given CA, or else with the
+    /// CA `brim dev` made in `dev_dir` (presenting its `operator` certificate unless a
+    /// certificate was given); else an error saying what to pass.
+    pub fn resolve(&self, dev_dir: &std::path::Path) -> Result<ClientSecurity, ClientSetupError> {
+        let identity = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => return Err(ClientSetupError::HalfIdentity),
+        };
+        let token = self.token.clone().filter(|t| !t.is_empty());
+        if self.insecure {
+            if token.is_some() {
+                tracing::warn!("insecure: the token travels in plaintext");
+            }
+            return Ok(ClientSecurity { tls: None, token });
+        }
+        let tls = match &self.ca {
+            Some(ca) => ClientTls {
+                ca: ca.clone(),
+                identity,
+            },
+            None if dev_dir.join("ca.pem").exists() => {
+                let mut tls = pki::client_files(dev_dir, DEV_CLIENT);
+                if identity.is_some() {
+                    tls.identity = identity;
+                }
+                tls
+            }
+            None => {
+                return Err(ClientSetupError::NoCa {
+                    dev: dev_dir.display().to_string(),
+                })
+            }
+        };
+        Ok(ClientSecurity {
+            tls: Some(tls),
+            token,
+        })
+    }
+}
+
+/// Where `brim dev` keeps its CA by default: `$HOME/.brim/dev/tls` (`/var/lib/brim/dev/tls`
+/// without a home).
+pub fn dev_tls_dir() -> std::path::PathBuf {
+    let base = match std::env::var_os("HOME") {
+        Some(h) if !h.is_empty() => std::path::PathBuf::from(h).join(".brim"),
+        _ => std::path::PathBuf::from("/var/lib/brim"),
+    };
+    base.join("dev").join("tls")
+}
+
 /// The bearer token of an `Authorization: Bearer …` header value.
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;

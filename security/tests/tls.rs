@@ -113,3 +113,47 @@ fn bearer_tokens() {
     assert_eq!(brim_security::bearer("Bearer "), None);
     assert_eq!(brim_security::bearer("Bearer"), None);
 }
+
+#[test]
+fn client_options_resolve_to_tls_by_default() {
+    use brim_security::{ClientOptions, ClientSetupError};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dev = dir.path().join("dev-tls");
+    // Nothing given and no dev CA: an error that says what to pass.
+    let none = ClientOptions::default().resolve(&dev);
+    assert!(
+        matches!(&none, Err(ClientSetupError::NoCa { .. })),
+        "{none:?}"
+    );
+    assert!(none
+        .err()
+        .is_some_and(|e| e.to_string().contains("--insecure")));
+    // --insecure: plaintext, the token kept.
+    let plain = ClientOptions {
+        insecure: true,
+        token: Some("t".into()),
+        ..Default::default()
+    }
+    .resolve(&dev)
+    .expect("insecure resolves");
+    assert_eq!(plain.tls, None);
+    assert_eq!(plain.url("h:1"), "http://h:1");
+    // brim dev's CA is found, with its operator certificate.
+    let ca = pki::Pki::open_or_create(&dev, "dev CA").expect("ca");
+    ca.issue(brim_security::DEV_CLIENT, &[]).expect("operator");
+    let found = ClientOptions::default().resolve(&dev).expect("dev CA");
+    let tls = found.tls.clone().expect("tls");
+    assert_eq!(tls.ca, dev.join("ca.pem"));
+    assert!(tls.identity.is_some());
+    assert_eq!(found.url("h:1"), "https://h:1");
+    // Half an identity is refused.
+    let half = ClientOptions {
+        cert: Some("c.pem".into()),
+        ..Default::default()
+    }
+    .resolve(&dev);
+    assert!(
+        matches!(half, Err(ClientSetupError::HalfIdentity)),
+        "{half:?}"
+    );
+}

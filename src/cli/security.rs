@@ -11,10 +11,7 @@ use std::sync::OnceLock;
 use anyhow::Context;
 use brim_security::{pki, ClientSecurity, ClientTls, TlsFiles};
 
-use super::daemon::default_work_dir;
-
-/// Name of `brim dev`'s client certificate (the principal the CLI authenticates as).
-pub(crate) const DEV_CLIENT: &str = "operator";
+pub(crate) use brim_security::DEV_CLIENT;
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub(crate) struct SecurityArgs {
@@ -37,9 +34,10 @@ pub(crate) struct SecurityArgs {
     pub(crate) insecure: bool,
 }
 
-/// The directory `brim dev` keeps its throwaway CA and certificates in, by default.
+/// The directory `brim dev` keeps its throwaway CA and certificates in, by default (its
+/// default work dir's `tls/`).
 pub(crate) fn dev_tls_dir() -> PathBuf {
-    default_work_dir("dev").join("tls")
+    brim_security::dev_tls_dir()
 }
 
 static CLIENT: OnceLock<ClientSecurity> = OnceLock::new();
@@ -84,38 +82,14 @@ impl SecurityArgs {
 
     /// A client's settings: explicit flags, else `brim dev`'s CA, else an error.
     pub(crate) fn client(&self) -> anyhow::Result<ClientSecurity> {
-        let pair = self.own_pair()?;
-        let token = self.token.clone().filter(|t| !t.is_empty());
-        if self.insecure {
-            if token.is_some() {
-                tracing::warn!("--insecure: the token travels in plaintext");
-            }
-            return Ok(ClientSecurity { tls: None, token });
-        }
-        if let Some(ca) = &self.tls_ca {
-            return Ok(ClientSecurity {
-                tls: Some(ClientTls {
-                    ca: ca.clone(),
-                    identity: pair,
-                }),
-                token,
-            });
-        }
-        let dev = dev_tls_dir();
-        if dev.join("ca.pem").exists() {
-            let mut tls = pki::client_files(&dev, DEV_CLIENT);
-            if pair.is_some() {
-                tls.identity = pair;
-            }
-            return Ok(ClientSecurity {
-                tls: Some(tls),
-                token,
-            });
-        }
-        anyhow::bail!(
-            "no CA to verify the master with: pass --tls-ca (or BRIM_TLS_CA) with the cluster CA, start `brim dev` (its CA lands in {}), or pass --insecure for a plaintext master",
-            dev.display()
-        )
+        let options = brim_security::ClientOptions {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            token: self.token.clone(),
+            insecure: self.insecure,
+        };
+        Ok(options.resolve(&dev_tls_dir())?)
     }
 
     /// Resolves the client settings once for this process.
