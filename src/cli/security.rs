@@ -30,7 +30,12 @@ pub(crate) struct SecurityArgs {
     pub(crate) token: Option<String>,
     /// Plaintext instead of TLS: daemons serve it (with a warning), clients speak it. For
     /// a trusted machine or network only.
-    #[arg(long, global = true, env = "BRIM_INSECURE")]
+    #[arg(
+        long,
+        global = true,
+        env = "BRIM_INSECURE",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub(crate) insecure: bool,
 }
 
@@ -65,7 +70,7 @@ impl SecurityArgs {
                     "--insecure and --tls-* contradict each other: pass one or the other"
                 );
             }
-            tracing::warn!("--insecure: brim {what} speaks PLAINTEXT; anyone on the network can impersonate agents, frameworks and masters");
+            // The master and the agent log the warning themselves.
             return Ok(None);
         }
         match (pair, &self.tls_ca) {
