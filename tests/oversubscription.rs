@@ -2,8 +2,11 @@
 //! holds most of the agent's cpus but sleeps; the agent measures that, publishes slack, and
 //! the master offers it — marked revocable — only to a framework with the
 //! `REVOCABLE_RESOURCES` capability. Revocable cpu-bound tasks run on it in the revocable
-//! cgroup subtree. When the service starts burning cpu, the QoS controller evicts them
-//! (`TASK_KILLED`, `REASON_CONTAINER_PREEMPTED`) and counts it in the agent's metrics.
+//! cgroup subtree. When the service's load jumps (it fills 900 MiB of its 1 GiB and burns
+//! cpu), the slack shrinks below what the revocable tasks hold and the QoS controller evicts
+//! them (`TASK_KILLED`, `REASON_CONTAINER_PREEMPTED`) and counts it in the agent's metrics.
+//! Memory makes the jump deterministic: how much cpu the service gets on a loaded test
+//! machine is not.
 
 mod support;
 
@@ -86,10 +89,11 @@ async fn revocable_work_fills_slack_and_is_evicted_when_the_service_needs_it() {
     assert!(!has_revocable(&offer), "no revocable before any slack");
     let task = TaskBuilder::new("svc", "svc")
         .shell(format!(
-            "while [ ! -e {f} ]; do sleep 1; done; (while :; do :; done) & while :; do :; done",
-            f = flag.display()
+            "while [ ! -e {f} ]; do sleep 1; done; exec python3 -c {script}",
+            f = flag.display(),
+            script = "'b = b\"x\" * (900 << 20)\nwhile True: pass'",
         ))
-        .resources(&Resources::parse("cpus:1.8;mem:512").expect("resources"))
+        .resources(&Resources::parse("cpus:1.8;mem:1024").expect("resources"))
         .build_for(&offer)
         .expect("service task");
     service
