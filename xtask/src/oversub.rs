@@ -8,7 +8,7 @@
 //!    per request plus a 15 % duty-cycle background thread, so it uses a fraction of what it
 //!    holds. This process probes it every 10 ms (one request at a time) and records latency;
 //! 2. a **plain batch** framework (no capability) fills the non-revocable rest with
-//!    cpu-bound burners of 0.25 cpus (`__oversub-burn`, reporting work units to a collector
+//!    cpu-bound burners of 0.125 cpus (`__oversub-burn`, reporting work units to a collector
 //!    socket here). It must never see a revocable resource. Phase A measures batch work,
 //!    utilisation and the probe's latency *without* revocable work;
 //! 3. a **revocable batch** framework (`REVOCABLE_RESOURCES`) fills the slack the agent
@@ -39,7 +39,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 /// Every batch task: a single-threaded burner capped (CPU hard limit) at this.
-const BURN_CPUS: f64 = 0.25;
+const BURN_CPUS: f64 = 0.125;
 const BURN_MEM: f64 = 32.0;
 /// Share of the agent's cpus the service holds.
 const SERVICE_SHARE: f64 = 0.75;
