@@ -232,17 +232,7 @@ pub struct OfferPacker {
 impl OfferPacker {
     /// Starts from the offer's non-revocable resources.
     pub fn new(offer: &Offer) -> Result<Self, TaskError> {
-        let remaining =
-            Resources::from_proto(&offer.resources).map_err(|source| TaskError::InvalidOffer {
-                offer_id: offer.id.clone(),
-                source,
-            })?;
-        Ok(OfferPacker {
-            offer_id: offer.id.clone(),
-            agent_id: offer.agent_id.clone(),
-            remaining,
-            revocable: false,
-        })
+        Self::from_offer(offer, false)
     }
 
     /// Starts from the offer's revocable resources (oversubscribed slack, offered only to
@@ -250,17 +240,24 @@ impl OfferPacker {
     /// resources: they run at the lowest priority and may be preempted (`TASK_KILLED` with
     /// reason `REASON_CONTAINER_PREEMPTED`) when the resources' owners need them back.
     pub fn revocable(offer: &Offer) -> Result<Self, TaskError> {
-        let remaining = Resources::from_proto_revocable(&offer.resources).map_err(|source| {
-            TaskError::InvalidOffer {
-                offer_id: offer.id.clone(),
-                source,
-            }
+        Self::from_offer(offer, true)
+    }
+
+    fn from_offer(offer: &Offer, revocable: bool) -> Result<Self, TaskError> {
+        let decode = if revocable {
+            Resources::from_proto_revocable
+        } else {
+            Resources::from_proto
+        };
+        let remaining = decode(&offer.resources).map_err(|source| TaskError::InvalidOffer {
+            offer_id: offer.id.clone(),
+            source,
         })?;
         Ok(OfferPacker {
             offer_id: offer.id.clone(),
             agent_id: offer.agent_id.clone(),
             remaining,
-            revocable: true,
+            revocable,
         })
     }
 

@@ -80,7 +80,7 @@ impl Scheduler for Forward {
 }
 
 /// The agent child: killed (SIGTERM, so it cleans its tasks and cgroups) on drop.
-struct AgentProc(Child);
+pub(crate) struct AgentProc(pub(crate) Child);
 
 impl Drop for AgentProc {
     fn drop(&mut self) {
@@ -99,7 +99,7 @@ impl Drop for AgentProc {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

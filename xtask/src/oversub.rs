@@ -25,12 +25,14 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use crate::launch::{free_port, AgentProc};
 use brim_framework::v1::{Offer, TaskState, TaskStatus, TaskStatusReason};
 use brim_framework::{
     Driver, DriverConfig, DriverHandle, OfferPacker, Resources, Scheduler, TaskBuilder,
@@ -200,30 +202,6 @@ fn burn(addr: &str, name: &str) -> Result<()> {
 
 // ---------------------------------------------------------------------------------------
 // The bench.
-
-/// The agent child: SIGTERM (so it kills its tasks and removes its cgroups) on drop.
-struct AgentProc(Child);
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 pub(crate) fn bench_oversub(root: &Path, rest: &[&str]) -> Result<()> {
     let phase = match rest {
