@@ -182,6 +182,11 @@ pub(crate) fn agent_main(args: &[&str]) -> Result<()> {
     config.allow_root_tasks = true;
     config.default_kill_grace = Duration::from_millis(500);
     config.heartbeat_interval = Duration::from_secs(5);
+    run_agent_until_sigterm(config)
+}
+
+/// Runs an agent in this process until SIGTERM (the benches' agent children).
+pub(crate) fn run_agent_until_sigterm(config: brim_agent::AgentConfig) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let handle = brim_agent::start(config).await?;

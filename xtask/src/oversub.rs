@@ -107,17 +107,7 @@ pub(crate) fn agent_main(args: &[&str]) -> Result<()> {
     // with no revocable task at all), so the cpu rule would evict on every tick and the
     // framework relaunch at once. Keep it as a last-resort net; slack shrink is what evicts.
     config.oversubscription.qos.runq_wait_ratio = 0.9;
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
-        let handle = brim_agent::start(config).await?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        handle
-            .run_until(async move {
-                term.recv().await;
-            })
-            .await?;
-        Ok(())
-    })
+    crate::launch::run_agent_until_sigterm(config)
 }
 
 fn spin(steps: u64) -> u64 {
