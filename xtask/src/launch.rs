@@ -63,12 +63,14 @@ fn cpu_pressure() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-enum Event {
+/// What a bench framework hears, forwarded to the bench's loop.
+pub(crate) enum Event {
     Offers(Vec<Offer>),
     Update(TaskStatus),
 }
 
-struct Forward(mpsc::UnboundedSender<Event>);
+/// A scheduler that forwards every offer and update to the bench.
+pub(crate) struct Forward(pub(crate) mpsc::UnboundedSender<Event>);
 
 impl Scheduler for Forward {
     async fn offers(&mut self, _d: &DriverHandle, offers: Vec<Offer>) {

@@ -32,11 +32,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::launch::{free_port, AgentProc};
-use brim_framework::v1::{Offer, TaskState, TaskStatus, TaskStatusReason};
-use brim_framework::{
-    Driver, DriverConfig, DriverHandle, OfferPacker, Resources, Scheduler, TaskBuilder,
-};
+use crate::launch::{free_port, AgentProc, Event, Forward};
+use brim_framework::v1::{Offer, TaskState, TaskStatusReason};
+use brim_framework::{Driver, DriverConfig, DriverHandle, OfferPacker, Resources, TaskBuilder};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -250,22 +248,6 @@ fn table(r: &Report) -> String {
         r.phase_s,
         r.loadavg_1m,
     )
-}
-
-enum Event {
-    Offers(Vec<Offer>),
-    Update(TaskStatus),
-}
-
-struct Forward(mpsc::UnboundedSender<Event>);
-
-impl Scheduler for Forward {
-    async fn offers(&mut self, _d: &DriverHandle, offers: Vec<Offer>) {
-        let _ = self.0.send(Event::Offers(offers));
-    }
-    async fn update(&mut self, _d: &DriverHandle, status: TaskStatus) {
-        let _ = self.0.send(Event::Update(status));
-    }
 }
 
 fn framework(
