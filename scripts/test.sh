@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/brim-target}"
 # Cluster tests start real processes; two at a time fits a 2-core machine.
-cargo test --workspace --locked -- --test-threads="${BRIM_TEST_THREADS:-2}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${BRIM_TEST_THREADS:-2}"

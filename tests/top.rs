@@ -181,7 +181,12 @@ fn top_shows_tasks_and_agents_sorts_and_quits() {
         (!tmux.alive()).then_some(())
     });
 
-    // Ctrl-C quits too.
+    // Ctrl-C quits too. A fresh tmux server: the first one exits on its own once its last
+    // session is gone, and a new session started while it shuts down fails with "server
+    // exited unexpectedly".
+    let tmux = Tmux {
+        socket: format!("brim-top-test-ctrlc-{}", std::process::id()),
+    };
     let out = tmux.run(&[
         "new-session",
         "-d",
