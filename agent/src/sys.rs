@@ -182,9 +182,12 @@ pub(crate) struct SpawnSpec {
     pub cwd: CString,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
-    /// `cgroup.procs` of the task's cgroups: the task writes `0` (itself) into each.
+    /// Join handles of the task's cgroups (`cgroups::open_procs`): cgroup v1 `tasks` files
+    /// the task writes `0` (itself) into, and cgroup2 directories: the task is created in
+    /// the first (`CLONE_INTO_CGROUP`) and writes `0` into the `cgroup.procs` of any other.
     pub task_procs: Vec<File>,
-    /// `cgroup.procs` of the supervisors' cgroup, joined by the supervisor.
+    /// Join handle of the supervisors' cgroup (a `tasks` file or a cgroup2 directory, as
+    /// above), joined by the supervisor.
     pub supervisor_procs: Option<File>,
     /// Directory the supervisor writes `exit` into (through this fd, so hiding the work dir
     /// in the task's mount namespace does not matter).
@@ -266,6 +269,13 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let task_procs: Vec<i32> = spec.task_procs.iter().map(AsRawFd::as_raw_fd).collect();
+    let (task_dirs, task_files): (Vec<i32>, Vec<i32>) =
+        task_procs.iter().partition(|&&fd| is_dir(fd));
+    let supervisor_dir = spec
+        .supervisor_procs
+        .as_ref()
+        .map(AsRawFd::as_raw_fd)
+        .filter(|&fd| is_dir(fd));
     let groups: Vec<libc::gid_t> = spec.user.as_ref().map(|u| u.2.clone()).unwrap_or_default();
     // The fds the supervisor keeps; everything else it inherited is closed at once.
     let mut keep: Vec<i32> = vec![
@@ -289,17 +299,19 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
         null: null.as_raw_fd(),
         argv: &argv_ptrs,
         envp: &envp_ptrs,
-        task_procs: &task_procs,
+        task_files: &task_files,
+        task_dirs: &task_dirs,
+        supervisor_dir,
         groups: &groups,
         keep: &keep,
         escalate: escalate_signal(),
     };
-    let mut flags = libc::SIGCHLD as libc::c_ulong;
+    let mut flags: u64 = 0;
     if spec.namespaces.is_some() {
         flags |= (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC)
-            as libc::c_ulong;
+            as u64;
         if spec.network_namespace {
-            flags |= libc::CLONE_NEWNET as libc::c_ulong;
+            flags |= libc::CLONE_NEWNET as u64;
         }
     }
     // Block every signal around the clone so the supervisor starts with them blocked (it
@@ -313,13 +325,13 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    // SAFETY: raw clone without CLONE_VM behaves like fork: the child gets a copy of this
+    // SAFETY: a clone without CLONE_VM behaves like fork: the child gets a copy of this
     // address space and runs on a copy of this stack. The child only makes raw syscalls on
     // data allocated above (no allocation, no locks, no glibc fork handlers) and never
     // returns: `supervisor_main` ends in `_exit`.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    let (pid, born_in_cgroup) = unsafe { clone_fork(flags, supervisor_dir) };
     if pid == 0 {
-        child.supervisor_main();
+        child.supervisor_main(born_in_cgroup);
     }
     let clone_err = io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
@@ -346,7 +358,12 @@ struct Child<'a> {
     null: i32,
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
-    task_procs: &'a [i32],
+    /// cgroup v1 `tasks` files the task writes `0` into.
+    task_files: &'a [i32],
+    /// cgroup2 directories: the task is created in the first.
+    task_dirs: &'a [i32],
+    /// The supervisors' cgroup2 directory (else `spec.supervisor_procs` is a `tasks` file).
+    supervisor_dir: Option<i32>,
     groups: &'a [libc::gid_t],
     keep: &'a [i32],
     escalate: i32,
@@ -406,12 +423,18 @@ impl Child<'_> {
         unsafe { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0u32) };
     }
 
-    fn supervisor_main(&self) -> ! {
+    /// `born_in_cgroup`: the clone created this process in the supervisors' cgroup2
+    /// directory already.
+    fn supervisor_main(&self, born_in_cgroup: bool) -> ! {
         // SAFETY: raw syscalls on pre-allocated data, see `spawn_supervisor`.
         unsafe {
             libc::setsid();
             if let Some(p) = &self.spec.supervisor_procs {
-                libc::write(p.as_raw_fd(), b"0".as_ptr().cast(), 1);
+                if self.supervisor_dir.is_none() {
+                    libc::write(p.as_raw_fd(), b"0".as_ptr().cast(), 1);
+                } else if !born_in_cgroup {
+                    join_cgroup2(p.as_raw_fd());
+                }
             }
             self.close_others();
             for fd in 0..3 {
@@ -444,19 +467,15 @@ impl Child<'_> {
                     libc::_exit(0);
                 }
             }
-            let pid = libc::syscall(
-                libc::SYS_clone,
-                libc::SIGCHLD as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            );
-            if pid == 0 {
-                self.task_main();
-            }
+            let pid = self.start_task();
             if pid < 0 {
-                self.report(Stage::Fork, Self::errno());
+                let errno = Self::errno();
+                let stage = match errno {
+                    libc::EAGAIN | libc::ENOMEM => Stage::Fork,
+                    _ if !self.task_dirs.is_empty() => Stage::Cgroup,
+                    _ => Stage::Fork,
+                };
+                self.report(stage, errno);
                 self.write_exit(b"aborted\n");
                 libc::_exit(0);
             }
@@ -566,7 +585,72 @@ impl Child<'_> {
         Ok(())
     }
 
-    fn task_main(&self) -> ! {
+    /// Starts the task and returns its pid once it exec'd (or exited), -1 with errno when
+    /// it could not be created.
+    ///
+    /// The task is a `CLONE_VM | CLONE_VFORK` child on a small stack of its own: no copy of
+    /// this process's memory map (a copy of the agent's) at the clone and none to tear down
+    /// at exec, the two biggest costs of a launch before, the second one paid at the
+    /// task's own cpu share. It is created in its first cgroup2 directory
+    /// (`CLONE_INTO_CGROUP`). Kernels without `clone3` (< 5.3), without
+    /// `CLONE_INTO_CGROUP` (< 5.7) or other architectures get a fork-like clone.
+    fn start_task(&self) -> libc::c_long {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let dir = self.task_dirs.first().copied();
+            let mut stack = TaskStack([0; TASK_STACK_SIZE]);
+            let start = TaskStart {
+                child: self,
+                born_in: dir,
+            };
+            let mut args = CloneArgs {
+                flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64
+                    | dir.map_or(0, |_| CLONE_INTO_CGROUP),
+                exit_signal: libc::SIGCHLD as u64,
+                stack: stack.0.as_mut_ptr() as u64,
+                stack_size: TASK_STACK_SIZE as u64,
+                cgroup: dir.map_or(0, |d| d as u64),
+                ..CloneArgs::default()
+            };
+            // SAFETY: `args` describes a stack that stays alive (and untouched by this
+            // process, which CLONE_VFORK suspends) until the child exec'd or exited;
+            // `task_entry` never returns and only reads `start`, which outlives the child's
+            // use of it for the same reason.
+            let r = unsafe {
+                clone3_on_stack(&mut args, task_entry, std::ptr::from_ref(&start).cast())
+            };
+            if r >= 0 {
+                return r;
+            }
+            let errno = (-r) as i32;
+            if errno != libc::ENOSYS && errno != libc::E2BIG {
+                // SAFETY: this thread's errno slot.
+                unsafe { *libc::__errno_location() = errno };
+                return -1;
+            }
+        }
+        // SAFETY: fork-like (no CLONE_VM), see `spawn_supervisor`; `task_main` never returns.
+        unsafe {
+            let pid = libc::syscall(
+                libc::SYS_clone,
+                libc::SIGCHLD as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            );
+            if pid == 0 {
+                self.task_main(None);
+            }
+            pid
+        }
+    }
+
+    /// The task between clone and exec. `born_in`: the cgroup2 directory the clone created
+    /// it in. It joins its cgroups late (the cpu hierarchy last, see `cgroups::join_plan`)
+    /// so that little runs at the task's own cpu share, but before the user switch and
+    /// always before exec: the command never runs outside its limits.
+    fn task_main(&self, born_in: Option<i32>) -> ! {
         let spec = self.spec;
         // SAFETY: raw syscalls on pre-allocated data, see `spawn_supervisor`.
         unsafe {
@@ -577,9 +661,9 @@ impl Child<'_> {
             if libc::setsid() == -1 {
                 fail(Stage::Session);
             }
-            for &fd in self.task_procs {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    fail(Stage::Cgroup);
+            for sig in 1..libc::SIGRTMAX() {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
                 }
             }
             let adj = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
@@ -601,6 +685,16 @@ impl Child<'_> {
                 || libc::dup2(spec.stderr.as_raw_fd(), 2) < 0
             {
                 fail(Stage::Stdio);
+            }
+            for &dir in self.task_dirs {
+                if Some(dir) != born_in && !join_cgroup2(dir) {
+                    fail(Stage::Cgroup);
+                }
+            }
+            for &fd in self.task_files {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    fail(Stage::Cgroup);
+                }
             }
             if let Some((uid, gid, _)) = &spec.user {
                 // Raw syscalls, not glibc's wrappers: in a child cloned from the
@@ -631,11 +725,6 @@ impl Child<'_> {
             if libc::chdir(spec.cwd.as_ptr()) != 0 {
                 fail(Stage::Chdir);
             }
-            for sig in 1..libc::SIGRTMAX() {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-            }
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
@@ -647,6 +736,157 @@ impl Child<'_> {
             fail(Stage::Exec);
         }
     }
+}
+
+/// Size of the stack a task runs on between its clone and exec (raw syscalls only).
+const TASK_STACK_SIZE: usize = 32 * 1024;
+
+#[repr(C, align(16))]
+struct TaskStack([u8; TASK_STACK_SIZE]);
+
+/// What `task_entry` gets.
+struct TaskStart<'a> {
+    child: &'a Child<'a>,
+    born_in: Option<i32>,
+}
+
+/// First function of a `CLONE_VM` task child, on its own stack.
+extern "C" fn task_entry(arg: *const libc::c_void) -> ! {
+    // SAFETY: `arg` is the `TaskStart` of `start_task`, alive until this child exec'd or
+    // exited (its parent is suspended until then).
+    let start: &TaskStart<'_> = unsafe { &*arg.cast() };
+    start.child.task_main(start.born_in)
+}
+
+/// `struct clone_args` of `clone3(2)`, up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// True when `fd` is a directory (a cgroup2 join handle) rather than a file.
+fn is_dir(fd: i32) -> bool {
+    // SAFETY: `stat` is plain data that fstat fills; any fd value is safe to pass.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFDIR
+    }
+}
+
+/// Moves the calling process into the cgroup2 directory `dir` (its `cgroup.procs`).
+/// Async-signal-safe. False (errno set) on failure.
+fn join_cgroup2(dir: i32) -> bool {
+    // SAFETY: a NUL-terminated literal, an fd the caller owns, a 1-byte buffer.
+    unsafe {
+        let fd = libc::openat(
+            dir,
+            c"cgroup.procs".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+        libc::close(fd);
+        ok
+    }
+}
+
+/// A fork-like clone with the namespace `flags`: created in the cgroup2 directory `cgroup`
+/// (`clone3` with `CLONE_INTO_CGROUP`) when given and the kernel can. Returns what the
+/// syscall returns (pid, 0 in the child, -1 with errno) and whether the child was created
+/// in `cgroup`.
+///
+/// # Safety
+/// As for fork in a multi-threaded process: the child may only make async-signal-safe
+/// calls and must end in `_exit` or exec.
+unsafe fn clone_fork(flags: u64, cgroup: Option<i32>) -> (libc::c_long, bool) {
+    if let Some(fd) = cgroup {
+        let mut args = CloneArgs {
+            flags: flags | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: fd as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: without CLONE_VM and with no stack given, clone3 is fork-like: the child
+        // returns here on a copy of this stack (the caller's contract covers the rest).
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                std::ptr::from_mut(&mut args),
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        let errno = io::Error::last_os_error().raw_os_error();
+        if pid >= 0 || !matches!(errno, Some(libc::ENOSYS | libc::E2BIG)) {
+            return (pid, true);
+        }
+    }
+    // SAFETY: fork-like, as above.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD as u64) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    (pid, false)
+}
+
+/// `clone3(args)` whose child starts on `args.stack` (16-byte aligned top) by calling
+/// `entry(arg)`; returns the raw syscall result in the parent (pid or -errno).
+///
+/// # Safety
+/// The stack must stay valid and unused by anyone else until the child exec'd or exited;
+/// `entry` must never return and, with CLONE_VM, only make async-signal-safe calls.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_on_stack(
+    args: &mut CloneArgs,
+    entry: extern "C" fn(*const libc::c_void) -> !,
+    arg: *const libc::c_void,
+) -> libc::c_long {
+    let ret: libc::c_long;
+    // SAFETY: the syscall clobbers rcx and r11 (declared) and rax (the result). In the child
+    // (rax = 0) the kernel has switched to the new stack; it calls `entry(arg)` there, which
+    // never returns (`ud2` traps otherwise), so no Rust code runs on in the child after the
+    // asm block. The parent continues after label 2 with its registers intact.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") std::ptr::from_mut(args),
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") arg,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
 }
 
 /// Opens a pidfd for `pid` (a handle that cannot be confused with a later process reusing

@@ -34,7 +34,8 @@ impl HybridMounts {
         }
     }
 
-    /// Distinct mount points, in a stable order: cpu, cpuacct, memory, pids, unified.
+    /// Distinct mount points, in a stable order: cpu, cpuacct, memory, pids, unified (the
+    /// cpu hierarchy first: [`super::join_plan`] joins it last).
     fn all(&self) -> Vec<&Path> {
         let mut out: Vec<&Path> = Vec::new();
         for p in [

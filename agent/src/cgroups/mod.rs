@@ -206,18 +206,47 @@ pub(crate) fn keyed(list: &[(String, u64)], key: &str) -> u64 {
     list.iter().find(|(k, _)| k == key).map_or(0, |&(_, v)| v)
 }
 
-/// Opens `cgroup.procs` of every hierarchy of the container, for the launcher to write the
-/// child's pid into before exec.
-pub fn open_procs(backend: &dyn CgroupBackend, id: &str) -> Result<Vec<File>, CgroupError> {
-    backend
-        .paths(id)
+/// How a process joins one hierarchy of a container's cgroup on its way to exec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Join {
+    /// A cgroup v1 hierarchy: the process writes `0` into the `tasks` file. That moves the
+    /// calling thread only (a freshly cloned, single-threaded process: the whole process),
+    /// which the kernel does without taking the global threadgroup lock for writing, while
+    /// a write to `cgroup.procs` waits for an RCU grace period (5–90 ms measured).
+    Tasks(PathBuf),
+    /// The cgroup2 hierarchy: the directory itself. The process is created in it
+    /// (`clone3` with `CLONE_INTO_CGROUP`, no migration at all), or, on kernels without
+    /// that, writes `0` into its `cgroup.procs`.
+    Dir(PathBuf),
+}
+
+/// How to join every hierarchy of a container whose directories are `paths`, `unified`
+/// being the cgroup2 one: the cgroup2 directory first, then the v1 hierarchies in reverse
+/// order, so the cpu hierarchy (first in [`CgroupBackend::paths`]) comes last and the
+/// task runs as little as possible of its pre-exec setup at its own (small) cpu share.
+pub fn join_plan(paths: Vec<PathBuf>, unified: Option<&Path>) -> Vec<Join> {
+    let (dirs, v1): (Vec<PathBuf>, Vec<PathBuf>) = paths
         .into_iter()
-        .map(|dir| {
-            let p = dir.join("cgroup.procs");
-            OpenOptions::new()
+        .partition(|p| Some(p.as_path()) == unified);
+    dirs.into_iter()
+        .map(Join::Dir)
+        .chain(v1.into_iter().rev().map(|p| Join::Tasks(p.join("tasks"))))
+        .collect()
+}
+
+/// Opens the join handles of every hierarchy of the container (see [`join_plan`], in that
+/// order): the v1 `tasks` files for writing, the cgroup2 directory read-only. The
+/// supervisor hands them to the task, which joins them all before exec.
+pub fn open_procs(backend: &dyn CgroupBackend, id: &str) -> Result<Vec<File>, CgroupError> {
+    let unified = backend.unified_path(id);
+    join_plan(backend.paths(id), unified.as_deref())
+        .into_iter()
+        .map(|j| match j {
+            Join::Tasks(p) => OpenOptions::new()
                 .write(true)
                 .open(&p)
-                .map_err(|e| CgroupError::io("open", &p, e))
+                .map_err(|e| CgroupError::io("open", &p, e)),
+            Join::Dir(p) => File::open(&p).map_err(|e| CgroupError::io("open", &p, e)),
         })
         .collect()
 }
@@ -447,6 +476,41 @@ mod tests {
         assert_eq!(keyed(&list, "user_usec"), 7);
         assert_eq!(keyed(&list, "nr_throttled"), 0);
         assert_eq!(keyed(&list, "missing"), 0);
+    }
+
+    #[test]
+    fn joins_cgroup2_first_and_the_cpu_hierarchy_last() {
+        let b = Path::new("/sys/fs/cgroup");
+        let paths: Vec<PathBuf> = ["cpu", "cpuacct", "memory", "pids", "unified"]
+            .iter()
+            .map(|h| b.join(h).join("brim/c1"))
+            .collect();
+        let unified = b.join("unified/brim/c1");
+        let plan = join_plan(paths, Some(&unified));
+        let t = |h: &str| Join::Tasks(b.join(h).join("brim/c1/tasks"));
+        assert_eq!(
+            plan,
+            vec![
+                Join::Dir(unified.clone()),
+                t("pids"),
+                t("memory"),
+                t("cpuacct"),
+                t("cpu"),
+            ]
+        );
+        // Pure cgroup2: one directory to be born into.
+        assert_eq!(
+            join_plan(vec![unified.clone()], Some(&unified)),
+            vec![Join::Dir(unified.clone())]
+        );
+        // No cgroup2 hierarchy: v1 only.
+        assert_eq!(
+            join_plan(vec![b.join("cpu/x"), b.join("memory/x")], None),
+            vec![
+                Join::Tasks(b.join("memory/x/tasks")),
+                Join::Tasks(b.join("cpu/x/tasks"))
+            ]
+        );
     }
 
     #[test]
