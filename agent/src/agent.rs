@@ -138,6 +138,8 @@ pub(crate) struct Agent {
     pub network: Arc<crate::network::Network>,
     /// Slack estimation and the QoS controller (`--oversubscribe`).
     pub oversubscription: crate::oversubscription::Oversubscription,
+    /// The OCI containerizer (tasks with an OCI `container`; docs/CONTAINERIZERS.md).
+    pub oci: Arc<crate::containerizer::oci::OciContainerizer>,
 }
 
 /// A task whose supervisor runs, as the waiting code needs it.
@@ -184,6 +186,20 @@ impl Agent {
         ));
         let oversubscription =
             crate::oversubscription::Oversubscription::new(&config.oversubscription);
+        let fetcher = Arc::new(crate::fetcher::Fetcher::new(fetcher_config));
+        let oci = Arc::new(crate::containerizer::oci::OciContainerizer::new(
+            crate::containerizer::oci::OciConfig {
+                runtime: config.oci_runtime.clone(),
+                store: crate::containerizer::store::StoreConfig {
+                    root: work_dir.join("oci"),
+                    cache_bytes: config.image_cache_bytes,
+                    limits: Default::default(),
+                    overlay: config.image_overlay,
+                },
+                hybrid_cgroups: cgroups.as_ref().is_some_and(|c| c.kind() == "hybrid"),
+            },
+            Arc::clone(&fetcher),
+        ));
         Agent {
             config,
             total,
@@ -208,10 +224,11 @@ impl Agent {
             checkpoints: OnceLock::new(),
             recovery_errors: Mutex::new(Vec::new()),
             supervisors_cgroup: std::sync::atomic::AtomicBool::new(false),
-            fetcher: Arc::new(crate::fetcher::Fetcher::new(fetcher_config)),
+            fetcher,
             executors: Default::default(),
             network,
             oversubscription,
+            oci,
         }
     }
 
@@ -422,11 +439,29 @@ impl Agent {
                     .into(),
             );
         }
-        let command = info
-            .command
-            .as_ref()
-            .or(custom_executor_command(info))
-            .ok_or("task has no command: set task.command")?;
+        let oci = crate::containerizer::is_oci(info);
+        let command = match info.command.as_ref().or(custom_executor_command(info)) {
+            Some(c) => c.clone(),
+            // An image may say what to run.
+            None if oci => v1::CommandInfo::default(),
+            None => return Err("task has no command: set task.command".into()),
+        };
+        if oci {
+            if info.executor.is_some() {
+                return Err("a custom executor cannot run in an OCI container yet: drop the executor or the container".into());
+            }
+            if info
+                .container
+                .as_ref()
+                .and_then(|c| c.image.as_ref())
+                .is_none_or(|i| i.uri.is_empty())
+            {
+                return Err(
+                    "the task asks for an OCI container but names no image: set container.image.uri"
+                        .into(),
+                );
+            }
+        }
         if info
             .executor
             .as_ref()
@@ -434,7 +469,9 @@ impl Agent {
         {
             return Err("invalid executor id: use 1-255 characters of [A-Za-z0-9._-]".into());
         }
-        launcher::argv(command).map_err(|e| e.to_string())?;
+        if !(oci && command.value.is_empty()) {
+            launcher::argv(&command).map_err(|e| e.to_string())?;
+        }
         if !(info.kill_grace_period_seconds.is_finite() && info.kill_grace_period_seconds >= 0.0) {
             return Err("kill_grace_period_seconds must be a finite number >= 0".into());
         }
@@ -442,6 +479,12 @@ impl Agent {
             crate::health::validate(h, first_port(&resources))?;
         }
         let network = crate::network::Mode::of(info)?;
+        if network.private() && oci {
+            return Err(format!(
+                "OCI containers use the host network for now: drop the {} label",
+                crate::network::LABEL
+            ));
+        }
         if network.private() && !self.namespaces() {
             return Err(format!(
                 "a private network ({} label) needs task namespaces: this agent has none (run it as root, with isolation and namespaces on)",
@@ -652,6 +695,18 @@ impl Agent {
                         tracing::warn!(task = %key.1, error = %e, "cgroup cleanup failed")
                     }
                     Err(e) => tracing::warn!(task = %key.1, error = %e, "cgroup cleanup panicked"),
+                }
+            }
+        }
+        if !container_id.is_empty() && self.oci.store().container_dir(container_id).exists() {
+            let (oci, id) = (Arc::clone(&self.oci), container_id.to_string());
+            match tokio::task::spawn_blocking(move || oci.destroy(&id)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(task = %key.1, error = %e, "OCI container cleanup failed")
+                }
+                Err(e) => {
+                    tracing::warn!(task = %key.1, error = %e, "OCI container cleanup panicked")
                 }
             }
         }
@@ -867,7 +922,10 @@ impl Agent {
             .or(custom_executor_command(&v.info))
             .cloned()
             .unwrap_or_default();
-        let (program, argv) = launcher::argv(&command).map_err(|e| (e, None))?;
+        let oci = crate::containerizer::is_oci(&v.info);
+        if !oci {
+            launcher::argv(&command).map_err(|e| (e, None))?;
+        }
         let network = crate::network::Mode::of(&v.info).unwrap_or_default();
         let (stdout, stderr) = launcher::prepare_sandbox(&v.sandbox).map_err(|e| (e, None))?;
         if !command.uris.is_empty() {
@@ -915,12 +973,58 @@ impl Agent {
                 &agent_id,
             ));
         }
-        let path = env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map_or("", |(_, p)| p.as_str());
-        let program = supervisor::resolve_program(&program, path, &v.sandbox)
-            .map_err(|e| (e.into(), None))?;
+        let prepared = {
+            use crate::containerizer::{Containerizer, LaunchRequest};
+            let cgroup_path = self
+                .cgroups
+                .as_ref()
+                .and_then(|cg| cg.unified_path(&v.container_id))
+                .and_then(|p| {
+                    let rel = p
+                        .strip_prefix("/sys/fs/cgroup/unified")
+                        .or_else(|_| p.strip_prefix("/sys/fs/cgroup"))
+                        .ok()?;
+                    Some(format!("/{}", rel.display()))
+                });
+            let prepared = if oci {
+                // Unpacking an image takes a while: off the event loop.
+                let containerizer = Arc::clone(&self.oci);
+                let (id, info, cmd, sandbox, u) = (
+                    v.container_id.clone(),
+                    v.info.clone(),
+                    command.clone(),
+                    v.sandbox.clone(),
+                    user.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    containerizer.prepare(&LaunchRequest {
+                        container_id: &id,
+                        info: &info,
+                        command: &cmd,
+                        env,
+                        sandbox: &sandbox,
+                        user: u.as_ref(),
+                        cgroup_path,
+                    })
+                })
+                .await
+                .map_err(|e| (launcher::LaunchError::Internal(e.to_string()), None))?
+            } else {
+                crate::containerizer::native::NativeContainerizer {
+                    namespaces: self.namespaces(),
+                }
+                .prepare(&LaunchRequest {
+                    container_id: &v.container_id,
+                    info: &v.info,
+                    command: &command,
+                    env,
+                    sandbox: &v.sandbox,
+                    user: user.as_ref(),
+                    cgroup_path,
+                })
+            };
+            prepared.map_err(|e| (e.into(), None))?
+        };
         let mut procs = Vec::new();
         let mut sup_procs = None;
         if let Some(cg) = self.cgroups.clone() {
@@ -964,9 +1068,9 @@ impl Agent {
             sup_procs = opened.1;
         }
         let spec = supervisor::TaskSpec {
-            program,
-            argv,
-            env,
+            program: prepared.program,
+            argv: prepared.argv,
+            env: prepared.env,
             sandbox: v.sandbox.clone(),
             work_dir: self.config.work_dir.clone(),
             stdout,
@@ -974,9 +1078,9 @@ impl Agent {
             task_procs: procs,
             supervisor_procs: sup_procs,
             exit_dir: self.layout.container(&v.container_id),
-            user,
+            user: user.filter(|_| prepared.run_as_task_user),
             rlimits: supervisor::default_rlimits(),
-            namespaces: self.namespaces(),
+            namespaces: prepared.namespaces,
             network_namespace: network.private(),
         };
         let t_cgroup = t0.elapsed();

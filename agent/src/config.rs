@@ -91,6 +91,12 @@ pub struct AgentConfig {
     pub fetcher_cache_bytes: u64,
     /// Largest single file a task may fetch (a bigger one fails the launch).
     pub fetcher_max_bytes: u64,
+    /// OCI runtime for image tasks: `crun` (default), `runc`, or a path (`--oci-runtime`).
+    pub oci_runtime: String,
+    /// Bound on the unpacked image layer cache (`--image-cache-mb`).
+    pub image_cache_bytes: u64,
+    /// Assemble container root filesystems with overlayfs (else by copying layers).
+    pub image_overlay: bool,
     /// Oversubscription (`--oversubscribe`): slack estimation, revocable tasks, QoS evictions.
     pub oversubscription: crate::oversubscription::OversubscriptionConfig,
     /// TLS for the HTTP API and the master link: this certificate is served and presented
@@ -129,6 +135,9 @@ impl AgentConfig {
             bridge_cidr: "10.213.0.1/16".to_string(),
             fetcher_cache_bytes: 1 << 30,
             fetcher_max_bytes: 512 << 20,
+            oci_runtime: "crun".to_string(),
+            image_cache_bytes: 2 << 30,
+            image_overlay: true,
             oversubscription: Default::default(),
             tls: None,
         }

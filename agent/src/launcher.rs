@@ -42,6 +42,8 @@ pub enum LaunchError {
     Supervisor(#[from] crate::supervisor::SupervisorError),
     #[error(transparent)]
     Fetch(#[from] crate::fetcher::FetchError),
+    #[error(transparent)]
+    Container(#[from] crate::containerizer::ContainerizerError),
 }
 
 /// Program and argv (argv[0] included) for a command.

@@ -19,6 +19,7 @@ mod agent;
 pub mod cgroups;
 pub mod checkpoint;
 mod config;
+pub mod containerizer;
 pub mod ebpf;
 mod executor_api;
 pub mod fetcher;

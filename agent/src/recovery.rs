@@ -150,6 +150,14 @@ pub(crate) async fn recover(agent: &Arc<Agent>, same_agent: bool) {
         let (net, owned) = (Arc::clone(&agent.network), keep.clone());
         let _ = tokio::task::spawn_blocking(move || net.cleanup(&owned)).await;
     }
+    {
+        let (oci, live) = (Arc::clone(&agent.oci), keep.clone());
+        if let Ok(removed) = tokio::task::spawn_blocking(move || oci.recover(&live)).await {
+            if !removed.is_empty() {
+                tracing::info!(containers = ?removed, "removed leftover OCI containers");
+            }
+        }
+    }
     let Some(cg) = agent.cgroups.clone() else {
         return;
     };

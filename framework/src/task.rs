@@ -62,6 +62,7 @@ pub struct TaskBuilder {
     labels: Vec<Label>,
     uris: Vec<Uri>,
     health_check: Option<HealthCheck>,
+    container: Option<brim_proto::v1::ContainerInfo>,
 }
 
 impl TaskBuilder {
@@ -79,7 +80,24 @@ impl TaskBuilder {
             labels: Vec::new(),
             uris: Vec::new(),
             health_check: None,
+            container: None,
         }
+    }
+
+    /// Runs the task in an OCI container of `image` (crun on the agent): an absolute path
+    /// on the agent to an OCI image layout directory, an OCI or `docker save` tarball, or an
+    /// `http://` URI of one. The command runs in the image's root filesystem (the image's
+    /// entrypoint/cmd when no command is set). See docs/CONTAINERIZERS.md.
+    pub fn image(mut self, image: impl Into<String>) -> Self {
+        use brim_proto::v1::{container_info, ContainerInfo, Image};
+        self.container = Some(ContainerInfo {
+            r#type: container_info::Type::Oci as i32,
+            image: Some(Image {
+                kind: 0,
+                uri: image.into(),
+            }),
+        });
+        self
     }
 
     /// Runs `command` with `/bin/sh -c`.
@@ -334,6 +352,7 @@ impl OfferPacker {
             labels: task.labels.clone(),
             health_check: task.health_check.clone(),
             executor: None,
+            container: task.container.clone(),
         })
     }
 }

@@ -197,6 +197,12 @@ pub(crate) struct AgentTuning {
     /// Largest file a task may fetch (MiB); a bigger one fails its launch.
     #[arg(long, value_name = "MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
     pub(crate) fetcher_max_download_mb: u64,
+    /// OCI runtime for tasks with an image: `crun`, `runc`, or a path to either.
+    #[arg(long, value_name = "RUNTIME", default_value = "crun")]
+    pub(crate) oci_runtime: String,
+    /// Size bound of the unpacked image layer cache (MiB); layers in use are kept.
+    #[arg(long, value_name = "MB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub(crate) image_cache_mb: u64,
     /// Do not load the eBPF programs: usage from cgroupfs polling only, no network counters,
     /// run-queue wait, egress limits or bind enforcement.
     #[arg(long)]
@@ -313,6 +319,8 @@ impl AgentTuning {
         c.bridge_cidr = self.bridge_cidr.clone();
         c.fetcher_cache_bytes = self.fetcher_cache_mb << 20;
         c.fetcher_max_bytes = self.fetcher_max_download_mb << 20;
+        c.oci_runtime = self.oci_runtime.clone();
+        c.image_cache_bytes = self.image_cache_mb << 20;
         if self.no_ebpf {
             c.ebpf = brim_agent::EbpfMode::Off;
         }

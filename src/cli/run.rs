@@ -77,6 +77,10 @@ pub(crate) struct RunArgs {
     /// Environment variable for the task (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     pub(crate) env: Vec<(String, String)>,
+    /// Run in an OCI container of this image (an absolute path on the agent to an OCI image
+    /// layout directory or an OCI/`docker save` tarball, or an http:// URI of one).
+    #[arg(long, value_name = "PATH_OR_URI")]
+    pub(crate) image: Option<String>,
     /// The command: one argument runs with `/bin/sh -c`, several are executed directly.
     #[arg(
         trailing_var_arg = true,
@@ -111,6 +115,7 @@ struct Job {
     network: Option<String>,
     devices: Option<String>,
     env: Vec<(String, String)>,
+    image: Option<String>,
     run_id: String,
     timeout: Duration,
     revocable: bool,
@@ -147,6 +152,7 @@ impl Job {
             network: a.network.clone(),
             devices: a.devices.clone(),
             env: a.env.clone(),
+            image: a.image.clone(),
             run_id: run_id(),
             timeout: Duration::from_secs_f64(a.timeout),
             revocable: a.revocable,
@@ -175,6 +181,9 @@ impl Job {
         }
         for (k, v) in &self.env {
             b = b.env(k, v);
+        }
+        if let Some(i) = &self.image {
+            b = b.image(i);
         }
         b.env("BRIM_INSTANCE", instance.to_string())
             .env("BRIM_INSTANCES", self.instances.to_string())

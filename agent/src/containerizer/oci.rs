@@ -1,0 +1,490 @@
+//! The `oci` containerizer: provisions the task's image (`store.rs`), writes an OCI runtime
+//! bundle (`config.json` + `rootfs/`) and has the task's supervisor run `crun run` (or
+//! `runc run`) in the foreground as the task's process.
+//!
+//! Placement in brim's cgroups: the supervisor joins the task's cgroups before it execs the
+//! runtime, and crun runs with `--cgroup-manager=disabled`, so the container's processes
+//! inherit exactly the cgroups native tasks get (limits, eBPF counters, OOM accounting).
+//! crun 1.8 refuses any cgroup work on hybrid hosts whose cgroup2 tree has a controller
+//! (`cgroups in hybrid mode not supported`), even with the manager disabled; on such hosts
+//! crun runs in a private mount namespace where `/sys/fs/cgroup/unified` is unmounted, so
+//! it sees a legacy layout (nothing else changes: cgroup membership is per process, not
+//! per mount). runc has no disabled manager: it is given the task's cgroup as
+//! `linux.cgroupsPath` and joins it itself.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use super::manifest::ImageConfig;
+use super::store::{ImageStore, StoreConfig};
+use super::{ContainerizerError, LaunchRequest, Prepared};
+
+/// Where the container sees its sandbox (Mesos' path).
+pub const SANDBOX_IN_CONTAINER: &str = "/mnt/mesos/sandbox";
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Which OCI runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeKind {
+    Crun,
+    Runc,
+}
+
+/// A resolved OCI runtime binary.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub kind: RuntimeKind,
+    pub path: PathBuf,
+}
+
+/// Finds `name` (`crun`, `runc` or a path) on `PATH`.
+pub fn find_runtime(name: &str) -> Result<Runtime, String> {
+    let kind = if Path::new(name)
+        .file_name()
+        .is_some_and(|f| f.to_string_lossy().contains("runc"))
+    {
+        RuntimeKind::Runc
+    } else {
+        RuntimeKind::Crun
+    };
+    let path = find_program(name).ok_or_else(|| {
+        format!("OCI runtime `{name}` not found on this agent: install it (Debian package `crun` or `runc`) or pass its path with --oci-runtime")
+    })?;
+    Ok(Runtime { kind, path })
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into());
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Settings of the OCI containerizer.
+#[derive(Clone, Debug)]
+pub struct OciConfig {
+    /// `crun`, `runc`, or a path to either.
+    pub runtime: String,
+    pub store: StoreConfig,
+    /// cgroup2 is mounted at `/sys/fs/cgroup/unified` beside v1 controllers.
+    pub hybrid_cgroups: bool,
+}
+
+/// The OCI containerizer.
+#[derive(Debug)]
+pub struct OciContainerizer {
+    runtime: Result<Runtime, String>,
+    store: ImageStore,
+    /// `--root` of the runtime (its state), `<work_dir>/oci/runtime`.
+    state_dir: PathBuf,
+    hybrid: bool,
+}
+
+impl OciContainerizer {
+    pub fn new(config: OciConfig, fetcher: std::sync::Arc<crate::fetcher::Fetcher>) -> Self {
+        let state_dir = config.store.root.join("runtime");
+        OciContainerizer {
+            runtime: find_runtime(&config.runtime),
+            store: ImageStore::new(config.store, fetcher),
+            state_dir,
+            hybrid: config.hybrid_cgroups,
+        }
+    }
+
+    pub fn store(&self) -> &ImageStore {
+        &self.store
+    }
+
+    fn runtime(&self) -> Result<&Runtime, ContainerizerError> {
+        self.runtime
+            .as_ref()
+            .map_err(|e| ContainerizerError::Runtime(e.clone()))
+    }
+
+    /// The supervisor's program and argv for `<runtime> run` of the bundle `bundle`.
+    fn command(
+        &self,
+        rt: &Runtime,
+        bundle: &Path,
+        id: &str,
+    ) -> Result<(String, Vec<String>), ContainerizerError> {
+        let rt_path = rt.path.display().to_string();
+        let state = self.state_dir.display().to_string();
+        let bundle = bundle.display().to_string();
+        let mut run = vec![rt_path.clone(), "--root".into(), state];
+        if rt.kind == RuntimeKind::Crun {
+            run.push("--cgroup-manager=disabled".into());
+        }
+        run.extend(["run".into(), "--bundle".into(), bundle, id.to_string()]);
+        if rt.kind == RuntimeKind::Crun && self.hybrid {
+            let unshare = find_program("unshare").ok_or_else(|| {
+                ContainerizerError::Runtime(
+                    "`unshare` (util-linux) is needed to run crun on a hybrid cgroup host: install util-linux".into(),
+                )
+            })?;
+            let mut argv = vec![
+                "unshare".to_string(),
+                "--mount".into(),
+                "--propagation".into(),
+                "private".into(),
+                "--".into(),
+                "/bin/sh".into(),
+                "-c".into(),
+                // $0 is the runtime; "$@" its arguments.
+                "umount -l /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"".into(),
+            ];
+            argv.extend(run);
+            return Ok((unshare.display().to_string(), argv));
+        }
+        Ok((rt_path, run))
+    }
+
+    /// Prepares the bundle of one container and the supervisor's command (blocking).
+    pub fn prepare(&self, req: &LaunchRequest<'_>) -> Result<Prepared, ContainerizerError> {
+        let rt = self.runtime()?.clone();
+        let image = req
+            .info
+            .container
+            .as_ref()
+            .and_then(|c| c.image.clone())
+            .filter(|i| !i.uri.is_empty())
+            .ok_or(ContainerizerError::NoImage)?;
+        let provisioned = self.store.provision(&image, req.container_id)?;
+        let args = process_args(req.command, &provisioned.config)?;
+        let env = container_env(&req.env, req.sandbox, &provisioned.config);
+        let user = req.user.map(|u| (u.uid, u.gid, u.groups.clone()));
+        let cgroups_path = (rt.kind == RuntimeKind::Runc)
+            .then(|| req.cgroup_path.clone())
+            .flatten();
+        let spec = runtime_spec(&SpecInput {
+            args,
+            env,
+            cwd: provisioned
+                .config
+                .working_dir
+                .clone()
+                .filter(|w| !w.is_empty() && req.command.value.is_empty())
+                .unwrap_or_else(|| SANDBOX_IN_CONTAINER.into()),
+            user,
+            sandbox: req.sandbox.to_path_buf(),
+            hostname: format!(
+                "brim-{}",
+                &req.container_id[..req.container_id.len().min(12)]
+            ),
+            cgroups_path,
+        });
+        let bundle = self.store.container_dir(req.container_id);
+        let config = bundle.join("config.json");
+        let text = serde_json::to_vec_pretty(&spec).map_err(|e| ContainerizerError::Io {
+            action: "encode",
+            path: config.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        std::fs::write(&config, text).map_err(|source| ContainerizerError::Io {
+            action: "write",
+            path: config.clone(),
+            source,
+        })?;
+        std::fs::create_dir_all(&self.state_dir).map_err(|source| ContainerizerError::Io {
+            action: "create",
+            path: self.state_dir.clone(),
+            source,
+        })?;
+        let (program, argv) = self.command(&rt, &bundle, req.container_id)?;
+        Ok(Prepared {
+            program,
+            argv,
+            env: vec![("PATH".into(), DEFAULT_PATH.into())],
+            // The runtime needs root; the container's process runs as the task's user.
+            run_as_task_user: false,
+            namespaces: false,
+        })
+    }
+
+    /// Deletes the runtime's state of the container (if the runtime was killed) and its
+    /// bundle (unmounting the rootfs). Blocking.
+    pub fn destroy(&self, id: &str) -> Result<(), ContainerizerError> {
+        if self.state_dir.join(id).exists() {
+            if let Ok(rt) = self.runtime() {
+                let _ = Command::new(&rt.path)
+                    .arg("--root")
+                    .arg(&self.state_dir)
+                    .args(["delete", "--force", id])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+            let _ = std::fs::remove_dir_all(self.state_dir.join(id));
+        }
+        self.store.release(id)?;
+        Ok(())
+    }
+
+    /// Destroys the containers no live task owns (after an agent restart).
+    pub fn recover(&self, live: &HashSet<String>) -> Vec<String> {
+        self.store.remove_partial();
+        let mut removed = Vec::new();
+        for id in self.store.containers() {
+            if !live.contains(&id) {
+                match self.destroy(&id) {
+                    Ok(()) => removed.push(id),
+                    Err(e) => {
+                        tracing::warn!(container = %id, error = %e, "cannot remove a leftover OCI container")
+                    }
+                }
+            }
+        }
+        self.store.evict(&HashSet::new());
+        removed
+    }
+}
+
+/// The container's argv: the task's command when it has one (shell commands through the
+/// image's `/bin/sh`), else the image's entrypoint + cmd.
+pub fn process_args(
+    command: &brim_proto::v1::CommandInfo,
+    image: &ImageConfig,
+) -> Result<Vec<String>, ContainerizerError> {
+    let args = if command.value.is_empty() {
+        let mut a = image.entrypoint.clone().unwrap_or_default();
+        a.extend(image.cmd.clone().unwrap_or_default());
+        a
+    } else if command.shell {
+        vec!["/bin/sh".into(), "-c".into(), command.value.clone()]
+    } else if command.arguments.is_empty() {
+        vec![command.value.clone()]
+    } else {
+        // Mesos: `value` is the executable, `arguments` its argv (argv[0] included); OCI
+        // runtimes exec args[0], so the value goes first.
+        let mut a = vec![command.value.clone()];
+        a.extend(command.arguments.iter().skip(1).cloned());
+        a
+    };
+    if args.is_empty() {
+        return Err(ContainerizerError::NoCommand);
+    }
+    if args.iter().any(|a| a.contains('\0')) {
+        return Err(ContainerizerError::NoCommand);
+    }
+    Ok(args)
+}
+
+/// The container's environment: the image's, then the task's (which wins), with the host
+/// sandbox path replaced by [`SANDBOX_IN_CONTAINER`] and the agent's PATH by the image's.
+pub fn container_env(
+    task: &[(String, String)],
+    sandbox: &Path,
+    image: &ImageConfig,
+) -> Vec<String> {
+    let host_sandbox = sandbox.display().to_string();
+    let mut env: Vec<(String, String)> = image
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let image_path = env.iter().any(|(k, _)| k == "PATH");
+    for (k, v) in task {
+        if k == "PATH" && image_path {
+            continue;
+        }
+        let v = if *v == host_sandbox {
+            SANDBOX_IN_CONTAINER.to_string()
+        } else {
+            v.clone()
+        };
+        env.retain(|(n, _)| n != k);
+        env.push((k.clone(), v));
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Everything the runtime spec depends on.
+#[derive(Clone, Debug)]
+pub struct SpecInput {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// (uid, gid, supplementary gids); `None` = root in the container.
+    pub user: Option<(u32, u32, Vec<u32>)>,
+    /// The host sandbox, bind-mounted at [`SANDBOX_IN_CONTAINER`].
+    pub sandbox: PathBuf,
+    pub hostname: String,
+    /// `linux.cgroupsPath` (runc only).
+    pub cgroups_path: Option<String>,
+}
+
+/// The OCI runtime spec (`config.json`) of a task container (pure). Host network (like
+/// native tasks), own PID, mount, IPC and UTS namespaces, Docker's default capabilities,
+/// no new privileges, the sandbox mounted read-write; rlimits are the supervisor's
+/// (inherited through the runtime).
+pub fn runtime_spec(s: &SpecInput) -> Value {
+    let caps = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ];
+    let (uid, gid, groups) = s.user.clone().unwrap_or((0, 0, Vec::new()));
+    let mut linux = json!({
+        "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+        "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+            "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+            "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+            "/proc/sysrq-trigger"],
+    });
+    if let Some(p) = &s.cgroups_path {
+        linux["cgroupsPath"] = json!(p);
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": uid, "gid": gid, "additionalGids": groups},
+            "args": s.args,
+            "env": s.env,
+            "cwd": s.cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": true,
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": s.hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": SANDBOX_IN_CONTAINER, "type": "bind",
+             "source": s.sandbox.display().to_string(), "options": ["rbind", "rw"]},
+        ],
+        "linux": linux,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brim_proto::v1::CommandInfo;
+
+    #[test]
+    fn args_from_command_or_image() {
+        let img = ImageConfig {
+            entrypoint: Some(vec!["/bin/app".into()]),
+            cmd: Some(vec!["--serve".into()]),
+            ..Default::default()
+        };
+        let shell = CommandInfo {
+            shell: true,
+            value: "echo hi".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            process_args(&shell, &img).expect("shell"),
+            ["/bin/sh", "-c", "echo hi"]
+        );
+        assert_eq!(
+            process_args(&CommandInfo::default(), &img).expect("image"),
+            ["/bin/app", "--serve"]
+        );
+        let exec = CommandInfo {
+            value: "/bin/echo".into(),
+            arguments: vec!["echo".into(), "a".into()],
+            ..Default::default()
+        };
+        assert_eq!(process_args(&exec, &img).expect("exec"), ["/bin/echo", "a"]);
+        assert!(process_args(&CommandInfo::default(), &ImageConfig::default()).is_err());
+    }
+
+    #[test]
+    fn env_maps_the_sandbox_and_keeps_the_image_path() {
+        let img = ImageConfig {
+            env: Some(vec!["PATH=/img/bin".into(), "A=1".into()]),
+            ..Default::default()
+        };
+        let task = vec![
+            ("PATH".to_string(), "/agent/bin".to_string()),
+            ("MESOS_SANDBOX".to_string(), "/w/s/t".to_string()),
+            ("A".to_string(), "2".to_string()),
+        ];
+        let env = container_env(&task, Path::new("/w/s/t"), &img);
+        assert!(env.contains(&"PATH=/img/bin".to_string()));
+        assert!(env.contains(&"MESOS_SANDBOX=/mnt/mesos/sandbox".to_string()));
+        assert!(env.contains(&"A=2".to_string()));
+        assert!(!env.contains(&"A=1".to_string()));
+    }
+
+    #[test]
+    fn spec_shape() {
+        let s = runtime_spec(&SpecInput {
+            args: vec!["/bin/sh".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: SANDBOX_IN_CONTAINER.into(),
+            user: Some((65534, 65534, vec![])),
+            sandbox: "/w/s".into(),
+            hostname: "brim-x".into(),
+            cgroups_path: None,
+        });
+        assert_eq!(s["process"]["user"]["uid"], 65534);
+        assert_eq!(s["root"]["path"], "rootfs");
+        assert!(s["linux"].get("cgroupsPath").is_none());
+        let ns: Vec<&str> = s["linux"]["namespaces"]
+            .as_array()
+            .expect("namespaces")
+            .iter()
+            .filter_map(|n| n["type"].as_str())
+            .collect();
+        assert!(!ns.contains(&"network"), "host network like native tasks");
+        assert!(!ns.contains(&"cgroup"));
+        assert!(
+            s["mounts"]
+                .as_array()
+                .expect("mounts")
+                .iter()
+                .all(|m| m["type"] != "cgroup"),
+            "no cgroup mount (crun refuses it on hybrid hosts)"
+        );
+    }
+
+    #[test]
+    fn missing_runtime_is_a_clear_error() {
+        let e = find_runtime("brim-no-such-runtime").expect_err("missing");
+        assert!(e.contains("not found"), "{e}");
+        assert!(find_runtime("/nonexistent/runc").is_err());
+        assert_eq!(
+            find_runtime("/bin/sh").map(|r| r.kind),
+            Ok(RuntimeKind::Crun)
+        );
+    }
+}

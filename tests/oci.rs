@@ -1,0 +1,319 @@
+//! OCI containers with the real `brim` binary and crun (issue [G] part 1's proof): a task
+//! from a locally built busybox image runs in the image's root filesystem, is limited (a
+//! memory hog is killed with CONTAINER_LIMITATION_MEMORY), is measured by eBPF like native
+//! tasks, survives an agent `kill -9`, and leaves nothing behind; bad images and a missing
+//! runtime fail with clear TASK_FAILED reasons and write nothing outside the container.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::{http_get, state, wait_for, Cluster};
+
+const RES: &str = "cpus:2;mem:1024;ports:[31000-31099]";
+const MASTER: &[&str] = &[
+    "--agent-heartbeat-interval",
+    "500ms",
+    "--max-missed-heartbeats",
+    "60",
+    "--allocation-interval",
+    "200ms",
+];
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn busybox_image(dir: &Path, docker: bool) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-image.sh");
+    let out = if docker {
+        dir.join("busybox.tar")
+    } else {
+        dir.join("busybox-oci")
+    };
+    let mut cmd = Command::new(script);
+    if docker {
+        cmd.arg("--docker");
+    }
+    let st = cmd
+        .arg(&out)
+        .status()
+        .expect("run scripts/busybox-image.sh");
+    assert!(st.success(), "building the busybox image failed");
+    out
+}
+
+/// The task (current or completed) whose name contains `name`.
+fn task(c: &Cluster, name: &str) -> Option<serde_json::Value> {
+    let s = state(&c.master_addr);
+    s["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(s["completed_tasks"].as_array().into_iter().flatten())
+        .find(|t| t["name"].as_str().is_some_and(|n| n == name))
+        .cloned()
+}
+
+fn wait_state(c: &Cluster, name: &str, want: &str) -> serde_json::Value {
+    wait_for(
+        &format!("task {name} in {want}"),
+        Duration::from_secs(60),
+        || task(c, name).filter(|t| t["state"] == want),
+    )
+}
+
+fn mounts_under(dir: &Path) -> usize {
+    let d = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&d))
+        .count()
+}
+
+#[test]
+fn oci_tasks_with_crun() {
+    if !support::can_run_cluster("oci_tasks_with_crun")
+        || !support::have_tools(
+            "oci_tasks_with_crun",
+            &["crun", "busybox", "tar", "gzip", "sha256sum", "unshare"],
+        )
+    {
+        return;
+    }
+    let mut c = Cluster::new_with_master_flags(MASTER);
+    c.start_agent(0, RES);
+    c.wait_agents_active(1);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut c)));
+    if result.is_err() {
+        c.dump_logs();
+    }
+    c.cleanup_cgroups();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn scenario(c: &mut Cluster) {
+    let layout = busybox_image(c.dir.path(), false);
+    let archive = busybox_image(c.dir.path(), true);
+    let img = layout.display().to_string();
+    let work = c.dir.path().join("agent0");
+
+    // 1. Runs in the image's root filesystem (its marker file, its busybox), with the
+    //    sandbox mounted at /mnt/mesos/sandbox; output and exit code come back.
+    let out = c.brim(&[
+        "run", "--name", "hello", "--image", &img, "--",
+        "cat /etc/brim-image; echo sandbox=$MESOS_SANDBOX; test -e /usr/bin/cargo || echo no-host-fs; exit 3",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("brim busybox image"), "{stdout}");
+    assert!(stdout.contains("sandbox=/mnt/mesos/sandbox"), "{stdout}");
+    assert!(stdout.contains("no-host-fs"), "{stdout}");
+
+    // The same image as a `docker save` archive.
+    let out = c.brim(&[
+        "run",
+        "--name",
+        "docker-archive",
+        "--image",
+        &archive.display().to_string(),
+        "--",
+        "cat /etc/brim-image",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("brim busybox image"));
+
+    // 2. Limited: a hog over its 32 MiB is killed by the brim cgroup's limit.
+    let out = c.brim(&[
+        "run",
+        "--name",
+        "hog",
+        "--mem",
+        "32",
+        "--image",
+        &img,
+        "--",
+        "dd if=/dev/zero of=/dev/null bs=200M count=1",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    let t = wait_state(c, "hog", "TASK_FAILED");
+    assert_eq!(t["reason"], "REASON_CONTAINER_LIMITATION_MEMORY", "{t}");
+
+    // 3. Measured by eBPF like native tasks: the per-task on-CPU counter of a busy OCI task
+    //    grows. 4. Survives an agent kill -9 (the supervisor runs crun), then finishes.
+    let agent = c.agent_addrs[0].clone();
+    let ebpf =
+        http_get(&agent, "/metrics").is_some_and(|(_, m)| m.contains("brim_agent_ebpf_enabled 1"));
+    let busy = c.brim_spawn(&[
+        "run", "--name", "busy", "--cpus", "0.5", "--image", &img, "--",
+        "i=0; end=$(( $(date +%s) + 6 )); while [ $(date +%s) -lt $end ]; do i=$((i+1)); done; echo busy-done",
+    ]);
+    let t = wait_state(c, "busy", "TASK_RUNNING");
+    let id = t["id"].as_str().expect("task id").to_string();
+    let oncpu = |agent: &str| -> Option<f64> {
+        let (_, m) = http_get(agent, "/metrics")?;
+        m.lines()
+            .find(|l| l.starts_with("brim_agent_container_oncpu_ebpf_seconds") && l.contains(&id))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    if ebpf {
+        let first = wait_for(
+            "an eBPF sample of the OCI task",
+            Duration::from_secs(20),
+            || oncpu(&agent).filter(|v| *v > 0.0),
+        );
+        let later = wait_for(
+            "the OCI task's eBPF counter to grow",
+            Duration::from_secs(20),
+            || oncpu(&agent).filter(|v| *v > first + 0.2),
+        );
+        assert!(later > first);
+    } else {
+        assert!(
+            std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+            "eBPF is off on this agent: the OCI eBPF check cannot run"
+        );
+        eprintln!("eBPF unavailable: skipping the eBPF counter check");
+    }
+    c.agents[0].kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    c.start_agent(0, RES);
+    let out = busy.wait_with_output().expect("brim run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("busy-done"));
+
+    // 5. Cleaned up: no container directory, no mount, no runtime state left.
+    wait_for("OCI containers removed", Duration::from_secs(10), || {
+        let left = std::fs::read_dir(work.join("oci/containers")).map_or(0, |d| d.count());
+        (left == 0).then_some(())
+    });
+    assert_eq!(mounts_under(&work), 0, "a rootfs is still mounted");
+    let state_left = std::fs::read_dir(work.join("oci/runtime")).map_or(0, |d| d.count());
+    assert_eq!(state_left, 0, "crun state left behind");
+    assert!(
+        std::fs::read_dir(work.join("oci/layers")).map_or(0, |d| d.count()) >= 1,
+        "the layer cache keeps the unpacked layer"
+    );
+
+    // 6. Bad input: an unknown image, a malicious layer, a missing runtime.
+    let out = c.brim(&[
+        "run",
+        "--name",
+        "unknown",
+        "--image",
+        "/nonexistent/image",
+        "--",
+        "true",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    let t = wait_state(c, "unknown", "TASK_FAILED");
+    assert!(
+        t["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not found")),
+        "{t}"
+    );
+
+    let evil = evil_image(c.dir.path());
+    let out = c.brim(&[
+        "run",
+        "--name",
+        "evil",
+        "--image",
+        &evil.display().to_string(),
+        "--",
+        "true",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    let t = wait_state(c, "evil", "TASK_FAILED");
+    let msg = t["message"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("refused") && msg.contains(".."), "{t}");
+    assert!(
+        !c.dir.path().join("pwned").exists(),
+        "the layer wrote outside the cache"
+    );
+    assert!(!work.join("oci/pwned").exists());
+
+    c.agents[0].kill9();
+    c.start_agent_with_flags(0, RES, &["--oci-runtime", "/nonexistent/crun"]);
+    c.wait_agents_active(1);
+    let out = c.brim(&["run", "--name", "noruntime", "--image", &img, "--", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    let t = wait_state(c, "noruntime", "TASK_FAILED");
+    assert!(
+        t["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("OCI runtime") && m.contains("not found")),
+        "{t}"
+    );
+}
+
+/// An OCI layout whose only layer holds `../../pwned` (made with a raw tar header: tar
+/// tools refuse to write such names).
+fn evil_image(dir: &Path) -> PathBuf {
+    use std::fmt::Write as _;
+    let out = dir.join("evil-oci");
+    std::fs::create_dir_all(out.join("blobs/sha256")).expect("mkdir");
+    let mut layer = vec![0u8; 512];
+    let name = b"../../pwned";
+    layer[..name.len()].copy_from_slice(name);
+    layer[100..108].copy_from_slice(b"0000644\0");
+    layer[108..116].copy_from_slice(b"0000000\0");
+    layer[116..124].copy_from_slice(b"0000000\0");
+    layer[124..136].copy_from_slice(b"00000000004\0");
+    layer[136..148].copy_from_slice(b"00000000000\0");
+    layer[156] = b'0';
+    layer[257..263].copy_from_slice(b"ustar\0");
+    layer[263..265].copy_from_slice(b"00");
+    layer[148..156].copy_from_slice(b"        ");
+    let sum: u32 = layer.iter().map(|&b| b as u32).sum();
+    layer[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    layer.extend_from_slice(b"evil");
+    layer.resize(1024, 0);
+    layer.extend_from_slice(&[0u8; 1024]);
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let tmp = out.join("tmp-blob");
+        std::fs::write(&tmp, bytes).expect("write blob");
+        let o = Command::new("sha256sum")
+            .arg(&tmp)
+            .output()
+            .expect("sha256sum");
+        let d = text(&o.stdout)
+            .split_whitespace()
+            .next()
+            .expect("digest")
+            .to_string();
+        std::fs::rename(&tmp, out.join("blobs/sha256").join(&d)).expect("rename blob");
+        (d, bytes.len())
+    };
+    let (ld, ls) = put(&layer);
+    let (cd, cs) = put(br#"{"architecture":"amd64","os":"linux","config":{}}"#);
+    let mut m = String::new();
+    let _ = write!(
+        m,
+        r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{cd}","size":{cs}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{ld}","size":{ls}}}]}}"#
+    );
+    let (md, ms) = put(m.as_bytes());
+    std::fs::write(
+        out.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{md}","size":{ms}}}]}}"#
+        ),
+    )
+    .expect("index");
+    std::fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("oci-layout");
+    out
+}
