@@ -322,13 +322,15 @@ pub(crate) fn ensure_parents(root: &Path, rel: &Path) -> Result<(), LayerError> 
         cur.push(c);
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(LayerError::Refused {
-                path: rel.display().to_string(),
-                why: format!(
+            Ok(_) => {
+                return Err(LayerError::Refused {
+                    path: rel.display().to_string(),
+                    why: format!(
                     "its parent {} is not a directory (a symlink?): refusing to write through it",
                     cur.strip_prefix(root).unwrap_or(&cur).display()
                 ),
-            }),
+                })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir(&cur).map_err(werr(&cur))?;
             }
@@ -452,13 +454,15 @@ pub fn unpack(reader: impl Read, dest: &Path, limits: LayerLimits) -> Result<u64
                 let src = dest.join(&target);
                 match fs::symlink_metadata(&src) {
                     Ok(m) if m.is_file() => {}
-                    _ => return Err(refused(
-                        &raw_path,
-                        format!(
+                    _ => {
+                        return Err(refused(
+                            &raw_path,
+                            format!(
                             "hard link to {}, which is not a regular file earlier in this layer",
                             target.display()
                         ),
-                    )),
+                        ))
+                    }
                 }
                 let full = dest.join(&path);
                 clear(&full, true)?;
