@@ -680,6 +680,29 @@ impl DriverHandle {
     }
 }
 
+/// A `RESERVE` operation for [`DriverHandle::accept`]: `resources` (unreserved ones of the
+/// offers) become reserved on their agent for `role`, which must be the framework's role;
+/// from then on they are offered only to frameworks of that role, across master restarts,
+/// until an `UNRESERVE`. Operations apply in order: tasks launched after it in the same
+/// accept may use the reservation (resources with `reservation_role` set).
+pub fn reserve_operation(resources: &brim_proto::Resources, role: &str) -> v1::Operation {
+    v1::Operation {
+        operation: Some(operation::Operation::Reserve(operation::Reserve {
+            resources: resources.to_proto_reserved(role, ""),
+        })),
+    }
+}
+
+/// An `UNRESERVE` operation for [`DriverHandle::accept`]: reserved resources of the offers
+/// (reserved for the framework's `role`) go back to the shared pool.
+pub fn unreserve_operation(resources: &brim_proto::Resources, role: &str) -> v1::Operation {
+    v1::Operation {
+        operation: Some(operation::Operation::Unreserve(operation::Unreserve {
+            resources: resources.to_proto_reserved(role, ""),
+        })),
+    }
+}
+
 /// A `LAUNCH` operation for [`DriverHandle::accept`].
 pub fn launch_operation(tasks: Vec<v1::TaskInfo>) -> v1::Operation {
     v1::Operation {

@@ -50,7 +50,9 @@ mod task;
 pub use brim_proto::v1;
 pub use brim_proto::{Resources, CAPABILITY_PARTITION_AWARE, CAPABILITY_REVOCABLE_RESOURCES};
 pub use brim_security::{dev_tls_dir, ClientOptions, ClientSecurity, ClientTls};
-pub use driver::{launch_operation, Driver, DriverConfig, DriverHandle};
+pub use driver::{
+    launch_operation, reserve_operation, unreserve_operation, Driver, DriverConfig, DriverHandle,
+};
 pub use error::DriverError;
 pub use scheduler::Scheduler;
 pub use task::{exit_code_of, pick_ports, OfferPacker, TaskBuilder, TaskError};

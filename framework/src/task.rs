@@ -245,12 +245,32 @@ pub struct OfferPacker {
     remaining: Resources,
     /// Packing the offer's revocable resources: tasks placed are revocable.
     revocable: bool,
+    /// Packing the offer's resources reserved for this role: tasks placed use them.
+    reservation_role: Option<String>,
 }
 
 impl OfferPacker {
-    /// Starts from the offer's non-revocable resources.
+    /// Starts from the offer's unreserved, non-revocable resources.
     pub fn new(offer: &Offer) -> Result<Self, TaskError> {
         Self::from_offer(offer, false)
+    }
+
+    /// Starts from the offer's resources reserved for `role` (dynamic reservations, see
+    /// [`crate::reserve_operation`]). Tasks placed use the reservation.
+    pub fn reserved(offer: &Offer, role: &str) -> Result<Self, TaskError> {
+        let mut all = Resources::from_proto_reserved(&offer.resources).map_err(|source| {
+            TaskError::InvalidOffer {
+                offer_id: offer.id.clone(),
+                source,
+            }
+        })?;
+        Ok(OfferPacker {
+            offer_id: offer.id.clone(),
+            agent_id: offer.agent_id.clone(),
+            remaining: all.remove(role).unwrap_or_default(),
+            revocable: false,
+            reservation_role: Some(role.to_string()),
+        })
     }
 
     /// Starts from the offer's revocable resources (oversubscribed slack, offered only to
@@ -265,7 +285,7 @@ impl OfferPacker {
         let decode = if revocable {
             Resources::from_proto_revocable
         } else {
-            Resources::from_proto
+            Resources::from_proto_unreserved
         };
         let remaining = decode(&offer.resources).map_err(|source| TaskError::InvalidOffer {
             offer_id: offer.id.clone(),
@@ -276,6 +296,7 @@ impl OfferPacker {
             agent_id: offer.agent_id.clone(),
             remaining,
             revocable,
+            reservation_role: None,
         })
     }
 
@@ -346,7 +367,10 @@ impl OfferPacker {
             name: task.name.clone(),
             task_id: task.task_id.clone(),
             agent_id: self.agent_id.clone(),
-            resources: resources.to_proto_with(self.revocable),
+            resources: match &self.reservation_role {
+                Some(role) => resources.to_proto_reserved(role, ""),
+                None => resources.to_proto_with(self.revocable),
+            },
             command: Some(command),
             kill_grace_period_seconds: task.kill_grace.map_or(0.0, |g| g.as_secs_f64()),
             labels: task.labels.clone(),
@@ -393,6 +417,29 @@ mod tests {
             resources: res(resources).to_proto(),
             ..Offer::default()
         }
+    }
+
+    #[test]
+    fn reserved_packer_uses_only_the_roles_reservation_and_marks_tasks() {
+        let mut resources = res("cpus:1;mem:512").to_proto();
+        resources.extend(res("cpus:3;mem:2048").to_proto_reserved("db", ""));
+        let o = Offer {
+            resources,
+            ..offer("cpus:0")
+        };
+        let b = TaskBuilder::new("t1", "db")
+            .shell("true")
+            .cpus(2.0)
+            .mem(1024.0);
+        assert!(OfferPacker::new(&o).expect("valid").place(&b).is_err());
+        assert!(OfferPacker::reserved(&o, "web")
+            .expect("valid")
+            .place(&b)
+            .is_err());
+        let mut p = OfferPacker::reserved(&o, "db").expect("valid");
+        let t = p.place(&b).expect("fits the reservation");
+        assert!(t.resources.iter().all(|r| r.reservation_role == "db"));
+        assert_eq!(p.remaining(), &res("cpus:1;mem:1024"));
     }
 
     #[test]

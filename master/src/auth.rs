@@ -214,6 +214,9 @@ impl Guard {
                 .filter_map(|o| o.operation.as_ref())
                 .flat_map(|op| match op {
                     v1::operation::Operation::Launch(l) => l.task_infos.iter(),
+                    // Reservations are only ever for the framework's own role.
+                    v1::operation::Operation::Reserve(_)
+                    | v1::operation::Operation::Unreserve(_) => [].iter(),
                 })
             {
                 let user = task

@@ -143,6 +143,10 @@ struct TaskEntry {
     resources: Resources,
     /// Revocable resources (held in the revocable pool); non-empty = a revocable task.
     revocable: Resources,
+    /// Resources of its agent reserved for the framework's role (held in the allocator's
+    /// reservation of that role) and that role.
+    reserved: Resources,
+    reserved_role: String,
     state: TaskState,
     status: Option<TaskStatus>,
     updated_time: f64,
@@ -156,7 +160,56 @@ struct OfferEntry {
     /// carries one or the other.
     resources: Resources,
     revocable: Resources,
+    /// The part reserved for `role` (the framework's role when offered).
+    reserved: Resources,
+    role: String,
     expires: Duration,
+}
+
+/// A RESERVE or UNRESERVE of one ACCEPT, validated, to apply in order.
+enum ReservationChange {
+    Reserve(Resources),
+    Unreserve(Resources),
+}
+
+/// The resources of a RESERVE/UNRESERVE operation: every entry reserved for `role`, the
+/// framework's role, and none revocable.
+fn reservation_resources(list: &[v1::Resource], role: &str, op: &str) -> Result<Resources, Status> {
+    if list.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "{op} operation has no resources"
+        )));
+    }
+    if role == "*" {
+        return Err(Status::invalid_argument(format!(
+            "{op}: frameworks of role `*` cannot reserve resources; subscribe with a role"
+        )));
+    }
+    for r in list {
+        if r.revocable {
+            return Err(Status::invalid_argument(format!(
+                "{op}: resource `{}` is revocable; only non-revocable resources can be reserved",
+                r.name
+            )));
+        }
+        if r.reservation_role != role {
+            return Err(Status::invalid_argument(format!(
+                "{op}: resource `{}` names reservation role `{}` but the framework's role is `{role}`; reservations are for the framework's own role",
+                r.name, r.reservation_role
+            )));
+        }
+    }
+    Resources::from_proto(list)
+        .map_err(|e| Status::invalid_argument(format!("{op}: invalid resources: {e}")))
+}
+
+/// Reservations of an agent (role -> resources) in the registry's operator syntax.
+fn reservation_record(reservations: &BTreeMap<String, Resources>) -> BTreeMap<String, String> {
+    reservations
+        .iter()
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(role, r)| (role.clone(), r.to_string()))
+        .collect()
 }
 
 /// Task ids and names: printable, bounded, safe to use in paths on the agent.
@@ -383,8 +436,13 @@ impl Master {
                     task.task_id
                 ))
             };
-            let resources = Resources::from_proto(&task.resources).map_err(invalid)?;
+            let resources = Resources::from_proto_unreserved(&task.resources).map_err(invalid)?;
             let revocable = Resources::from_proto_revocable(&task.resources).map_err(invalid)?;
+            let (reserved_role, reserved) = Resources::from_proto_reserved(&task.resources)
+                .map_err(invalid)?
+                .into_iter()
+                .next()
+                .unwrap_or_default();
             let state = TaskState::try_from(t.state).unwrap_or(TaskState::TaskUnknown);
             reported.push((
                 (t.framework_id.clone(), task.task_id.clone()),
@@ -405,6 +463,8 @@ impl Master {
                     agent_id: String::new(),
                     resources,
                     revocable,
+                    reserved,
+                    reserved_role,
                     state,
                     status: None,
                     updated_time: wall,
@@ -440,6 +500,12 @@ impl Master {
             attributes: attributes.clone(),
             state: AgentRegistryState::Admitted,
             since: wall,
+            reservations: self
+                .known
+                .agents
+                .get(&id)
+                .map(|k| k.reservations.clone())
+                .unwrap_or_default(),
         };
         // Re-registration of an unchanged, admitted agent needs no write: after a failover
         // thousands of agents come back at once and the registry must not be the bottleneck.
@@ -524,6 +590,7 @@ impl Master {
         }
         let mut used: BTreeMap<String, Resources> = BTreeMap::new();
         let mut used_revocable: Vec<(String, Resources)> = Vec::new();
+        let mut used_reserved: Vec<(String, String, Resources)> = Vec::new();
         let mut to_kill: Vec<(String, String)> = Vec::new();
         for (key, mut t) in reported {
             t.agent_id = id.clone();
@@ -561,6 +628,13 @@ impl Master {
             if !t.revocable.is_empty() {
                 used_revocable.push((t.framework_id.clone(), t.revocable.clone()));
             }
+            if !t.reserved.is_empty() {
+                used_reserved.push((
+                    t.framework_id.clone(),
+                    t.reserved_role.clone(),
+                    t.reserved.clone(),
+                ));
+            }
             if let Some(old) = self.tasks.get(&key) {
                 t.status = old.status.clone();
                 t.usage = old.usage.clone();
@@ -569,6 +643,25 @@ impl Master {
         }
         let used: Vec<(String, Resources)> = used.into_iter().collect();
         self.allocator.add_agent(&id, total.clone(), &used);
+        let reservations: Vec<(String, Resources)> = self
+            .known
+            .agents
+            .get(&id)
+            .map(|k| {
+                k.reservations
+                    .iter()
+                    .filter_map(|(role, r)| match Resources::parse(r) {
+                        Ok(r) => Some((role.clone(), r)),
+                        Err(e) => {
+                            tracing::warn!(agent_id = %id, role, "ignoring a corrupt reservation in the registry: {e}");
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.allocator
+            .set_agent_reservations(&id, &reservations, &used_reserved);
         self.allocator.set_agent_active(&id, true);
         self.revocable.add_agent(&id, &used_revocable);
         self.pending_agents.insert(id.clone());
@@ -676,12 +769,14 @@ impl Master {
                         t.resources.clone(),
                         t.revocable.clone(),
                     );
+                    let (role, reserved) = (t.reserved_role.clone(), t.reserved.clone());
                     if let Some(t) = self.tasks.remove(&key) {
                         self.push_completed(t);
                     }
                     if self.agents.contains_key(&ag) {
                         self.recover(&fw, &ag, &res, None, Duration::ZERO);
                         self.recover_revocable(&fw, &ag, &rev, None, Duration::ZERO);
+                        self.recover_reserved(&fw, &ag, &role, &reserved, None, Duration::ZERO);
                     }
                 }
             }
@@ -1050,19 +1145,49 @@ impl Master {
         let agent_id = self.check_offers(&req.framework_id, &req.offer_ids)?;
         let mut offered = Resources::new();
         let mut offered_revocable = Resources::new();
+        let mut offered_reserved = Resources::new();
         for id in &req.offer_ids {
             if let Some(o) = self.offers.get(id) {
                 offered.add(&o.resources);
                 offered_revocable.add(&o.revocable);
+                offered_reserved.add(&o.reserved);
             }
         }
-        // Validate every operation before acting on any.
-        let mut launches: Vec<(TaskInfo, Resources, Resources)> = Vec::new();
+        let role = self
+            .frameworks
+            .get(&req.framework_id)
+            .map(|f| f.info.role.clone())
+            .unwrap_or_default();
+        // Validate every operation before acting on any. Operations apply in order: a
+        // RESERVE makes resources available to the LAUNCHes after it (Mesos semantics).
+        let mut launches: Vec<(TaskInfo, Resources, Resources, Resources)> = Vec::new();
+        let mut changes: Vec<ReservationChange> = Vec::new();
         let mut ids_seen = HashSet::new();
         let mut remaining = offered.clone();
         let mut remaining_revocable = offered_revocable.clone();
+        let mut remaining_reserved = offered_reserved;
         for op in &req.operations {
             match &op.operation {
+                Some(operation::Operation::Reserve(r)) => {
+                    let res = reservation_resources(&r.resources, &role, "RESERVE")?;
+                    remaining = remaining.checked_sub(&res).ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "RESERVE of {res} but only {remaining} unreserved is left in the offers"
+                        ))
+                    })?;
+                    remaining_reserved.add(&res);
+                    changes.push(ReservationChange::Reserve(res));
+                }
+                Some(operation::Operation::Unreserve(r)) => {
+                    let res = reservation_resources(&r.resources, &role, "UNRESERVE")?;
+                    remaining_reserved = remaining_reserved.checked_sub(&res).ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "UNRESERVE of {res} but only {remaining_reserved} reserved for role `{role}` is left in the offers"
+                        ))
+                    })?;
+                    remaining.add(&res);
+                    changes.push(ReservationChange::Unreserve(res));
+                }
                 Some(operation::Operation::Launch(l)) => {
                     if l.task_infos.is_empty() {
                         return Err(Status::invalid_argument("launch operation has no tasks"));
@@ -1116,9 +1241,31 @@ impl Master {
                         let invalid = |e: brim_proto::ResourceError| {
                             Status::invalid_argument(format!("task {}: {e}", task.task_id))
                         };
-                        let res = Resources::from_proto(&task.resources).map_err(invalid)?;
+                        let res =
+                            Resources::from_proto_unreserved(&task.resources).map_err(invalid)?;
                         let rev =
                             Resources::from_proto_revocable(&task.resources).map_err(invalid)?;
+                        let mut reserved = Resources::new();
+                        for (r, amount) in
+                            Resources::from_proto_reserved(&task.resources).map_err(invalid)?
+                        {
+                            if r != role {
+                                return Err(Status::invalid_argument(format!(
+                                    "task {} uses resources reserved for role `{r}` but the framework's role is `{role}`",
+                                    task.task_id
+                                )));
+                            }
+                            reserved = amount;
+                        }
+                        if !reserved.is_empty() {
+                            remaining_reserved =
+                                remaining_reserved.checked_sub(&reserved).ok_or_else(|| {
+                                    Status::invalid_argument(format!(
+                                        "task {} asks for reserved {reserved} but only {remaining_reserved} reserved for role `{role}` is left in the offers",
+                                        task.task_id
+                                    ))
+                                })?;
+                        }
                         if !rev.is_empty() {
                             remaining_revocable =
                                 remaining_revocable.checked_sub(&rev).ok_or_else(|| {
@@ -1135,6 +1282,7 @@ impl Master {
                         }
                         let mut both = res.clone();
                         both.add(&rev);
+                        both.add(&reserved);
                         if both.scalar("cpus") <= 0.0 && both.scalar("mem") <= 0.0 {
                             return Err(Status::invalid_argument(format!(
                                 "task {} must ask for some cpus or mem",
@@ -1147,13 +1295,57 @@ impl Master {
                                 task.task_id
                             ))
                         })?;
-                        launches.push((task.clone(), res, rev));
+                        launches.push((task.clone(), res, rev, reserved));
                     }
                 }
                 None => return Err(Status::invalid_argument("operation has no type")),
             }
         }
-        // Act.
+        // Act: the reservations first, durably, so that a registry failure changes nothing.
+        if !changes.is_empty() {
+            let mut reservations: BTreeMap<String, Resources> = self
+                .allocator
+                .agent_reservations(&agent_id)
+                .into_iter()
+                .collect();
+            for c in &changes {
+                let mine = reservations.entry(role.clone()).or_default();
+                match c {
+                    ReservationChange::Reserve(r) => mine.add(r),
+                    ReservationChange::Unreserve(r) => *mine = mine.saturating_sub(r),
+                }
+            }
+            if let Some(known) = self.known.agents.get(&agent_id) {
+                let record = AgentRecord {
+                    reservations: reservation_record(&reservations),
+                    ..known.clone()
+                };
+                self.registry
+                    .put_agent(&record)
+                    .map_err(|e| self.registry_failed(e))?;
+                self.known.agents.insert(agent_id.clone(), record);
+            }
+            for c in changes {
+                let (what, done) = match &c {
+                    ReservationChange::Reserve(r) => (
+                        "reserved",
+                        self.allocator
+                            .reserve(&req.framework_id, &agent_id, &role, r),
+                    ),
+                    ReservationChange::Unreserve(r) => (
+                        "unreserved",
+                        self.allocator
+                            .unreserve(&req.framework_id, &agent_id, &role, r),
+                    ),
+                };
+                match done {
+                    Ok(()) => {
+                        tracing::info!(agent_id, role, framework_id = %req.framework_id, "resources {what}")
+                    }
+                    Err(e) => tracing::error!(agent_id, role, "reservation change lost: {e}"),
+                }
+            }
+        }
         let framework_info = self
             .frameworks
             .get(&req.framework_id)
@@ -1166,7 +1358,7 @@ impl Master {
             }
         }
         let agent_tx = self.agents.get(&agent_id).and_then(|a| a.tx.clone());
-        for (mut task, res, rev) in launches {
+        for (mut task, res, rev, reserved) in launches {
             task.agent_id = agent_id.clone();
             let entry = TaskEntry {
                 info: task.clone(),
@@ -1175,6 +1367,8 @@ impl Master {
                 agent_id: agent_id.clone(),
                 resources: res,
                 revocable: rev,
+                reserved,
+                reserved_role: role.clone(),
                 state: TaskState::TaskStaging,
                 status: None,
                 updated_time: wall,
@@ -1203,6 +1397,7 @@ impl Master {
                 );
                 remaining.add(&entry.resources);
                 remaining_revocable.add(&entry.revocable);
+                remaining_reserved.add(&entry.reserved);
                 self.send_update(&req.framework_id, status);
             }
         }
@@ -1218,6 +1413,14 @@ impl Master {
                 now,
             );
         }
+        self.recover_reserved(
+            &req.framework_id,
+            &agent_id,
+            &role,
+            &remaining_reserved,
+            Some(refuse),
+            now,
+        );
         Ok(())
     }
 
@@ -1287,6 +1490,14 @@ impl Master {
                     &o.framework_id,
                     &o.agent_id,
                     &o.revocable,
+                    Some(refuse),
+                    now,
+                );
+                self.recover_reserved(
+                    &o.framework_id,
+                    &o.agent_id,
+                    &o.role,
+                    &o.reserved,
                     Some(refuse),
                     now,
                 );
@@ -1560,6 +1771,25 @@ impl Master {
         self.pending_agents.insert(agent_id.to_string());
     }
 
+    /// The reservation counterpart of [`Master::recover`]: what the framework held of
+    /// `role`'s reservation on the agent.
+    fn recover_reserved(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        role: &str,
+        resources: &Resources,
+        refuse: Option<Duration>,
+        now: Duration,
+    ) {
+        if resources.is_empty() {
+            return;
+        }
+        self.allocator
+            .recover_reserved(framework_id, agent_id, role, resources, refuse, now);
+        self.pending_agents.insert(agent_id.to_string());
+    }
+
     /// The revocable counterpart of [`Master::recover`].
     fn recover_revocable(
         &mut self,
@@ -1677,7 +1907,7 @@ impl Master {
         // Per framework, each offer with the resources it holds (kept as `Resources` so an
         // undelivered offer is recovered without decoding its wire form again) and whether
         // they are revocable.
-        type Pending = (v1::Offer, Resources, bool);
+        type Pending = (v1::Offer, Resources, Resources, String, bool);
         let mut per_framework: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
         let tagged = allocations
             .into_iter()
@@ -1691,15 +1921,35 @@ impl Master {
                 } else {
                     self.allocator
                         .recover(&a.framework_id, &a.agent_id, &a.resources, None, now);
+                    let role = self
+                        .frameworks
+                        .get(&a.framework_id)
+                        .map(|f| f.info.role.clone())
+                        .unwrap_or_default();
+                    self.allocator.recover_reserved(
+                        &a.framework_id,
+                        &a.agent_id,
+                        &role,
+                        &a.reserved,
+                        None,
+                        now,
+                    );
                 }
                 continue;
             };
+            let role = self
+                .frameworks
+                .get(&a.framework_id)
+                .map(|f| f.info.role.clone())
+                .unwrap_or_default();
+            let mut wire = a.resources.to_proto_with(is_revocable);
+            wire.extend(a.reserved.to_proto_reserved(&role, ""));
             let offer = v1::Offer {
                 id: String::new(),
                 framework_id: a.framework_id.clone(),
                 agent_id: a.agent_id.clone(),
                 hostname: agent.info.hostname.clone(),
-                resources: a.resources.to_proto_with(is_revocable),
+                resources: wire,
                 attributes: agent.info.attributes.clone(),
                 agent_http_address: agent.info.http_address.clone(),
                 region: agent.info.region.clone(),
@@ -1708,21 +1958,23 @@ impl Master {
             per_framework.entry(a.framework_id).or_default().push((
                 offer,
                 a.resources,
+                a.reserved,
+                role,
                 is_revocable,
             ));
         }
         for (fw, mut offers) in per_framework {
             let tx = self.frameworks.get(&fw).and_then(|f| f.tx.clone());
-            for (o, _, _) in &mut offers {
+            for (o, ..) in &mut offers {
                 o.id = self.fresh_id("O");
             }
             let event = Event {
                 event: Some(event::Event::Offers(event::Offers {
-                    offers: offers.iter().map(|(o, _, _)| o.clone()).collect(),
+                    offers: offers.iter().map(|(o, ..)| o.clone()).collect(),
                 })),
             };
             let delivered = tx.as_ref().is_some_and(|tx| tx.try_send(Ok(event)).is_ok());
-            for (o, resources, is_revocable) in offers {
+            for (o, resources, reserved, role, is_revocable) in offers {
                 if delivered {
                     let (resources, revocable) = if is_revocable {
                         (Resources::new(), resources)
@@ -1736,6 +1988,8 @@ impl Master {
                             agent_id: o.agent_id.clone(),
                             resources,
                             revocable,
+                            reserved,
+                            role,
                             expires: now + self.config.offer_timeout,
                         },
                     );
@@ -1747,6 +2001,7 @@ impl Master {
                     self.recover_revocable(&fw, &o.agent_id, &resources, None, now);
                 } else {
                     self.recover(&fw, &o.agent_id, &resources, None, now);
+                    self.recover_reserved(&fw, &o.agent_id, &role, &reserved, None, now);
                 }
             }
         }
@@ -1771,6 +2026,14 @@ impl Master {
             {
                 self.recover(&o.framework_id, &o.agent_id, &o.resources, None, now);
                 self.recover_revocable(&o.framework_id, &o.agent_id, &o.revocable, None, now);
+                self.recover_reserved(
+                    &o.framework_id,
+                    &o.agent_id,
+                    &o.role,
+                    &o.reserved,
+                    None,
+                    now,
+                );
             }
             self.metrics.offers_rescinded.inc();
         }
@@ -1933,6 +2196,12 @@ impl Master {
                     "status": a.link.as_str(),
                     "resources": a.total,
                     "used": used,
+                    // Dynamic reservations: role -> reserved resources.
+                    "reserved": self
+                        .allocator
+                        .agent_reservations(id)
+                        .into_iter()
+                        .collect::<BTreeMap<_, _>>(),
                     // Oversubscription: the agent's published slack, what revocable tasks
                     // use of it, what is offered or used, and the agent's estimate of what
                     // its non-revocable tasks really use.
@@ -1957,6 +2226,7 @@ impl Master {
                     |mut acc, o| {
                         acc.add(&o.resources);
                         acc.add(&o.revocable);
+                        acc.add(&o.reserved);
                         acc
                     },
                 );
@@ -1989,6 +2259,7 @@ impl Master {
                 "state": t.state.name(),
                 "resources": t.resources,
                 "revocable": t.revocable,
+                "reserved": t.reserved,
                 "exit_code": t.status.as_ref().and_then(|s| s.exit_code),
                 "message": t.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
                 "reason": t.status.as_ref().and_then(|s| TaskStatusReason::try_from(s.reason).ok()).map(|r| r.as_str_name()),
@@ -2060,6 +2331,7 @@ impl Master {
         let mut used = Resources::new();
         for t in self.tasks.values().filter(|t| t.agent_id == agent_id) {
             used.add(&t.resources);
+            used.add(&t.reserved);
         }
         used
     }
@@ -2103,6 +2375,7 @@ impl Master {
         let mut used = Resources::new();
         for t in self.tasks.values() {
             used.add(&t.resources);
+            used.add(&t.reserved);
         }
         for r in ["cpus", "mem", "disk", "gpus"] {
             m.set_resource(r, total.scalar(r), used.scalar(r));

@@ -227,6 +227,7 @@ fn bad_accepts_are_rejected_and_change_nothing() {
             name: "cpus".into(),
             value: Some(v1::resource::Value::Scalar(f64::NAN)),
             revocable: false,
+            ..Default::default()
         }],
         ..task("nan", "cpus:1")
     };
@@ -289,6 +290,7 @@ fn bad_accepts_are_rejected_and_change_nothing() {
                         name: "mem".into(),
                         value: Some(v1::resource::Value::Scalar(-1.0)),
                         revocable: false,
+                        ..Default::default()
                     }],
                     ..task("neg", "cpus:1")
                 }],
@@ -594,6 +596,7 @@ fn reconciliation_waits_for_agents_that_have_not_reregistered() {
             attributes: vec![],
             state: AgentRegistryState::Admitted,
             since: 0.0,
+            reservations: Default::default(),
         })
         .expect("put");
     let mut h = Harness::new();
@@ -833,6 +836,7 @@ fn reregistration_restores_revocable_tasks_into_the_pool() {
                 name: "cpus".into(),
                 value: Some(v1::resource::Value::Scalar(f64::NAN)),
                 revocable: false,
+                ..Default::default()
             }],
             used_estimate: Vec::new(),
         }),
@@ -843,4 +847,233 @@ fn reregistration_restores_revocable_tasks_into_the_pool() {
         h.m.state_json(0.0, "")["agents"][0]["revocable"]["cpus"],
         2.0
     );
+}
+
+// ---- dynamic reservations ----
+
+fn subscribe_role(h: &mut Harness, name: &str, role: &str) -> String {
+    let (tx, rx) = mpsc::channel(64);
+    let info = FrameworkInfo {
+        name: name.into(),
+        role: role.into(),
+        ..Default::default()
+    };
+    let (id, _) = h.m.subscribe(info, tx, h.now, 1.0).expect("subscribe");
+    h.fw_rx.insert(id.clone(), rx);
+    assert!(matches!(
+        h.next_event(&id),
+        Some(event::Event::Subscribed(_))
+    ));
+    id
+}
+
+fn reserved_wire(s: &str, role: &str) -> Vec<v1::Resource> {
+    res(s).to_proto_reserved(role, "")
+}
+
+fn ops(fw: &str, offer: &str, operations: Vec<operation::Operation>) -> v1::AcceptRequest {
+    v1::AcceptRequest {
+        framework_id: fw.into(),
+        offer_ids: vec![offer.into()],
+        operations: operations
+            .into_iter()
+            .map(|o| v1::Operation { operation: Some(o) })
+            .collect(),
+        filters: Some(v1::Filters {
+            refuse_seconds: Some(0.0),
+        }),
+    }
+}
+
+fn reserve_op(s: &str, role: &str) -> operation::Operation {
+    operation::Operation::Reserve(operation::Reserve {
+        resources: reserved_wire(s, role),
+    })
+}
+
+fn split_reserved(o: &v1::Offer) -> (Resources, BTreeMap<String, Resources>) {
+    (
+        Resources::from_proto_unreserved(&o.resources).expect("valid"),
+        Resources::from_proto_reserved(&o.resources).expect("valid"),
+    )
+}
+
+#[test]
+fn reserve_launch_unreserve_and_survive_a_master_restart() {
+    let mut h = Harness::new();
+    let (agent, _conn) = h.add_agent("cpus:4;mem:4096");
+    let db = subscribe_role(&mut h, "db", "db");
+    let offers = h.offers(&db);
+    assert_eq!(offers.len(), 1);
+    // RESERVE then LAUNCH on the reservation, in one ACCEPT (Mesos order semantics).
+    let mut t = task("t1", "cpus:0");
+    t.resources = reserved_wire("cpus:1;mem:512", "db");
+    h.m.accept(
+        ops(
+            &db,
+            &offers[0].id,
+            vec![
+                reserve_op("cpus:2;mem:1024", "db"),
+                operation::Operation::Launch(operation::Launch {
+                    task_infos: vec![t],
+                }),
+            ],
+        ),
+        h.now,
+        2.0,
+    )
+    .expect("accept");
+    assert!(matches!(
+        h.next_agent(&agent),
+        Some(master_message::Message::RunTask(_))
+    ));
+    let record = &h.m.registry.load().expect("load").agents[&agent];
+    assert_eq!(
+        record.reservations["db"],
+        res("cpus:2;mem:1024").to_string()
+    );
+    let state = h.m.state_json(0.0, "");
+    assert_eq!(state["agents"][0]["reserved"]["db"]["cpus"], 2.0);
+    // A framework of another role never sees the reservation.
+    let web = subscribe_role(&mut h, "web", "web");
+    h.m.suppress(&db).expect("suppress");
+    let offers = h.offers(&web);
+    assert_eq!(offers.len(), 1);
+    let (unreserved, reserved) = split_reserved(&offers[0]);
+    assert_eq!(unreserved, res("cpus:2;mem:3072"));
+    assert!(reserved.is_empty());
+    h.m.decline(
+        v1::DeclineRequest {
+            framework_id: web.clone(),
+            offer_ids: vec![offers[0].id.clone()],
+            filters: Some(v1::Filters {
+                refuse_seconds: Some(1000.0),
+            }),
+        },
+        h.now,
+    )
+    .expect("decline");
+    h.m.revive(&db).expect("revive");
+    let offers = h.offers(&db);
+    assert_eq!(offers.len(), 1);
+    let (unreserved, reserved) = split_reserved(&offers[0]);
+    assert_eq!(unreserved, res("cpus:2;mem:3072"));
+    assert_eq!(
+        reserved["db"],
+        res("cpus:1;mem:512"),
+        "the task holds the rest"
+    );
+    // Bad reservation calls are refused and change nothing.
+    for (bad, why) in [
+        (reserve_op("cpus:1", "web"), "framework's role"),
+        (reserve_op("cpus:3", "db"), "unreserved is left"),
+        (
+            operation::Operation::Unreserve(operation::Unreserve {
+                resources: reserved_wire("cpus:2", "db"),
+            }),
+            "reserved for role `db` is left",
+        ),
+        (
+            operation::Operation::Reserve(operation::Reserve { resources: vec![] }),
+            "no resources",
+        ),
+    ] {
+        let err =
+            h.m.accept(ops(&db, &offers[0].id, vec![bad]), h.now, 2.0)
+                .expect_err("refused");
+        assert!(err.message().contains(why), "{why}: {}", err.message());
+    }
+    // UNRESERVE what is free of the reservation: the registry follows.
+    h.m.accept(
+        ops(
+            &db,
+            &offers[0].id,
+            vec![operation::Operation::Unreserve(operation::Unreserve {
+                resources: reserved_wire("cpus:1;mem:512", "db"),
+            })],
+        ),
+        h.now,
+        2.0,
+    )
+    .expect("unreserve");
+    let snapshot = h.m.registry.load().expect("load");
+    assert_eq!(
+        snapshot.agents[&agent].reservations["db"],
+        res("cpus:1;mem:512").to_string()
+    );
+
+    // A new master from the same registry: the agent re-registers with its task on the
+    // reservation; the reservation and what the task holds of it are back.
+    let mut registry = MemoryRegistry::default();
+    for a in snapshot.agents.values() {
+        registry.put_agent(a).expect("put");
+    }
+    for f in snapshot.frameworks.values() {
+        registry.put_framework(f).expect("put");
+    }
+    let mut h2 = Harness::new();
+    h2.m =
+        Master::new(StateConfig::default(), "m2".into(), Box::new(registry), T0).expect("master");
+    let (tx, _rx) = mpsc::channel(64);
+    let mut running = task("t1", "cpus:0");
+    running.resources = reserved_wire("cpus:1;mem:512", "db");
+    h2.m.register_agent(
+        agent_message::Register {
+            agent_info: Some(AgentInfo {
+                id: agent.clone(),
+                hostname: "host".into(),
+                resources: res("cpus:4;mem:4096").to_proto(),
+                ..Default::default()
+            }),
+            tasks: vec![v1::AgentTask {
+                task: Some(running),
+                framework_id: db.clone(),
+                state: TaskState::TaskRunning as i32,
+            }],
+            ..Default::default()
+        },
+        tx,
+        T0,
+        5.0,
+    )
+    .expect("re-register");
+    assert_eq!(
+        h2.m.allocator.agent_reservations(&agent),
+        vec![("db".to_string(), res("cpus:1;mem:512"))]
+    );
+    assert_eq!(
+        h2.m.allocator.framework_allocated(&db),
+        res("cpus:1;mem:512")
+    );
+}
+
+#[test]
+fn frameworks_of_role_star_cannot_reserve_and_tasks_cannot_use_other_roles() {
+    let mut h = Harness::new();
+    h.add_agent("cpus:4;mem:4096");
+    let star = h.subscribe("star", &[]);
+    let offers = h.offers(&star);
+    let err =
+        h.m.accept(
+            ops(&star, &offers[0].id, vec![reserve_op("cpus:1", "*")]),
+            h.now,
+            2.0,
+        )
+        .expect_err("refused");
+    assert!(
+        err.message().contains("role `*` cannot reserve"),
+        "{}",
+        err.message()
+    );
+    let mut t = task("t1", "cpus:0");
+    t.resources = reserved_wire("cpus:1;mem:64", "db");
+    let err = h
+        .accept(&star, &offers[0].id, vec![t])
+        .expect_err("refused");
+    assert!(
+        err.message().contains("reserved for role `db`"),
+        "{}",
+        err.message()
+    );
+    assert!(h.m.offers.contains_key(&offers[0].id), "nothing changed");
 }

@@ -189,6 +189,7 @@ async fn a_stale_fence_cannot_write_the_registry() {
         attributes: vec![],
         state: AgentRegistryState::Admitted,
         since: 0.0,
+        reservations: Default::default(),
     };
     let good = leadership.fence.clone();
     let stale = Fence {

@@ -351,18 +351,46 @@ impl Resources {
 
     /// Validates and converts wire resources. Duplicate names of the same kind are summed.
     /// Revocable entries are skipped here; see [`Resources::from_proto_revocable`].
+    /// Reserved entries are kept (with their amounts; the reservation is not part of a
+    /// `Resources` value): see [`Resources::from_proto_unreserved`] and
+    /// [`Resources::from_proto_reserved`] to tell them apart.
     pub fn from_proto(list: &[v1::Resource]) -> Result<Resources, ResourceError> {
-        Self::from_proto_filtered(list, false)
+        Self::from_proto_filtered(list, |r| !r.revocable)
     }
 
     /// Like [`Resources::from_proto`] but keeps only the entries marked revocable.
     pub fn from_proto_revocable(list: &[v1::Resource]) -> Result<Resources, ResourceError> {
-        Self::from_proto_filtered(list, true)
+        Self::from_proto_filtered(list, |r| r.revocable)
+    }
+
+    /// Like [`Resources::from_proto`] but keeps only the entries without a reservation.
+    pub fn from_proto_unreserved(list: &[v1::Resource]) -> Result<Resources, ResourceError> {
+        Self::from_proto_filtered(list, |r| !r.revocable && r.reservation_role.is_empty())
+    }
+
+    /// The reserved (non-revocable) entries, per reservation role.
+    pub fn from_proto_reserved(
+        list: &[v1::Resource],
+    ) -> Result<BTreeMap<String, Resources>, ResourceError> {
+        let roles: BTreeSet<&str> = list
+            .iter()
+            .filter(|r| !r.revocable && !r.reservation_role.is_empty())
+            .map(|r| r.reservation_role.as_str())
+            .collect();
+        let mut out = BTreeMap::new();
+        for role in roles {
+            let one =
+                Self::from_proto_filtered(list, |r| !r.revocable && r.reservation_role == role)?;
+            if !one.is_empty() {
+                out.insert(role.to_string(), one);
+            }
+        }
+        Ok(out)
     }
 
     fn from_proto_filtered(
         list: &[v1::Resource],
-        revocable: bool,
+        keep: impl Fn(&v1::Resource) -> bool,
     ) -> Result<Resources, ResourceError> {
         if list.len() > MAX_ENTRIES {
             return Err(ResourceError::TooMany(list.len()));
@@ -394,7 +422,7 @@ impl Resources {
                 }
                 None => return Err(ResourceError::MissingValue(r.name.clone())),
             }
-            if r.revocable != revocable {
+            if !keep(r) {
                 continue;
             }
             out.check_kind_compatible(&one)?;
@@ -423,6 +451,16 @@ impl Resources {
         Ok(())
     }
 
+    /// Wire form of resources reserved for `role` (by `principal`).
+    pub fn to_proto_reserved(&self, role: &str, principal: &str) -> Vec<v1::Resource> {
+        let mut out = self.to_proto();
+        for r in &mut out {
+            r.reservation_role = role.to_string();
+            r.reservation_principal = principal.to_string();
+        }
+        out
+    }
+
     /// Wire form; `revocable` marks every entry.
     pub fn to_proto_with(&self, revocable: bool) -> Vec<v1::Resource> {
         let mut out = Vec::new();
@@ -431,6 +469,7 @@ impl Resources {
                 name: k.clone(),
                 value: Some(v1::resource::Value::Scalar(v as f64 / MILLI)),
                 revocable,
+                ..Default::default()
             });
         }
         for (k, r) in &self.ranges {
@@ -444,6 +483,7 @@ impl Resources {
                         .collect(),
                 })),
                 revocable,
+                ..Default::default()
             });
         }
         for (k, s) in &self.sets {
@@ -453,6 +493,7 @@ impl Resources {
                     item: s.iter().cloned().collect(),
                 })),
                 revocable,
+                ..Default::default()
             });
         }
         out
@@ -649,23 +690,48 @@ mod tests {
     }
 
     #[test]
+    fn reserved_entries_split_by_role() {
+        let mut wire = r("cpus:4;mem:1024").to_proto();
+        wire.extend(r("cpus:1;disk:100").to_proto_reserved("db", "alice"));
+        wire.extend(r("mem:64").to_proto_reserved("web", ""));
+        assert_eq!(
+            Resources::from_proto(&wire).unwrap(),
+            r("cpus:5;mem:1088;disk:100")
+        );
+        assert_eq!(
+            Resources::from_proto_unreserved(&wire).unwrap(),
+            r("cpus:4;mem:1024")
+        );
+        let reserved = Resources::from_proto_reserved(&wire).unwrap();
+        assert_eq!(reserved.len(), 2);
+        assert_eq!(reserved["db"], r("cpus:1;disk:100"));
+        assert_eq!(reserved["web"], r("mem:64"));
+        assert!(wire
+            .iter()
+            .any(|x| x.reservation_role == "db" && x.reservation_principal == "alice"));
+    }
+
+    #[test]
     fn proto_rejects_nan_negative_and_mixed_kinds() {
         let nan = v1::Resource {
             name: "cpus".into(),
             value: Some(v1::resource::Value::Scalar(f64::NAN)),
             revocable: false,
+            ..Default::default()
         };
         assert!(Resources::from_proto(&[nan]).is_err());
         let neg = v1::Resource {
             name: "mem".into(),
             value: Some(v1::resource::Value::Scalar(-5.0)),
             revocable: false,
+            ..Default::default()
         };
         assert!(Resources::from_proto(&[neg]).is_err());
         let a = v1::Resource {
             name: "x".into(),
             value: Some(v1::resource::Value::Scalar(1.0)),
             revocable: false,
+            ..Default::default()
         };
         let b = v1::Resource {
             name: "x".into(),
@@ -673,6 +739,7 @@ mod tests {
                 item: vec!["a".into()],
             })),
             revocable: false,
+            ..Default::default()
         };
         assert!(matches!(
             Resources::from_proto(&[a, b]),
@@ -682,6 +749,7 @@ mod tests {
             name: "x".into(),
             value: None,
             revocable: false,
+            ..Default::default()
         };
         assert!(Resources::from_proto(&[none]).is_err());
     }

@@ -352,6 +352,7 @@ impl BaselineAllocator {
                     framework_id: self.frameworks[fw].id.clone(),
                     agent_id: self.agents[a].id.clone(),
                     resources: offer,
+                    reserved: Resources::new(),
                 });
             }
         }

@@ -36,10 +36,41 @@ struct Agent {
     total: Resources,
     free: Resources,
     active: bool,
-    /// What each framework holds here (offered or used by tasks). Few entries per agent.
+    /// What each framework holds here (offered or used by tasks) of the unreserved
+    /// resources. Few entries per agent.
     allocs: Vec<(u32, Resources)>,
+    /// Dynamic reservations, one entry per role with something reserved here.
+    reserved: Vec<Reserved>,
+    /// What frameworks hold of reservations: (framework, role, resources).
+    reserved_allocs: Vec<(u32, u32, Resources)>,
     /// Number of the last cycle that offered this agent.
     offered_in: u64,
+}
+
+/// Resources of an agent reserved for one role: `free` is the part no framework holds.
+/// `Agent::free` never includes reserved resources.
+#[derive(Clone, Debug)]
+struct Reserved {
+    role: u32,
+    total: Resources,
+    free: Resources,
+}
+
+/// Why a reservation change was refused (the caller validates first; this is the backstop).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ReservationError {
+    #[error("framework `{framework_id}` or agent `{agent_id}` is unknown to the allocator")]
+    Unknown {
+        framework_id: String,
+        agent_id: String,
+    },
+    #[error("framework `{framework_id}` does not hold {resources} ({what}) on agent `{agent_id}`; use resources of an outstanding offer")]
+    NotHeld {
+        framework_id: String,
+        agent_id: String,
+        resources: Resources,
+        what: &'static str,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -197,6 +228,8 @@ impl Allocator {
             total,
             active: true,
             allocs: Vec::new(),
+            reserved: Vec::new(),
+            reserved_allocs: Vec::new(),
             offered_in: 0,
         }));
         self.agent_slots.insert(agent_id.to_string(), slot);
@@ -226,7 +259,12 @@ impl Allocator {
         };
         self.scalar_names
             .accumulate(&mut self.totals, &agent.total, -1);
-        for (fw, resources) in &agent.allocs {
+        let held = agent
+            .allocs
+            .iter()
+            .map(|(fw, r)| (fw, r))
+            .chain(agent.reserved_allocs.iter().map(|(fw, _, r)| (fw, r)));
+        for (fw, resources) in held {
             if let Some(f) = self
                 .frameworks
                 .get_mut(*fw as usize)
@@ -287,6 +325,12 @@ impl Allocator {
                 if let Some(pos) = agent.allocs.iter().position(|(fw, _)| *fw == slot) {
                     let (_, held) = agent.allocs.swap_remove(pos);
                     agent.free.add(&held);
+                }
+                while let Some(pos) = agent.reserved_allocs.iter().position(|x| x.0 == slot) {
+                    let (_, role, held) = agent.reserved_allocs.swap_remove(pos);
+                    if let Some(r) = agent.reserved.iter_mut().find(|r| r.role == role) {
+                        r.free.add(&held);
+                    }
                 }
             }
         }
@@ -385,6 +429,207 @@ impl Allocator {
         self.run_cycle(&agents, now)
     }
 
+    // ---- reservations ----
+
+    /// Restores an agent's reservations (registry) after [`Allocator::add_agent`]: each
+    /// `(role, resources)` leaves the unreserved pool (only what fits), then `used` — what
+    /// frameworks' tasks use of those reservations, `(framework, role, resources)` — is
+    /// charged to them.
+    pub fn set_agent_reservations(
+        &mut self,
+        agent_id: &str,
+        reservations: &[(String, Resources)],
+        used: &[(String, String, Resources)],
+    ) {
+        let Some(&a) = self.agent_slots.get(agent_id) else {
+            return;
+        };
+        let roles: Vec<u32> = reservations
+            .iter()
+            .map(|(role, _)| self.role_slot(role))
+            .collect();
+        let Some(agent) = self.agent_mut(a) else {
+            return;
+        };
+        for (role, (_, r)) in roles.into_iter().zip(reservations) {
+            let fits = agent.free.saturating_sub(&agent.free.saturating_sub(r));
+            if fits.is_empty() {
+                continue;
+            }
+            agent.free = agent.free.saturating_sub(&fits);
+            match agent.reserved.iter_mut().find(|x| x.role == role) {
+                Some(x) => {
+                    x.total.add(&fits);
+                    x.free.add(&fits);
+                }
+                None => agent.reserved.push(Reserved {
+                    role,
+                    total: fits.clone(),
+                    free: fits,
+                }),
+            }
+        }
+        for (framework_id, role, r) in used {
+            let fw = self.framework_slot_or_placeholder(framework_id);
+            let role = self.role_slot(role);
+            let Some(agent) = self.agent_mut(a) else {
+                return;
+            };
+            let Some(pool) = agent.reserved.iter_mut().find(|x| x.role == role) else {
+                continue;
+            };
+            let fits = pool.free.saturating_sub(&pool.free.saturating_sub(r));
+            if fits.is_empty() {
+                continue;
+            }
+            pool.free = pool.free.saturating_sub(&fits);
+            self.charge_reserved(fw, a, role, &fits);
+        }
+    }
+
+    /// RESERVE: `resources`, which the framework holds unreserved on the agent (an offer),
+    /// become reserved for `role` and stay held by the framework (reserved) until recovered.
+    pub fn reserve(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        role: &str,
+        resources: &Resources,
+    ) -> Result<(), ReservationError> {
+        let (fw, a) = self.slots(framework_id, agent_id)?;
+        let role = self.role_slot(role);
+        let not_held = || ReservationError::NotHeld {
+            framework_id: framework_id.to_string(),
+            agent_id: agent_id.to_string(),
+            resources: resources.clone(),
+            what: "unreserved",
+        };
+        let agent = self.agent_mut(a).ok_or_else(not_held)?;
+        let pos = agent
+            .allocs
+            .iter()
+            .position(|(x, held)| *x == fw && held.contains(resources))
+            .ok_or_else(not_held)?;
+        let kept = agent.allocs[pos].1.saturating_sub(resources);
+        if kept.is_empty() {
+            agent.allocs.swap_remove(pos);
+        } else {
+            agent.allocs[pos].1 = kept;
+        }
+        match agent.reserved.iter_mut().find(|x| x.role == role) {
+            Some(x) => x.total.add(resources),
+            None => agent.reserved.push(Reserved {
+                role,
+                total: resources.clone(),
+                free: Resources::new(),
+            }),
+        }
+        match agent
+            .reserved_allocs
+            .iter_mut()
+            .find(|(x, r, _)| *x == fw && *r == role)
+        {
+            Some((_, _, held)) => held.add(resources),
+            None => agent.reserved_allocs.push((fw, role, resources.clone())),
+        }
+        Ok(())
+    }
+
+    /// UNRESERVE: `resources`, which the framework holds of `role`'s reservation on the
+    /// agent, stop being reserved; the framework keeps holding them, unreserved.
+    pub fn unreserve(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        role: &str,
+        resources: &Resources,
+    ) -> Result<(), ReservationError> {
+        let (fw, a) = self.slots(framework_id, agent_id)?;
+        let role = self.role_slot(role);
+        let not_held = || ReservationError::NotHeld {
+            framework_id: framework_id.to_string(),
+            agent_id: agent_id.to_string(),
+            resources: resources.clone(),
+            what: "reserved",
+        };
+        let agent = self.agent_mut(a).ok_or_else(not_held)?;
+        let pos = agent
+            .reserved_allocs
+            .iter()
+            .position(|(x, r, held)| *x == fw && *r == role && held.contains(resources))
+            .ok_or_else(not_held)?;
+        let kept = agent.reserved_allocs[pos].2.saturating_sub(resources);
+        if kept.is_empty() {
+            agent.reserved_allocs.swap_remove(pos);
+        } else {
+            agent.reserved_allocs[pos].2 = kept;
+        }
+        if let Some(i) = agent.reserved.iter().position(|x| x.role == role) {
+            let pool = &mut agent.reserved[i];
+            pool.total = pool.total.saturating_sub(resources);
+            if pool.total.is_empty() && pool.free.is_empty() {
+                agent.reserved.swap_remove(i);
+            }
+        }
+        match agent.allocs.iter_mut().find(|(x, _)| *x == fw) {
+            Some((_, held)) => held.add(resources),
+            None => agent.allocs.push((fw, resources.clone())),
+        }
+        Ok(())
+    }
+
+    /// The reserved counterpart of [`Allocator::recover`]: what the framework held of
+    /// `role`'s reservation on the agent goes back to that reservation's free part.
+    pub fn recover_reserved(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        role: &str,
+        resources: &Resources,
+        refuse: Option<Duration>,
+        now: Duration,
+    ) {
+        let (Some(&fw), Some(&a), Some(&role)) = (
+            self.framework_slots.get(framework_id),
+            self.agent_slots.get(agent_id),
+            self.role_slots.get(role),
+        ) else {
+            return;
+        };
+        self.uncharge_reserved(fw, a, role, resources);
+        if let Some(d) = refuse.filter(|d| !d.is_zero()) {
+            if let Some(f) = self.framework_mut(fw) {
+                f.filters.insert(a, now.saturating_add(d));
+            }
+        }
+    }
+
+    /// The agent's reservations: (role, total reserved), in no particular order.
+    pub fn agent_reservations(&self, agent_id: &str) -> Vec<(String, Resources)> {
+        let Some(agent) = self.agent_slots.get(agent_id).and_then(|&a| self.agent(a)) else {
+            return Vec::new();
+        };
+        agent
+            .reserved
+            .iter()
+            .filter(|r| !r.total.is_empty())
+            .map(|r| (self.roles[r.role as usize].name.clone(), r.total.clone()))
+            .collect()
+    }
+
+    fn slots(&self, framework_id: &str, agent_id: &str) -> Result<(u32, u32), ReservationError> {
+        match (
+            self.framework_slots.get(framework_id),
+            self.agent_slots.get(agent_id),
+        ) {
+            (Some(&fw), Some(&a)) => Ok((fw, a)),
+            _ => Err(ReservationError::Unknown {
+                framework_id: framework_id.to_string(),
+                agent_id: agent_id.to_string(),
+            }),
+        }
+    }
+
     // ---- views ----
 
     /// Everything the framework holds (offered or used), summed over agents.
@@ -399,6 +644,11 @@ impl Allocator {
         for &a in &f.agents {
             if let Some(agent) = self.agent(a) {
                 for (fw, held) in &agent.allocs {
+                    if *fw == slot {
+                        out.add(held);
+                    }
+                }
+                for (fw, _, held) in &agent.reserved_allocs {
                     if *fw == slot {
                         out.add(held);
                     }
@@ -429,6 +679,9 @@ impl Allocator {
         let mut out = Resources::new();
         for a in self.agents.iter().flatten() {
             for (_, held) in &a.allocs {
+                out.add(held);
+            }
+            for (_, _, held) in &a.reserved_allocs {
                 out.add(held);
             }
         }
@@ -475,7 +728,77 @@ impl Allocator {
                 }
             }
         }
+        for &a in agents {
+            self.offer_reservations(a, &mut cycle, &mut out);
+        }
         out
+    }
+
+    /// Offers what is still free of the agent's reservations, each to the framework of its
+    /// role with the lowest share (regardless of the role's limit: reserved resources are
+    /// the role's own). Runs after the stages, so a framework offered the agent there
+    /// already got its role's reserved part with it.
+    fn offer_reservations(&mut self, a: u32, cycle: &mut Cycle, out: &mut Vec<Allocation>) {
+        let Some(agent) = self.agent(a) else { return };
+        if !agent.active {
+            return;
+        }
+        let roles: Vec<u32> = agent
+            .reserved
+            .iter()
+            .filter(|r| !r.free.is_empty())
+            .map(|r| r.role)
+            .collect();
+        for role in roles {
+            let Some(fw) = cycle
+                .frameworks
+                .get(role as usize)
+                .and_then(|set| {
+                    set.iter().find(|&&(_, f)| {
+                        self.framework(f).is_some_and(|x| !x.filtered(a, cycle.now))
+                    })
+                })
+                .map(|&(_, f)| f)
+            else {
+                continue;
+            };
+            let old_role = (share_key(self.role_share_of(role)), role);
+            let old_fw = (self.framework_key(fw), fw);
+            let Some(agent) = self.agent_mut(a) else {
+                return;
+            };
+            let Some(pool) = agent.reserved.iter_mut().find(|r| r.role == role) else {
+                continue;
+            };
+            let reserved = mem::take(&mut pool.free);
+            let agent_id = agent.id.clone();
+            self.charge_reserved(fw, a, role, &reserved);
+            self.rekey(cycle, role, fw, old_role, old_fw);
+            if let Some(f) = self.framework(fw) {
+                out.push(Allocation {
+                    framework_id: f.id.clone(),
+                    agent_id,
+                    resources: Resources::new(),
+                    reserved,
+                });
+            }
+        }
+    }
+
+    /// Updates the cycle's ordered sets after `fw` (of `role`) was charged.
+    fn rekey(&self, cycle: &mut Cycle, role: u32, fw: u32, old_role: Key, old_fw: Key) {
+        let set = &mut cycle.frameworks[role as usize];
+        if set.remove(&old_fw) {
+            set.insert((self.framework_key(fw), fw));
+        }
+        let new_role = (share_key(self.role_share_of(role)), role);
+        let at_limit = self.role_at_limit(role);
+        if cycle.roles.remove(&old_role) && !at_limit {
+            cycle.roles.insert(new_role);
+        }
+        if cycle.unmet.remove(&old_role) && !at_limit && self.role_guarantee_unmet(role) {
+            cycle.unmet.insert(new_role);
+        }
     }
 
     fn build_cycle(&mut self, now: Duration) -> Cycle {
@@ -546,26 +869,26 @@ impl Allocator {
         };
         agent.offered_in = cycle.number;
         let agent_id = agent.id.clone();
-        if offer.is_empty() {
+        // The role's own reservation on the agent goes with the offer.
+        let reserved = agent
+            .reserved
+            .iter_mut()
+            .find(|r| r.role == role)
+            .map(|r| mem::take(&mut r.free))
+            .unwrap_or_default();
+        if offer.is_empty() && reserved.is_empty() {
             return None;
         }
         self.charge(fw, a, &offer);
-
-        let set = &mut cycle.frameworks[role as usize];
-        set.remove(&old_fw);
-        set.insert((self.framework_key(fw), fw));
-        let new_role = (share_key(self.role_share_of(role)), role);
-        let at_limit = self.role_at_limit(role);
-        if cycle.roles.remove(&old_role) && !at_limit {
-            cycle.roles.insert(new_role);
+        if !reserved.is_empty() {
+            self.charge_reserved(fw, a, role, &reserved);
         }
-        if cycle.unmet.remove(&old_role) && !at_limit && self.role_guarantee_unmet(role) {
-            cycle.unmet.insert(new_role);
-        }
+        self.rekey(cycle, role, fw, old_role, old_fw);
         Some(Allocation {
             framework_id: self.framework(fw)?.id.clone(),
             agent_id,
             resources: offer,
+            reserved,
         })
     }
 
@@ -594,6 +917,73 @@ impl Allocator {
             .accumulate(&mut self.roles[role].scalars, r, 1);
     }
 
+    /// Records `r` (already taken out of `role`'s reservation's free part on `a`) as held
+    /// by `fw`; it counts to the framework's and its role's shares like anything else.
+    fn charge_reserved(&mut self, fw: u32, a: u32, role: u32, r: &Resources) {
+        let Some(agent) = self.agents.get_mut(a as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(f) = self
+            .frameworks
+            .get_mut(fw as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        match agent
+            .reserved_allocs
+            .iter_mut()
+            .find(|(x, y, _)| *x == fw && *y == role)
+        {
+            Some((_, _, held)) => held.add(r),
+            None => agent.reserved_allocs.push((fw, role, r.clone())),
+        }
+        f.agents.insert(a);
+        self.scalar_names.accumulate(&mut f.scalars, r, 1);
+        let role = f.role as usize;
+        self.scalar_names
+            .accumulate(&mut self.roles[role].scalars, r, 1);
+    }
+
+    /// Moves what `fw` holds of `role`'s reservation on `a` back to its free part.
+    fn uncharge_reserved(&mut self, fw: u32, a: u32, role: u32, r: &Resources) {
+        let Some(agent) = self.agents.get_mut(a as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(f) = self
+            .frameworks
+            .get_mut(fw as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let Some(pos) = agent
+            .reserved_allocs
+            .iter()
+            .position(|(x, y, _)| *x == fw && *y == role)
+        else {
+            return;
+        };
+        let held = &mut agent.reserved_allocs[pos].2;
+        let kept = held.saturating_sub(r);
+        let released = held.saturating_sub(&kept);
+        if kept.is_empty() {
+            agent.reserved_allocs.swap_remove(pos);
+            if !agent.allocs.iter().any(|(x, _)| *x == fw) {
+                f.agents.remove(&a);
+            }
+        } else {
+            *held = kept;
+        }
+        if let Some(pool) = agent.reserved.iter_mut().find(|x| x.role == role) {
+            pool.free.add(&released);
+        }
+        self.scalar_names.accumulate(&mut f.scalars, &released, -1);
+        let role = f.role as usize;
+        self.scalar_names
+            .accumulate(&mut self.roles[role].scalars, &released, -1);
+    }
+
     /// Moves what `fw` holds of `r` on `a` back to the agent's free pool.
     fn uncharge(&mut self, fw: u32, a: u32, r: &Resources) {
         let Some(agent) = self.agents.get_mut(a as usize).and_then(Option::as_mut) else {
@@ -614,7 +1004,9 @@ impl Allocator {
         let released = held.saturating_sub(&kept);
         if kept.is_empty() {
             agent.allocs.swap_remove(pos);
-            f.agents.remove(&a);
+            if !agent.reserved_allocs.iter().any(|(x, _, _)| *x == fw) {
+                f.agents.remove(&a);
+            }
         } else {
             *held = kept;
         }
@@ -776,6 +1168,9 @@ impl Allocator {
         }
         for a in self.agents.iter_mut().flatten() {
             for (fw, _) in &mut a.allocs {
+                *fw = remap[*fw as usize];
+            }
+            for (fw, _, _) in &mut a.reserved_allocs {
                 *fw = remap[*fw as usize];
             }
         }

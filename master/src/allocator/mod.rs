@@ -27,8 +27,15 @@
 //!   first mention (roles); agents are walked in registration order. This is what makes the
 //!   [`baseline`] a usable oracle: both allocators decide exactly the same.
 //!
+//! - **Reservations.** Resources an agent reserves for a role (dynamic reservations, Mesos
+//!   RESERVE) leave the agent's unreserved pool and are offered only to frameworks of that
+//!   role: with the agent's unreserved resources when the cycle picks such a framework, else
+//!   by themselves after the stages (to the role's framework with the lowest share, whatever
+//!   the role's limit). What a framework holds of a reservation counts to its and its role's
+//!   shares like anything else. The [`baseline`] does not model reservations.
+//!
 //! Not modelled here (yet): headroom held back for unmet guarantees of roles without demand,
-//! reservations, inverse offers, limits on range or set resources.
+//! inverse offers, limits on range or set resources.
 //!
 //! Revocable (oversubscribed) resources live in a separate pool, [`RevocablePool`]: they
 //! never enter the DRF allocator, its shares or its quotas.
@@ -46,7 +53,7 @@ pub mod revocable;
 mod tests;
 
 pub use baseline::BaselineAllocator;
-pub use drf::Allocator;
+pub use drf::{Allocator, ReservationError};
 pub use revocable::{PoolView, RevocablePool};
 
 /// Knobs of the allocator.
@@ -80,7 +87,10 @@ pub struct Quota {
 pub struct Allocation {
     pub framework_id: String,
     pub agent_id: String,
+    /// Unreserved resources.
     pub resources: Resources,
+    /// Resources of the agent reserved for the framework's role (dynamic reservations).
+    pub reserved: Resources,
 }
 
 /// The role frameworks get when they are only known from an agent's re-registration.

@@ -223,6 +223,7 @@ impl RevocablePool {
                 framework_id: fw,
                 agent_id,
                 resources: free,
+                reserved: Resources::new(),
             });
         }
         out

@@ -63,6 +63,159 @@ fn check_cycle(a: &mut Allocator, now: Duration, expected: &[(&str, &str, &str)]
 
 // ---- unit tests ----
 
+/// `(framework, agent, unreserved, reserved)` of each allocation, in decision order.
+fn summary_reserved(allocs: &[Allocation]) -> Vec<(String, String, String, String)> {
+    allocs
+        .iter()
+        .map(|a| {
+            (
+                a.framework_id.clone(),
+                a.agent_id.clone(),
+                a.resources.to_string(),
+                a.reserved.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// f1 (role db) takes the whole agent, reserves part of it and gives everything back.
+fn reserved_cluster() -> Allocator {
+    let mut a = cluster(&[("a1", "cpus:4;mem:4096")], &[("f1", "db"), ("f2", "web")]);
+    let got = a.allocate(secs(0));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].framework_id, "f1");
+    a.reserve("f1", "a1", "db", &r("cpus:2;mem:1024"))
+        .expect("f1 holds the offer");
+    a.recover("f1", "a1", &r("cpus:2;mem:3072"), None, secs(0));
+    a.recover_reserved("f1", "a1", "db", &r("cpus:2;mem:1024"), None, secs(0));
+    assert_eq!(
+        a.agent_reservations("a1"),
+        vec![("db".to_string(), r("cpus:2;mem:1024"))]
+    );
+    assert_eq!(a.allocated_total(), Resources::new());
+    a
+}
+
+#[test]
+fn reserved_resources_are_offered_only_to_their_role() {
+    let mut a = reserved_cluster();
+    // f2 (web) is offered the agent's unreserved part only; f1 gets its role's reservation
+    // by itself after the stages, although the agent was offered to f2.
+    a.suppress("f1");
+    let got = summary_reserved(&a.allocate(secs(1)));
+    assert_eq!(
+        got,
+        vec![(
+            "f2".to_string(),
+            "a1".to_string(),
+            r("cpus:2;mem:3072").to_string(),
+            String::new()
+        )]
+    );
+    a.revive("f1");
+    let got = summary_reserved(&a.allocate(secs(2)));
+    assert_eq!(
+        got,
+        vec![(
+            "f1".to_string(),
+            "a1".to_string(),
+            String::new(),
+            r("cpus:2;mem:1024").to_string()
+        )]
+    );
+    // What f1 holds of its reservation counts to its role's share.
+    assert_eq!(a.role_share("db"), 0.5);
+}
+
+#[test]
+fn a_framework_picked_for_an_agent_gets_its_reservation_with_it() {
+    let mut a = reserved_cluster();
+    a.suppress("f2");
+    let got = summary_reserved(&a.allocate(secs(1)));
+    assert_eq!(
+        got,
+        vec![(
+            "f1".to_string(),
+            "a1".to_string(),
+            r("cpus:2;mem:3072").to_string(),
+            r("cpus:2;mem:1024").to_string()
+        )]
+    );
+    assert_eq!(a.role_share("db"), 1.0);
+}
+
+#[test]
+fn unreserve_returns_resources_to_the_shared_pool() {
+    let mut a = reserved_cluster();
+    a.suppress("f2");
+    a.allocate(secs(1));
+    assert!(
+        a.unreserve("f1", "a1", "web", &r("cpus:1")).is_err(),
+        "another role's reservation"
+    );
+    assert!(
+        a.unreserve("f1", "a1", "db", &r("cpus:3")).is_err(),
+        "more than reserved"
+    );
+    a.unreserve("f1", "a1", "db", &r("cpus:2;mem:1024"))
+        .expect("held");
+    assert!(a.agent_reservations("a1").is_empty());
+    a.remove_framework("f1");
+    a.revive("f2");
+    check_cycle(&mut a, secs(2), &[("f2", "a1", "cpus:4;mem:4096")]);
+}
+
+#[test]
+fn reserve_needs_resources_the_framework_holds() {
+    let mut a = cluster(&[("a1", "cpus:4;mem:4096")], &[("f1", "db")]);
+    assert!(a.reserve("f1", "a1", "db", &r("cpus:1")).is_err());
+    assert!(a.reserve("nope", "a1", "db", &r("cpus:1")).is_err());
+    a.allocate(secs(0));
+    assert!(a.reserve("f1", "a1", "db", &r("cpus:5")).is_err());
+    assert!(a.agent_reservations("a1").is_empty());
+}
+
+#[test]
+fn removed_framework_gives_its_reservation_back_to_the_role() {
+    let mut a = reserved_cluster();
+    a.add_framework("f3", "db");
+    a.suppress("f2");
+    a.suppress("f3");
+    a.allocate(secs(1));
+    a.remove_framework("f1");
+    a.revive("f3");
+    let got = summary_reserved(&a.allocate(secs(2)));
+    assert_eq!(
+        got,
+        vec![(
+            "f3".to_string(),
+            "a1".to_string(),
+            r("cpus:2;mem:3072").to_string(),
+            r("cpus:2;mem:1024").to_string()
+        )]
+    );
+}
+
+#[test]
+fn restored_reservations_charge_the_tasks_that_use_them() {
+    let mut a = new_allocator();
+    a.add_framework("f1", "db");
+    a.add_framework("f2", "web");
+    a.add_agent("a1", r("cpus:4;mem:4096"), &[]);
+    a.set_agent_reservations(
+        "a1",
+        &[("db".into(), r("cpus:2;mem:1024"))],
+        &[("f1".into(), "db".into(), r("cpus:1;mem:512"))],
+    );
+    assert_eq!(a.framework_allocated("f1"), r("cpus:1;mem:512"));
+    a.suppress("f1");
+    check_cycle(&mut a, secs(0), &[("f2", "a1", "cpus:2;mem:3072")]);
+    a.revive("f1");
+    let got = summary_reserved(&a.allocate(secs(1)));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].3, r("cpus:1;mem:512").to_string());
+}
+
 #[test]
 fn one_framework_gets_every_agent_whole() {
     let mut a = cluster(

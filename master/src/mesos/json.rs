@@ -115,6 +115,17 @@ pub(crate) struct Operation {
     pub(crate) kind: String,
     #[serde(default)]
     pub(crate) launch: Option<Launch>,
+    #[serde(default)]
+    pub(crate) reserve: Option<ResourceList>,
+    #[serde(default)]
+    pub(crate) unreserve: Option<ResourceList>,
+}
+
+/// `Offer.Operation.Reserve` / `Unreserve`: `{"resources": [...]}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ResourceList {
+    #[serde(default)]
+    pub(crate) resources: Vec<Resource>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,10 +283,27 @@ pub(crate) struct Resource {
     pub(crate) set: Option<Set>,
     #[serde(default)]
     pub(crate) revocable: Option<Value>,
+    /// Post-refinement reservations (the last one is the resource's role).
     #[serde(default)]
-    pub(crate) reservations: Vec<Value>,
+    pub(crate) reservations: Vec<ReservationInfo>,
+    /// Pre-refinement format: `role` plus `reservation`.
+    #[serde(default)]
+    pub(crate) role: Option<String>,
+    #[serde(default)]
+    pub(crate) reservation: Option<ReservationInfo>,
     #[serde(default)]
     pub(crate) disk: Option<Value>,
+}
+
+/// `mesos.v1.Resource.ReservationInfo`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ReservationInfo {
+    #[serde(default, rename = "type")]
+    pub(crate) kind: Option<String>,
+    #[serde(default)]
+    pub(crate) role: Option<String>,
+    #[serde(default)]
+    pub(crate) principal: Option<String>,
 }
 
 /// `mesos.v1.ExecutorInfo` (a custom executor; brim runs it on the agent).
@@ -365,15 +393,44 @@ pub(crate) fn filters(f: Option<&Filters>) -> Option<v1::Filters> {
     })
 }
 
-/// Mesos Resource → brim Resource. Reservations and disk info are not supported yet; the
-/// (pre-reservation-refinement) `role` field and `allocation_info` are accepted and ignored.
-pub(crate) fn resource(r: &Resource) -> Result<v1::Resource, MesosJsonError> {
-    if !r.reservations.is_empty() {
-        return Err(unsupported(format!(
-            "resource {}: reservations are not supported by brim yet",
-            r.name
-        )));
+/// The reservation of a Mesos resource: `(role, principal)`, `None` when unreserved. Both
+/// formats are read: `reservations` (the last, refined one is the role; brim keeps one level
+/// and refuses refinements and static reservations) and the older `role` + `reservation`.
+fn reservation(r: &Resource) -> Result<Option<(String, String)>, MesosJsonError> {
+    let principal = |i: &ReservationInfo| i.principal.clone().unwrap_or_default();
+    if let Some(last) = r.reservations.last() {
+        if r.reservations.len() > 1 {
+            return Err(unsupported(format!(
+                "resource {}: refined reservations (more than one entry in 'reservations') are not supported by brim yet",
+                r.name
+            )));
+        }
+        if last.kind.as_deref() == Some("STATIC") {
+            return Err(unsupported(format!(
+                "resource {}: STATIC reservations are not supported by brim; use DYNAMIC",
+                r.name
+            )));
+        }
+        let role =
+            last.role.clone().filter(|x| !x.is_empty()).ok_or_else(|| {
+                shape(format!("resource {}: a reservation needs a 'role'", r.name))
+            })?;
+        return Ok(Some((role, principal(last))));
     }
+    match r.role.as_deref() {
+        None | Some("*") | Some("") => Ok(None),
+        Some(role) => Ok(Some((
+            role.to_string(),
+            r.reservation.as_ref().map(principal).unwrap_or_default(),
+        ))),
+    }
+}
+
+/// Mesos Resource → brim Resource. Dynamic reservations are carried (`reservations` or the
+/// older `role`/`reservation`); disk info is not supported yet; `allocation_info` is
+/// accepted and ignored.
+pub(crate) fn resource(r: &Resource) -> Result<v1::Resource, MesosJsonError> {
+    let reserved = reservation(r)?;
     if r.disk.is_some() {
         return Err(unsupported(format!(
             "resource {}: disk info (persistent volumes) is not supported by brim yet",
@@ -419,10 +476,13 @@ pub(crate) fn resource(r: &Resource) -> Result<v1::Resource, MesosJsonError> {
                 )))
             }
         };
+    let (reservation_role, reservation_principal) = reserved.unwrap_or_default();
     Ok(v1::Resource {
         name: r.name.clone(),
         value: Some(value),
         revocable: r.revocable.is_some(),
+        reservation_role,
+        reservation_principal,
     })
 }
 
@@ -655,7 +715,26 @@ pub(crate) fn resource_json(r: &v1::Resource, ctx: &EventContext) -> Option<Valu
             m.insert("set".into(), json!({ "item": s.item }));
         }
     }
-    m.insert("role".into(), json!("*"));
+    if r.reservation_role.is_empty() {
+        m.insert("role".into(), json!("*"));
+    } else {
+        // Both formats: `reservations` (RESERVATION_REFINEMENT frameworks, Mesos >= 1.4)
+        // and the older `role` + `reservation` that pymesos-era frameworks read.
+        let mut info = Map::new();
+        info.insert("type".into(), json!("DYNAMIC"));
+        info.insert("role".into(), json!(r.reservation_role));
+        if !r.reservation_principal.is_empty() {
+            info.insert("principal".into(), json!(r.reservation_principal));
+        }
+        m.insert("reservations".into(), json!([Value::Object(info)]));
+        m.insert("role".into(), json!(r.reservation_role));
+        let reservation = if r.reservation_principal.is_empty() {
+            json!({})
+        } else {
+            json!({ "principal": r.reservation_principal })
+        };
+        m.insert("reservation".into(), reservation);
+    }
     m.insert("allocation_info".into(), json!({ "role": ctx.role }));
     if r.revocable {
         m.insert("revocable".into(), json!({}));
@@ -854,6 +933,45 @@ mod tests {
     }
 
     #[test]
+    fn reservations_round_trip_in_both_formats() {
+        let refined: Resource = serde_json::from_str(
+            r#"{"name":"cpus","type":"SCALAR","scalar":{"value":8},"reservations":[{"type":"DYNAMIC","role":"ads","principal":"ops"}]}"#,
+        )
+        .expect("shape ok");
+        let r = resource(&refined).expect("valid");
+        assert_eq!(
+            (
+                r.reservation_role.as_str(),
+                r.reservation_principal.as_str()
+            ),
+            ("ads", "ops")
+        );
+        let legacy: Resource = serde_json::from_str(
+            r#"{"name":"mem","type":"SCALAR","scalar":{"value":4096},"role":"ads","reservation":{"principal":"ops"}}"#,
+        )
+        .expect("shape ok");
+        let r = resource(&legacy).expect("valid");
+        assert_eq!(
+            (
+                r.reservation_role.as_str(),
+                r.reservation_principal.as_str()
+            ),
+            ("ads", "ops")
+        );
+        let plain: Resource = serde_json::from_str(
+            r#"{"name":"mem","type":"SCALAR","scalar":{"value":1},"role":"*"}"#,
+        )
+        .expect("shape ok");
+        assert!(resource(&plain).expect("valid").reservation_role.is_empty());
+        let out = resource_json(&r, &ctx(false)).expect("shown");
+        assert_eq!(out["reservations"][0]["type"], "DYNAMIC");
+        assert_eq!(out["reservations"][0]["role"], "ads");
+        assert_eq!(out["reservations"][0]["principal"], "ops");
+        assert_eq!(out["role"], "ads");
+        assert_eq!(out["reservation"]["principal"], "ops");
+    }
+
+    #[test]
     fn unsupported_task_features_are_named() {
         for (json, needle) in [
             (
@@ -873,8 +991,12 @@ mod tests {
                 "container images",
             ),
             (
-                r#"{"name":"t","task_id":{"value":"t"},"command":{"value":"x"},"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":1},"reservations":[{"role":"r"}]}]}"#,
-                "reservations",
+                r#"{"name":"t","task_id":{"value":"t"},"command":{"value":"x"},"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":1},"reservations":[{"type":"DYNAMIC","role":"r"},{"type":"DYNAMIC","role":"r/x"}]}]}"#,
+                "refined reservations",
+            ),
+            (
+                r#"{"name":"t","task_id":{"value":"t"},"command":{"value":"x"},"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":1},"reservations":[{"type":"STATIC","role":"r"}]}]}"#,
+                "STATIC",
             ),
         ] {
             let t: TaskInfo = serde_json::from_str(json).expect("shape ok");
@@ -889,6 +1011,7 @@ mod tests {
             name: "cpus".into(),
             value: Some(v1::resource::Value::Scalar(1.0)),
             revocable: true,
+            ..Default::default()
         };
         assert!(resource_json(&r, &ctx(false)).is_none());
         let j = resource_json(&r, &ctx(true)).expect("shown");

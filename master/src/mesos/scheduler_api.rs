@@ -138,6 +138,14 @@ pub fn fuzz_decode_call(bytes: &[u8]) -> Result<(), String> {
     if let Some(a) = &call.accept {
         let _ = json::filters(a.filters.as_ref());
         for op in &a.operations {
+            for r in op
+                .reserve
+                .iter()
+                .chain(op.unreserve.iter())
+                .flat_map(|l| l.resources.iter())
+            {
+                json::resource(r).map_err(|e| e.to_string())?;
+            }
             for t in op.launch.iter().flat_map(|l| l.task_infos.iter()) {
                 let task = json::task_info(t).map_err(|e| e.to_string())?;
                 brim_proto::Resources::from_proto(&task.resources).map_err(|e| e.to_string())?;
@@ -443,8 +451,6 @@ async fn kill(api: &MesosApi, req: v1::KillRequest) {
 
 const UNSUPPORTED_OPERATIONS: &[&str] = &[
     "LAUNCH_GROUP",
-    "RESERVE",
-    "UNRESERVE",
     "CREATE",
     "DESTROY",
     "GROW_VOLUME",
@@ -462,18 +468,46 @@ async fn accept(
 ) -> ApiResult {
     let offer_ids: Vec<String> = a.offer_ids.iter().map(|o| o.value.clone()).collect();
     let filters = json::filters(a.filters.as_ref());
-    let mut tasks = Vec::new();
+    // The operations in order; a LAUNCH is `None` here and filled with its valid tasks below.
+    let mut ops: Vec<Option<v1::operation::Operation>> = Vec::new();
+    let mut launches = Vec::new();
+    let reservation = |list: Option<&json::ResourceList>, kind: &str| {
+        let list = list.ok_or_else(|| {
+            invalid(format!(
+                "Expecting '{}' to be present in a {kind} operation",
+                kind.to_lowercase()
+            ))
+        })?;
+        list.resources
+            .iter()
+            .map(json::resource)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("Invalid {kind} operation: {e}")))
+    };
     for op in &a.operations {
         match op.kind.as_str() {
             "LAUNCH" => {
                 let l = op.launch.as_ref().ok_or_else(|| {
                     invalid("Expecting 'launch' to be present in a LAUNCH operation")
                 })?;
-                tasks.extend(l.task_infos.iter());
+                launches.push(l.task_infos.iter().collect::<Vec<_>>());
+                ops.push(None);
+            }
+            "RESERVE" => {
+                let resources = reservation(op.reserve.as_ref(), "RESERVE")?;
+                ops.push(Some(v1::operation::Operation::Reserve(
+                    v1::operation::Reserve { resources },
+                )));
+            }
+            "UNRESERVE" => {
+                let resources = reservation(op.unreserve.as_ref(), "UNRESERVE")?;
+                ops.push(Some(v1::operation::Operation::Unreserve(
+                    v1::operation::Unreserve { resources },
+                )));
             }
             kind if UNSUPPORTED_OPERATIONS.contains(&kind) => {
                 return Err(bad(format!(
-                    "Offer operation {kind} is not supported by brim yet; only LAUNCH is"
+                    "Offer operation {kind} is not supported by brim yet; LAUNCH, RESERVE and UNRESERVE are"
                 )))
             }
             other => {
@@ -485,24 +519,48 @@ async fn accept(
     }
     // Per-task conversion problems become TASK_ERROR (Mesos validates each task).
     let mut good = Vec::new();
-    for t in tasks {
-        let agent_id = t.agent_id.as_ref().map(|a| a.value.as_str()).unwrap_or("");
-        match json::task_info(t) {
-            Ok(task) => good.push(task),
-            Err(e @ (MesosJsonError::Shape(_) | MesosJsonError::Unsupported(_))) => inject(
-                tx,
-                master_update(
-                    framework_id,
-                    &t.task_id.value,
-                    agent_id,
-                    TaskState::TaskError,
-                    TaskStatusReason::ReasonTaskInvalid,
-                    e.to_string(),
+    let mut launch_ops = Vec::new();
+    for tasks in launches {
+        let first = good.len();
+        for t in tasks {
+            let agent_id = t.agent_id.as_ref().map(|a| a.value.as_str()).unwrap_or("");
+            match json::task_info(t) {
+                Ok(task) => good.push(task),
+                Err(e @ (MesosJsonError::Shape(_) | MesosJsonError::Unsupported(_))) => inject(
+                    tx,
+                    master_update(
+                        framework_id,
+                        &t.task_id.value,
+                        agent_id,
+                        TaskState::TaskError,
+                        TaskStatusReason::ReasonTaskInvalid,
+                        e.to_string(),
+                    ),
                 ),
-            ),
+            }
         }
+        launch_ops.push(good[first..].to_vec());
     }
-    if good.is_empty() {
+    let mut launch_ops = launch_ops.into_iter();
+    let operations: Vec<v1::Operation> = ops
+        .into_iter()
+        .filter_map(|op| {
+            let op = match op {
+                Some(op) => op,
+                None => {
+                    let task_infos = launch_ops.next().unwrap_or_default();
+                    if task_infos.is_empty() {
+                        return None;
+                    }
+                    v1::operation::Operation::Launch(v1::operation::Launch { task_infos })
+                }
+            };
+            Some(v1::Operation {
+                operation: Some(op),
+            })
+        })
+        .collect();
+    if operations.is_empty() {
         // An ACCEPT without (valid) operations is a DECLINE in Mesos.
         decline(api, framework_id, &offer_ids, filters).await;
         return accepted();
@@ -510,11 +568,7 @@ async fn accept(
     let req = v1::AcceptRequest {
         framework_id: framework_id.to_string(),
         offer_ids: offer_ids.clone(),
-        operations: vec![v1::Operation {
-            operation: Some(v1::operation::Operation::Launch(v1::operation::Launch {
-                task_infos: good.clone(),
-            })),
-        }],
+        operations,
         filters,
     };
     let Err(e) = api.master.call(Call::Accept(req)).await else {
@@ -558,6 +612,11 @@ async fn accept(
                 message.clone(),
             ),
         );
+    }
+    if good.is_empty() {
+        // Mesos drops invalid reservation operations (there is no operation feedback
+        // without an operation id); brim logs why.
+        tracing::warn!(framework_id, "ACCEPT dropped: {message}");
     }
     // Mesos gives the offered resources back when an accept fails validation.
     decline(api, framework_id, &offer_ids, None).await;

@@ -62,6 +62,9 @@ pub struct AgentRecord {
     pub state: AgentRegistryState,
     /// Seconds since the Unix epoch when the state last changed.
     pub since: f64,
+    /// Dynamic reservations (Mesos RESERVE): role -> resources in operator syntax.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reservations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +248,7 @@ mod tests {
             attributes: vec![("rack".into(), "r1".into())],
             state,
             since: 1.0,
+            reservations: Default::default(),
         }
     }
 
