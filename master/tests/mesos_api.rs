@@ -945,3 +945,123 @@ async fn bad_requests_get_mesos_errors_and_the_master_survives() {
     }
     m.stop().await.expect("master stops");
 }
+
+/// RESERVE and UNRESERVE in the shape of Mesos's reservation.md ("Framework API"): the
+/// offer operation with `reservations: [{type: DYNAMIC, role, principal}]`, the reserved
+/// resources coming back in later offers, and UNRESERVE giving them back.
+#[tokio::test]
+async fn reservation_doc_exchanges_round_trip() {
+    let (m, _dir) = start().await;
+    let addr = m.addr();
+    let _agent = fake_agent(addr).await;
+    let mut s = EventStream::open(addr, subscribe_body(json!({"principal": "ops"})))
+        .await
+        .unwrap_or_else(|r| panic!("subscribe failed: {}", r.body));
+    let sub = s.expect("SUBSCRIBED").await;
+    let fid = sub["subscribed"]["framework_id"]["value"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let offer_id = |ev: &Value| {
+        ev["offers"]["offers"][0]["id"]["value"]
+            .as_str()
+            .expect("offer id")
+            .to_string()
+    };
+    let reserved_of = |ev: &Value| -> Vec<Value> {
+        ev["offers"]["offers"][0]["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .filter(|r| r.get("reservations").is_some())
+            .cloned()
+            .collect()
+    };
+    let ev = s.expect("OFFERS").await;
+    assert!(reserved_of(&ev).is_empty());
+    let reservation = json!([{"type": "DYNAMIC", "role": "test", "principal": "ops"}]);
+    let resources = json!([
+        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1}, "reservations": reservation},
+        {"name": "mem", "type": "SCALAR", "scalar": {"value": 512}, "reservations": reservation}
+    ]);
+    let accept = |offer: String, op: Value| {
+        json!({"framework_id": fw(&fid), "type": "ACCEPT",
+            "accept": {"offer_ids": [{"value": offer}], "operations": [op],
+                       "filters": {"refuse_seconds": 0.0}}})
+    };
+    let r = call(
+        addr,
+        &s.stream_id,
+        accept(
+            offer_id(&ev),
+            json!({"type": "RESERVE", "reserve": {"resources": resources}}),
+        ),
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (202, ""));
+
+    // The next offer carries the reservation in both Mesos formats.
+    let ev = s.expect("OFFERS").await;
+    let reserved = reserved_of(&ev);
+    assert_eq!(reserved.len(), 2, "{ev}");
+    for r in &reserved {
+        assert_eq!(r["reservations"][0]["type"], "DYNAMIC");
+        assert_eq!(r["reservations"][0]["role"], "test");
+        assert_eq!(r["role"], "test");
+        assert_eq!(r["allocation_info"]["role"], "test");
+    }
+    // An UNRESERVE of more than is reserved is dropped (as Mesos drops invalid operations)
+    // and the offer given back; a correct UNRESERVE works.
+    let bad = json!([
+        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 2}, "reservations": reservation}
+    ]);
+    let r = call(
+        addr,
+        &s.stream_id,
+        accept(
+            offer_id(&ev),
+            json!({"type": "UNRESERVE", "unreserve": {"resources": bad}}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 202, "dropped like Mesos: {}", r.body);
+    let ev = s.expect("OFFERS").await;
+    assert_eq!(reserved_of(&ev).len(), 2, "nothing was unreserved");
+    let r = call(
+        addr,
+        &s.stream_id,
+        accept(
+            offer_id(&ev),
+            json!({"type": "UNRESERVE", "unreserve": {"resources": resources}}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let ev = s.expect("OFFERS").await;
+    assert!(reserved_of(&ev).is_empty(), "{ev}");
+
+    // Reservations of another role, and a RESERVE without its body, are refused.
+    let other = json!([{"name": "cpus", "type": "SCALAR", "scalar": {"value": 1},
+        "reservations": [{"type": "DYNAMIC", "role": "other"}]}]);
+    let r = call(
+        addr,
+        &s.stream_id,
+        accept(
+            offer_id(&ev),
+            json!({"type": "RESERVE", "reserve": {"resources": other}}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let ev = s.expect("OFFERS").await;
+    assert!(reserved_of(&ev).is_empty(), "{ev}");
+    let r = call(
+        addr,
+        &s.stream_id,
+        accept(offer_id(&ev), json!({"type": "RESERVE"})),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("Expecting 'reserve'"), "{}", r.body);
+    m.stop().await.expect("master stops");
+}

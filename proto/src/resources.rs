@@ -695,14 +695,14 @@ mod tests {
         wire.extend(r("cpus:1;disk:100").to_proto_reserved("db", "alice"));
         wire.extend(r("mem:64").to_proto_reserved("web", ""));
         assert_eq!(
-            Resources::from_proto(&wire).unwrap(),
+            Resources::from_proto(&wire).expect("valid"),
             r("cpus:5;mem:1088;disk:100")
         );
         assert_eq!(
-            Resources::from_proto_unreserved(&wire).unwrap(),
+            Resources::from_proto_unreserved(&wire).expect("valid"),
             r("cpus:4;mem:1024")
         );
-        let reserved = Resources::from_proto_reserved(&wire).unwrap();
+        let reserved = Resources::from_proto_reserved(&wire).expect("valid");
         assert_eq!(reserved.len(), 2);
         assert_eq!(reserved["db"], r("cpus:1;disk:100"));
         assert_eq!(reserved["web"], r("mem:64"));

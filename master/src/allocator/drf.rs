@@ -68,7 +68,7 @@ pub enum ReservationError {
     NotHeld {
         framework_id: String,
         agent_id: String,
-        resources: Resources,
+        resources: Box<Resources>,
         what: &'static str,
     },
 }
@@ -501,7 +501,7 @@ impl Allocator {
         let not_held = || ReservationError::NotHeld {
             framework_id: framework_id.to_string(),
             agent_id: agent_id.to_string(),
-            resources: resources.clone(),
+            resources: Box::new(resources.clone()),
             what: "unreserved",
         };
         let agent = self.agent_mut(a).ok_or_else(not_held)?;
@@ -549,7 +549,7 @@ impl Allocator {
         let not_held = || ReservationError::NotHeld {
             framework_id: framework_id.to_string(),
             agent_id: agent_id.to_string(),
-            resources: resources.clone(),
+            resources: Box::new(resources.clone()),
             what: "reserved",
         };
         let agent = self.agent_mut(a).ok_or_else(not_held)?;
