@@ -152,6 +152,7 @@ async fn session(
     }
     let endpoint = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_keepalive(Some(brim_security::TCP_KEEPALIVE))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
     let channel = endpoint.connect().await?;

@@ -120,7 +120,13 @@ fn endpoint_for(address: &str, config: &DriverConfig) -> Result<Endpoint, Driver
     let mut endpoint = Endpoint::from_shared(uri)
         .map_err(|e| invalid(e.to_string()))?
         .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // A master that vanished (no FIN: power off, partition) is noticed on the event
+        // stream by the missed heartbeats, and on the connection itself by keepalives.
+        .tcp_keepalive(Some(brim_security::TCP_KEEPALIVE))
+        .http2_keep_alive_interval(brim_security::HTTP2_KEEPALIVE)
+        .keep_alive_timeout(brim_security::HTTP2_KEEPALIVE)
+        .keep_alive_while_idle(true);
     if let Some(tls) = &config.security.tls {
         let tls = tls.tonic_config().map_err(|e| invalid(e.to_string()))?;
         endpoint = endpoint

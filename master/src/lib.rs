@@ -69,6 +69,9 @@ pub struct MasterSecurity {
     /// Per-principal permissions (`--acls`): with a file, anything not granted is denied.
     /// Re-read when it changes.
     pub acls: Option<PathBuf>,
+    /// Time bounds of the listener: header read, request and gRPC deadlines, HTTP/2
+    /// keepalive (a slow or silent client cannot hold a connection or handler forever).
+    pub limits: brim_security::ServeLimits,
 }
 
 /// How often the credentials and ACL files are checked for changes.
@@ -78,6 +81,7 @@ const POLICY_POLL: Duration = Duration::from_secs(1);
 /// the watchers of the policy files (stopped on drop).
 struct Edge {
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: brim_security::ServeLimits,
     guard: Arc<Guard>,
     agents_http: ui::AgentClient,
     watchers: Vec<tokio::task::JoinHandle<()>>,
@@ -134,6 +138,7 @@ impl Edge {
         }
         Ok(Edge {
             tls,
+            limits: s.limits,
             guard: Arc::new(Guard::new(s.tls.is_some(), credentials, acls)),
             agents_http: ui::AgentClient {
                 http,
@@ -348,6 +353,7 @@ async fn lead(
     let mut server = tokio::spawn(server::serve(
         listener,
         edge.tls.clone(),
+        edge.limits,
         router,
         async move {
             let _ = server_stop.wait_for(|v| *v).await;
@@ -437,6 +443,7 @@ async fn run_ha(
     let standby = tokio::spawn(server::serve(
         listener,
         edge.tls.clone(),
+        edge.limits,
         server::standby_router(leader_rx, edge.tls.is_some()),
         async move {
             let _ = standby_stop.wait_for(|v| *v).await;

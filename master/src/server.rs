@@ -554,12 +554,13 @@ pub(crate) fn router(
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: brim_security::ServeLimits,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::debug!(?addr, tls = tls.is_some(), "serving");
-    brim_security::serve(listener, tls, router, shutdown).await
+    tracing::debug!(?addr, tls = tls.is_some(), ?limits, "serving");
+    brim_security::serve_with(listener, tls, router, limits, shutdown).await
 }
 
 /// A standby master: `/health` and `/version` answer; HTTP requests are redirected (307) to

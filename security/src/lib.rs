@@ -11,8 +11,17 @@ pub mod serve;
 pub mod tls;
 
 pub use policy::{Acls, Action, Credentials, OperatorCall, Watched};
-pub use serve::{serve, Peer};
+pub use serve::{serve, serve_with, Peer, ServeLimits};
 pub use tls::{ClientTls, TlsError, TlsFiles};
+
+/// How long clients wait for a TCP (and TLS) connection to a brim daemon.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// TCP keepalive of clients' connections: a peer that vanished (power off, partition) is
+/// detected even on an idle connection.
+pub const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+/// HTTP/2 keepalive of long-lived gRPC streams (agent link, framework subscription): ping
+/// this often, give up on the peer when a ping is not answered within the same time.
+pub const HTTP2_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// How a client reaches brim: TLS settings (`None`: plaintext, only with `--insecure`) and
 /// an optional bearer token.
@@ -42,12 +51,15 @@ impl ClientSecurity {
     }
 
     /// A reqwest client builder with this TLS configuration and the token sent on every
-    /// request.
+    /// request, a connect timeout ([`CONNECT_TIMEOUT`]) and TCP keepalive, so a dead or
+    /// silent server is noticed; callers add a per-request `timeout`.
     pub fn reqwest_builder(&self) -> Result<reqwest::ClientBuilder, TlsError> {
         let mut b = match &self.tls {
             Some(t) => t.reqwest_builder()?,
             None => reqwest::Client::builder(),
-        };
+        }
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_keepalive(TCP_KEEPALIVE);
         if let Some(token) = &self.token {
             let mut headers = reqwest::header::HeaderMap::new();
             let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))

@@ -118,6 +118,31 @@ pub(crate) struct PolicyArgs {
     /// granted is denied. Re-read when it changes.
     #[arg(long, value_name = "FILE")]
     pub(crate) acls: Option<PathBuf>,
+    /// A client must send a request's headers within this time (of connecting, or of the
+    /// previous answer on a kept-alive connection), else the connection is closed.
+    #[arg(long, default_value = "30s", value_parser = parse_bound)]
+    pub(crate) header_read_timeout: Duration,
+    /// An HTTP request, body included, must be answered within this time, else 408
+    /// (streamed answers, e.g. Mesos subscriptions, are not cut once they start).
+    #[arg(long, default_value = "60s", value_parser = parse_bound)]
+    pub(crate) request_timeout: Duration,
+    /// Longest a gRPC call may take to be answered (a stream: to open); a shorter
+    /// `grpc-timeout` sent by the client wins. Past it: DEADLINE_EXCEEDED.
+    #[arg(long, default_value = "60s", value_parser = parse_bound)]
+    pub(crate) grpc_timeout: Duration,
+    /// HTTP/2 keepalive: ping peers this often and drop one that does not answer within
+    /// the same time, so dead agents and frameworks are noticed without traffic.
+    #[arg(long, default_value = "20s", value_parser = parse_bound)]
+    pub(crate) keepalive: Duration,
+}
+
+/// A positive duration (a zero bound would refuse everything).
+fn parse_bound(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("`{s}` is too short: give at least 10ms"));
+    }
+    Ok(d)
 }
 
 impl PolicyArgs {
@@ -129,6 +154,13 @@ impl PolicyArgs {
             tls,
             credentials: self.credentials.clone(),
             acls: self.acls.clone(),
+            limits: brim_security::ServeLimits {
+                header_read: self.header_read_timeout,
+                request: self.request_timeout,
+                grpc: self.grpc_timeout,
+                keepalive_interval: self.keepalive,
+                keepalive_timeout: self.keepalive,
+            },
         }
     }
 }
