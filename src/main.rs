@@ -19,6 +19,8 @@ struct Cli {
     security: cli::security::SecurityArgs,
 }
 
+// Parsed once per process: the size of the largest variant (the daemons' flags) is moot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Master + a local agent in one process, embedded registry: the first thing to run.

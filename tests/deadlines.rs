@@ -148,7 +148,7 @@ fn grpc_calls_end_at_their_deadline() {
         )
         .await
         .expect("the master left the call hanging");
-        let status = r.err().expect("an attach without register must fail");
+        let status = r.expect_err("an attach without register must fail");
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
         assert!(status.message().contains("3.000s"), "{status:?}");
         eprintln!(
@@ -166,8 +166,7 @@ fn grpc_calls_end_at_their_deadline() {
         let status = tokio::time::timeout(GENEROUS, raw_agent_client(&addr).attach(request))
             .await
             .expect("the master left the call hanging")
-            .err()
-            .expect("an attach without register must fail");
+            .expect_err("an attach without register must fail");
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
         assert!(status.message().contains("1.000s"), "{status:?}");
         eprintln!(
@@ -252,7 +251,7 @@ fn clients_give_up_on_a_silent_master() {
         let r = tokio::time::timeout(GENEROUS, driver.run(&mut Idle))
             .await
             .expect("the driver hung on a silent master");
-        let e = r.err().expect("a silent master cannot be subscribed to");
+        let e = r.expect_err("a silent master cannot be subscribed to");
         let text = e.to_string();
         assert!(text.contains("did not answer"), "{text}");
         eprintln!("SDK gave up after {:?}: {text}", start.elapsed());

@@ -60,6 +60,21 @@ pub(crate) fn next_backoff(current: Duration, max: Duration) -> Duration {
     (current * 2).clamp(MIN_BACKOFF, max.max(MIN_BACKOFF))
 }
 
+/// The pause before reconnecting: the backoff, or the master's retry hint when it asked for
+/// longer, plus up to 25 % jitter (`noise` in 0..1000) so that agents cut off together do
+/// not come back in lockstep.
+pub(crate) fn reconnect_wait(backoff: Duration, hint: Option<Duration>, noise: u32) -> Duration {
+    let base = hint.map_or(backoff, |h| h.max(backoff));
+    base + base.mul_f64(f64::from(noise % 1000) / 4000.0)
+}
+
+/// Pseudo-random 0..1000 for jitter (no randomness needed beyond spreading agents apart).
+fn noise() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos() % 1000)
+}
+
 /// Runs sessions with the master until `shutdown` turns true.
 /// `--master` may list several masters (`a:5050,b:5050`): they are tried in turn, and a
 /// standby's answer naming the leader (`brim-leader`) sends the next attempt there.
@@ -75,6 +90,8 @@ pub(crate) async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) 
         .collect();
     let mut next = 0usize;
     let mut leader: Option<String> = None;
+    // The master's `retry-after` when it rate limited the last attempt.
+    let mut hint: Option<Duration> = None;
     loop {
         if *shutdown.borrow() {
             return;
@@ -108,11 +125,16 @@ pub(crate) async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) 
                 if registered {
                     backoff = MIN_BACKOFF;
                 }
-                tracing::warn!(error = %e, retry_in = ?backoff, master = %agent.config.master, "master link down");
+                hint = match &e {
+                    LinkError::Status(s) => brim_proto::retry_after(s),
+                    _ => None,
+                };
+                tracing::warn!(error = %e, retry_in = ?reconnect_wait(backoff, hint, 0), master = %agent.config.master, "master link down");
             }
         }
+        let wait = reconnect_wait(backoff, hint.take(), noise());
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
         // Back off only after a whole round over the masters: during a failover the next
@@ -291,6 +313,18 @@ fn handle(agent: &Arc<Agent>, m: MasterMessage) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnect_waits_honour_the_retry_hint_and_spread_out() {
+        let b = Duration::from_secs(1);
+        assert_eq!(reconnect_wait(b, None, 0), b);
+        assert_eq!(reconnect_wait(b, None, 999), b + b.mul_f64(0.24975));
+        assert_eq!(
+            reconnect_wait(b, Some(Duration::from_secs(4)), 0),
+            Duration::from_secs(4)
+        );
+        assert_eq!(reconnect_wait(b, Some(Duration::from_millis(10)), 0), b);
+    }
 
     #[test]
     fn backoff_doubles_up_to_max() {

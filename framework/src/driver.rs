@@ -163,6 +163,8 @@ pub struct Driver {
     masters: Vec<Endpoint>,
     /// Which master to try next, and the leader a standby pointed at, if any.
     target: std::sync::Mutex<(usize, Option<Endpoint>)>,
+    /// How long the master asked us to wait (`retry-after` on RESOURCE_EXHAUSTED).
+    retry_hint: std::sync::Mutex<Option<Duration>>,
     handle: DriverHandle,
 }
 
@@ -206,6 +208,7 @@ impl Driver {
             config,
             masters,
             target: std::sync::Mutex::new((0, None)),
+            retry_hint: std::sync::Mutex::new(None),
             handle,
         })
     }
@@ -250,8 +253,13 @@ impl Driver {
                     });
                 }
             }
+            let hint = self
+                .retry_hint
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             tokio::select! {
-                _ = tokio::time::sleep(jitter(backoff)) => {}
+                _ = tokio::time::sleep(jitter(retry_wait(backoff, hint))) => {}
                 _ = stop.changed() => return Ok(()),
             }
             // Back off only after a whole round over the masters (or when no leader is
@@ -320,6 +328,10 @@ impl Driver {
             }
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) if is_retryable(status.code()) => {
+                if let Some(wait) = brim_proto::retry_after(&status) {
+                    tracing::warn!(master = %endpoint.uri(), "the master is rate limiting subscriptions: {}", status.message());
+                    *self.retry_hint.lock().unwrap_or_else(|p| p.into_inner()) = Some(wait);
+                }
                 if let Some(leader) = leader_hint(&status) {
                     if let Ok(e) = endpoint_for(&leader, &self.config) {
                         self.target.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(e);
@@ -445,6 +457,12 @@ fn is_retryable(code: tonic::Code) -> bool {
             | ResourceExhausted
             | Aborted
     )
+}
+
+/// The pause before the next subscription attempt: the backoff, or the master's retry hint
+/// when it asked for longer.
+fn retry_wait(backoff: Duration, hint: Option<Duration>) -> Duration {
+    hint.map_or(backoff, |h| h.max(backoff))
 }
 
 /// `d` plus up to 25 % pseudo-random jitter, so many frameworks do not reconnect in lockstep.
@@ -745,6 +763,22 @@ mod tests {
         assert_eq!(
             master_uri("h:1", "https").ok().as_deref(),
             Some("https://h:1")
+        );
+    }
+
+    #[test]
+    fn the_master_retry_hint_lengthens_the_backoff_never_shortens_it() {
+        let b = Duration::from_millis(500);
+        assert_eq!(retry_wait(b, None), b);
+        assert_eq!(
+            retry_wait(b, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(retry_wait(b, Some(Duration::from_millis(100))), b);
+        let j = jitter(Duration::from_secs(4));
+        assert!(
+            j >= Duration::from_secs(4) && j <= Duration::from_secs(5),
+            "{j:?}"
         );
     }
 }

@@ -25,6 +25,7 @@ use prometheus_client::metrics::family::Family;
 use tonic::Status;
 
 use crate::actor::Call;
+use crate::ratelimit::{Attempt, RateLimits, Refusal, StreamSlot, Throttle};
 use crate::state::Master;
 
 /// gRPC path of the agents' stream.
@@ -33,6 +34,11 @@ const AGENT_ATTACH: &str = "/brim.v1.AgentService/Attach";
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ActionLabel {
     pub(crate) action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabel {
+    pub(crate) kind: String,
 }
 
 /// Who made a request, as established by [`authenticate`] (a request extension).
@@ -53,6 +59,9 @@ pub struct Guard {
     acls: Option<Arc<Watched<Acls>>>,
     pub(crate) denied: Family<ActionLabel, Counter>,
     pub(crate) unauthenticated: Counter,
+    throttle: Throttle,
+    /// Attempts refused by the rate limits, by kind (`subscribe`, `register`, `streams`).
+    pub(crate) rate_limited: Family<KindLabel, Counter>,
 }
 
 impl Guard {
@@ -67,7 +76,70 @@ impl Guard {
             acls,
             denied: Family::default(),
             unauthenticated: Counter::default(),
+            throttle: Throttle::new(RateLimits::default()),
+            rate_limited: Family::default(),
         }
+    }
+
+    /// The same guard with rate limits on subscriptions and registrations.
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> Guard {
+        self.throttle = Throttle::new(limits);
+        self
+    }
+
+    /// Counts a subscribe or register attempt from `peer` as `principal`; over the limit:
+    /// `RESOURCE_EXHAUSTED` with a retry hint, logged and counted.
+    pub(crate) fn admit(
+        &self,
+        attempt: Attempt,
+        peer: Option<&Peer>,
+        principal: Option<&str>,
+    ) -> Result<(), Status> {
+        self.throttle
+            .admit(
+                attempt,
+                peer.map(|p| p.addr.ip()),
+                principal,
+                std::time::Instant::now(),
+            )
+            .map_err(|r| self.rate_limited(r, peer, principal))
+    }
+
+    /// A place for one more subscription stream (kept while the stream is open).
+    pub(crate) fn open_stream(
+        &self,
+        peer: Option<&Peer>,
+        principal: Option<&str>,
+    ) -> Result<StreamSlot, Status> {
+        self.throttle
+            .open_stream()
+            .map_err(|r| self.rate_limited(r, peer, principal))
+    }
+
+    fn rate_limited(&self, r: Refusal, peer: Option<&Peer>, principal: Option<&str>) -> Status {
+        self.rate_limited
+            .get_or_create(&KindLabel {
+                kind: r.attempt.to_string(),
+            })
+            .inc();
+        tracing::warn!(
+            peer = ?peer.map(|p| p.addr),
+            principal = principal.unwrap_or("-"),
+            kind = r.attempt,
+            "rate limited: {}",
+            r.why
+        );
+        let mut status = Status::resource_exhausted(r.why);
+        let seconds = r.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        let millis = r.retry_after.as_millis().max(1) as u64;
+        let md = status.metadata_mut();
+        if let Ok(v) = seconds.to_string().parse() {
+            md.insert(brim_proto::RETRY_AFTER_HEADER, v);
+        }
+        if let Ok(v) = millis.to_string().parse() {
+            md.insert("grpc-retry-pushback-ms", v);
+        }
+        status
     }
 
     /// No TLS, no credentials, no ACLs: every caller may do everything.
@@ -280,9 +352,17 @@ pub(crate) fn refuse(grpc: bool, status: Status) -> Response {
     let code = match status.code() {
         tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::BAD_REQUEST,
     };
     let mut r = (code, format!("{}\n", status.message())).into_response();
+    if let Some(v) = status
+        .metadata()
+        .get(brim_proto::RETRY_AFTER_HEADER)
+        .and_then(|v| header::HeaderValue::from_bytes(v.as_bytes()).ok())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     if code == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,

@@ -8,6 +8,7 @@ mod auth;
 pub mod election;
 pub mod mesos;
 pub mod metrics;
+pub mod ratelimit;
 pub mod registry;
 mod server;
 pub mod state;
@@ -72,6 +73,9 @@ pub struct MasterSecurity {
     /// Time bounds of the listener: header read, request and gRPC deadlines, HTTP/2
     /// keepalive (a slow or silent client cannot hold a connection or handler forever).
     pub limits: brim_security::ServeLimits,
+    /// Rate limits on subscribe and registration storms and the cap on open subscription
+    /// streams; off by default here, on by default in `brim master`.
+    pub rate_limits: ratelimit::RateLimits,
 }
 
 /// How often the credentials and ACL files are checked for changes.
@@ -139,7 +143,9 @@ impl Edge {
         Ok(Edge {
             tls,
             limits: s.limits,
-            guard: Arc::new(Guard::new(s.tls.is_some(), credentials, acls)),
+            guard: Arc::new(
+                Guard::new(s.tls.is_some(), credentials, acls).with_rate_limits(s.rate_limits),
+            ),
             agents_http: ui::AgentClient {
                 http,
                 scheme: client.scheme(),

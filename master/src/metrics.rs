@@ -265,6 +265,11 @@ impl MasterMetrics {
             "Requests refused for missing or wrong credentials",
             guard.unauthenticated.clone(),
         );
+        self.registry.register(
+            "rate_limited",
+            "Subscribe and register attempts refused by the rate limits (and subscription streams over the cap), by kind",
+            guard.rate_limited.clone(),
+        );
     }
 
     pub fn encode(&self) -> String {

@@ -25,6 +25,7 @@ use tonic::{Request, Response as GrpcResponse, Status, Streaming};
 
 use crate::actor::{Call, Command, MasterHandle};
 use crate::auth::{Caller, Guard};
+use crate::ratelimit::Attempt;
 use brim_security::OperatorCall;
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 struct WatchedStream<T> {
     inner: ReceiverStream<Result<T, Status>>,
     on_drop: Option<(MasterHandle, Command)>,
+    /// Its place among the open subscription streams.
+    _slot: crate::ratelimit::StreamSlot,
 }
 
 impl<T> Stream for WatchedStream<T> {
@@ -59,6 +62,15 @@ impl<T> Drop for WatchedStream<T> {
 #[derive(Clone)]
 struct SchedulerApi {
     master: MasterHandle,
+    guard: Arc<Guard>,
+}
+
+/// The connection a gRPC request came on.
+fn peer<T>(request: &Request<T>) -> Option<brim_security::Peer> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<brim_security::Peer>>()
+        .map(|c| c.0.clone())
 }
 
 /// The principal the authentication middleware established for a gRPC request.
@@ -87,6 +99,10 @@ impl Scheduler for SchedulerApi {
         request: Request<v1::SubscribeRequest>,
     ) -> Result<GrpcResponse<Self::SubscribeStream>, Status> {
         let caller = caller(&request);
+        let peer = peer(&request);
+        self.guard
+            .admit(Attempt::Subscribe, peer.as_ref(), caller.as_deref())?;
+        let slot = self.guard.open_stream(peer.as_ref(), caller.as_deref())?;
         let info = request
             .into_inner()
             .framework_info
@@ -110,6 +126,7 @@ impl Scheduler for SchedulerApi {
                 self.master.clone(),
                 Command::FrameworkDisconnected { framework_id, conn },
             )),
+            _slot: slot,
         };
         Ok(GrpcResponse::new(Box::pin(stream)))
     }
@@ -212,6 +229,7 @@ impl Scheduler for SchedulerApi {
 #[derive(Clone)]
 struct AgentApi {
     master: MasterHandle,
+    guard: Arc<Guard>,
 }
 
 #[tonic::async_trait]
@@ -222,6 +240,11 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<GrpcResponse<Self::AttachStream>, Status> {
+        self.guard.admit(
+            Attempt::Register,
+            peer(&request).as_ref(),
+            caller(&request).as_deref(),
+        )?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.next())
             .await
@@ -501,6 +524,69 @@ async fn metrics(State(master): State<MasterHandle>) -> Response {
     }
 }
 
+/// The Mesos scheduler API under the same limits as gRPC: a `SUBSCRIBE` call counts against
+/// the peer's and principal's subscribe buckets (429 with `Retry-After` over the limit) and
+/// takes a place among the open subscription streams for as long as its event stream lives.
+async fn throttle_mesos(
+    State(guard): State<Arc<Guard>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() != axum::http::Method::POST || !request.uri().path().ends_with("/scheduler")
+    {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    // The scheduler API reads at most this much too; a bigger body gets its error there.
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_MESSAGE_BYTES + 1).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds the {MAX_MESSAGE_BYTES}-byte limit\n"),
+        )
+            .into_response();
+    };
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+    }
+    let subscribe = bytes.windows(9).any(|w| w == b"SUBSCRIBE")
+        && serde_json::from_slice::<Kind>(&bytes)
+            .ok()
+            .and_then(|k| k.kind)
+            .is_some_and(|k| k == "SUBSCRIBE");
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    if !subscribe {
+        return next.run(request).await;
+    }
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<brim_security::Peer>>()
+        .map(|c| c.0.clone());
+    let principal = request
+        .extensions()
+        .get::<Caller>()
+        .and_then(|c| c.principal.clone());
+    let admitted = guard
+        .admit(Attempt::Subscribe, peer.as_ref(), principal.as_deref())
+        .and_then(|()| guard.open_stream(peer.as_ref(), principal.as_deref()));
+    let slot = match admitted {
+        Ok(slot) => slot,
+        Err(status) => return crate::auth::refuse(false, status),
+    };
+    let response = next.run(request).await;
+    if !response.status().is_success() {
+        return response;
+    }
+    // The slot lives as long as the event stream.
+    response.map(|body| {
+        axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+            let _held = &slot;
+            chunk
+        }))
+    })
+}
+
 /// Builds the combined gRPC + HTTP router (plus `extra` routes), every route behind the
 /// authentication middleware.
 pub(crate) fn router(
@@ -511,11 +597,13 @@ pub(crate) fn router(
 ) -> Router {
     let scheduler = SchedulerServer::new(SchedulerApi {
         master: master.clone(),
+        guard: guard.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let agents = AgentServiceServer::new(AgentApi {
         master: master.clone(),
+        guard: guard.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -538,7 +626,11 @@ pub(crate) fn router(
         .route("/roles/{role}/weight", axum::routing::put(set_weight))
         .route("/roles/{role}/quota", axum::routing::put(set_quota))
         .with_state(master.clone());
-    let mut all = grpc.merge(http).merge(crate::mesos::router(master));
+    let mesos = crate::mesos::router(master).layer(axum::middleware::from_fn_with_state(
+        guard.clone(),
+        throttle_mesos,
+    ));
+    let mut all = grpc.merge(http).merge(mesos);
     if let Some(extra) = extra {
         all = all.merge(extra);
     }

@@ -134,6 +134,33 @@ pub(crate) struct PolicyArgs {
     /// the same time, so dead agents and frameworks are noticed without traffic.
     #[arg(long, default_value = "20s", value_parser = parse_bound)]
     pub(crate) keepalive: Duration,
+    /// Framework subscriptions allowed per second, per peer IP and per principal, after a
+    /// burst of `--subscribe-burst`; more get 429 / RESOURCE_EXHAUSTED with a retry hint.
+    /// 0 turns the limit off.
+    #[arg(long, default_value_t = 10.0, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub(crate) subscribe_rate: f64,
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub(crate) subscribe_burst: u32,
+    /// Agent registrations allowed per second, per peer IP and per principal, after a burst
+    /// of `--register-burst` (raise both for thousands of agents sharing one certificate
+    /// or address). 0 turns the limit off.
+    #[arg(long, default_value_t = 20.0, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub(crate) register_rate: f64,
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub(crate) register_burst: u32,
+    /// Framework subscription streams (gRPC and Mesos HTTP) open at once; 0: no cap.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub(crate) max_subscriptions: usize,
+}
+
+/// Attempts per second: a non-negative number (0: no limit).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a rate: give attempts per second, e.g. 10 or 0.5 (0 turns the limit off)"
+        )),
+    }
 }
 
 /// A positive duration (a zero bound would refuse everything).
@@ -160,6 +187,17 @@ impl PolicyArgs {
                 grpc: self.grpc_timeout,
                 keepalive_interval: self.keepalive,
                 keepalive_timeout: self.keepalive,
+            },
+            rate_limits: brim_master::ratelimit::RateLimits {
+                subscribe: brim_master::ratelimit::Rate::new(
+                    self.subscribe_rate,
+                    self.subscribe_burst,
+                ),
+                register: brim_master::ratelimit::Rate::new(
+                    self.register_rate,
+                    self.register_burst,
+                ),
+                max_subscriptions: (self.max_subscriptions > 0).then_some(self.max_subscriptions),
             },
         }
     }
