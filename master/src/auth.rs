@@ -152,21 +152,31 @@ impl Guard {
         self.credentials.is_some()
     }
 
-    /// Establishes the caller from an `Authorization` header value and the connection.
+    /// Establishes the caller from an `Authorization` header value (`Bearer <token>`, or
+    /// `Basic base64(principal:token)` as Mesos frameworks send) and the connection.
     fn caller(&self, authorization: Option<&str>, peer: Option<&Peer>) -> Result<Caller, String> {
         if let Some(value) = authorization {
-            let token = brim_security::bearer(value)
-                .ok_or("the Authorization header must be `Bearer <token>`")?;
             let Some(credentials) = &self.credentials else {
                 return Err("this master has no credentials file: no token is valid".into());
             };
-            return match credentials.get().principal(token) {
-                Some(p) => Ok(Caller {
+            let now = jiff::Timestamp::now();
+            let credentials = credentials.get();
+            let principal = if let Some(token) = brim_security::bearer(value) {
+                credentials.bearer(token, now)
+            } else if let Some((principal, secret)) = brim_security::basic(value) {
+                credentials.basic(&principal, &secret, now)
+            } else {
+                return Err(
+                    "the Authorization header must be `Bearer <token>` or `Basic base64(<principal>:<token>)`"
+                        .into(),
+                );
+            };
+            return principal
+                .map(|p| Caller {
                     principal: Some(p.to_string()),
                     certificate: false,
-                }),
-                None => Err("unknown bearer token".into()),
-            };
+                })
+                .map_err(|e| e.to_string());
         }
         let certificate = peer.and_then(|p| p.certificate.clone());
         Ok(Caller {
@@ -366,7 +376,7 @@ pub(crate) fn refuse(grpc: bool, status: Status) -> Response {
     if code == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"brim\""),
+            header::HeaderValue::from_static("Bearer realm=\"brim\", Basic realm=\"brim\""),
         );
     }
     r

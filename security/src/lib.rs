@@ -10,7 +10,7 @@ pub mod policy;
 pub mod serve;
 pub mod tls;
 
-pub use policy::{Acls, Action, Credentials, OperatorCall, Watched};
+pub use policy::{Acls, Action, CredentialError, Credentials, OperatorCall, Watched};
 pub use serve::{serve, serve_with, Peer, ServeLimits};
 pub use tls::{ClientTls, TlsError, TlsFiles};
 
@@ -166,6 +166,23 @@ pub fn dev_tls_dir() -> std::path::PathBuf {
     base.join("dev").join("tls")
 }
 
+/// The principal and secret of an `Authorization: Basic base64(principal:secret)` header
+/// value (what Mesos frameworks send); `None` when it is not Basic or not valid base64 of
+/// UTF-8 with a `:`.
+pub fn basic(value: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (principal, secret) = text.split_once(':')?;
+    Some((principal.to_string(), secret.to_string()))
+}
+
 /// The bearer token of an `Authorization: Bearer …` header value.
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
@@ -173,4 +190,24 @@ pub fn bearer(value: &str) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn basic_headers() {
+        // base64("analytics:a-long-random-string")
+        assert_eq!(
+            super::basic("Basic YW5hbHl0aWNzOmEtbG9uZy1yYW5kb20tc3RyaW5n"),
+            Some(("analytics".into(), "a-long-random-string".into()))
+        );
+        // A secret may contain ':'; the principal may not.
+        assert_eq!(
+            super::basic("basic YTpiOmM="),
+            Some(("a".into(), "b:c".into()))
+        );
+        for bad in ["Bearer abc", "Basic !!!", "Basic bm9jb2xvbg==", "Basic", ""] {
+            assert_eq!(super::basic(bad), None, "{bad:?}");
+        }
+    }
 }

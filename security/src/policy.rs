@@ -6,7 +6,10 @@
 //! [[credential]]
 //! principal = "analytics"
 //! token = "a-long-random-string"
+//! expires = 2027-01-01T00:00:00Z   # optional (RFC 3339, with an offset)
 //! ```
+//! A token is sent as `Authorization: Bearer <token>`, or — Mesos frameworks — as
+//! `Authorization: Basic base64(<principal>:<token>)`.
 //!
 //! ACL file (`--acls`); a principal that is not listed may do nothing:
 //! ```toml
@@ -53,12 +56,57 @@ struct CredentialsFile {
 struct CredentialEntry {
     principal: String,
     token: String,
+    #[serde(default)]
+    expires: Option<When>,
 }
 
-/// Bearer tokens and the principals they stand for.
+/// `expires` as a TOML date-time (`2027-01-01T00:00:00Z`) or a string holding one.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum When {
+    Native(toml::value::Datetime),
+    Text(String),
+}
+
+impl When {
+    fn timestamp(&self, principal: &str) -> Result<jiff::Timestamp, String> {
+        let text = match self {
+            When::Native(d) => d.to_string(),
+            When::Text(t) => t.clone(),
+        };
+        text.parse::<jiff::Timestamp>().map_err(|e| {
+            format!(
+                "`expires` of `{principal}` is `{text}`: {e}; give an RFC 3339 time with an offset, e.g. 2027-01-01T00:00:00Z"
+            )
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    token: Vec<u8>,
+    principal: String,
+    expires: Option<jiff::Timestamp>,
+}
+
+/// Tokens and the principals they stand for.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Credentials {
-    entries: Vec<(Vec<u8>, String)>,
+    entries: Vec<Entry>,
+}
+
+/// Why presented credentials do not name a principal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("unknown bearer token")]
+    UnknownToken,
+    #[error("wrong principal or secret")]
+    WrongSecret,
+    #[error("the token of principal `{principal}` expired at {at}; ask for a new one")]
+    Expired {
+        principal: String,
+        at: jiff::Timestamp,
+    },
 }
 
 /// Compares in time independent of where the first difference is.
@@ -92,25 +140,70 @@ impl Credentials {
             }
             if entries
                 .iter()
-                .any(|(t, _): &(Vec<u8>, String)| t == c.token.as_bytes())
+                .any(|e: &Entry| e.token == c.token.as_bytes())
             {
                 return Err(format!("the token of `{}` is used twice", c.principal));
             }
-            entries.push((c.token.into_bytes(), c.principal));
+            let expires = c
+                .expires
+                .as_ref()
+                .map(|w| w.timestamp(&c.principal))
+                .transpose()?;
+            entries.push(Entry {
+                token: c.token.into_bytes(),
+                principal: c.principal,
+                expires,
+            });
         }
         Ok(Credentials { entries })
     }
 
-    /// The principal `token` stands for. Every entry is compared, so the time taken does
-    /// not tell how close a guess was.
-    pub fn principal(&self, token: &str) -> Option<&str> {
+    /// The entry whose token is `token`. Every entry is compared, so the time taken does not
+    /// tell how close a guess was.
+    fn find(&self, token: &[u8]) -> Option<&Entry> {
         let mut found = None;
-        for (t, p) in &self.entries {
-            if same(t, token.as_bytes()) {
-                found = Some(p.as_str());
+        for e in &self.entries {
+            if same(&e.token, token) {
+                found = Some(e);
             }
         }
         found
+    }
+
+    fn valid(e: &Entry, now: jiff::Timestamp) -> Result<&str, CredentialError> {
+        match e.expires {
+            Some(at) if now >= at => Err(CredentialError::Expired {
+                principal: e.principal.clone(),
+                at,
+            }),
+            _ => Ok(&e.principal),
+        }
+    }
+
+    /// The principal a bearer `token` stands for at `now`.
+    pub fn bearer(&self, token: &str, now: jiff::Timestamp) -> Result<&str, CredentialError> {
+        let e = self
+            .find(token.as_bytes())
+            .ok_or(CredentialError::UnknownToken)?;
+        Self::valid(e, now)
+    }
+
+    /// HTTP Basic: `principal` with its token as the secret, at `now`.
+    pub fn basic(
+        &self,
+        principal: &str,
+        secret: &str,
+        now: jiff::Timestamp,
+    ) -> Result<&str, CredentialError> {
+        match self.find(secret.as_bytes()) {
+            Some(e) if e.principal == principal => Self::valid(e, now),
+            _ => Err(CredentialError::WrongSecret),
+        }
+    }
+
+    /// The principal `token` stands for, ignoring expiry.
+    pub fn principal(&self, token: &str) -> Option<&str> {
+        self.find(token.as_bytes()).map(|e| e.principal.as_str())
     }
 }
 
@@ -361,6 +454,63 @@ mod tests {
         ] {
             assert!(Credentials::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn tokens_expire() {
+        let c = Credentials::parse(
+            "[[credential]]\nprincipal = \"a\"\ntoken = \"0123456789abcdef\"\nexpires = 2030-01-01T00:00:00Z\n\
+             [[credential]]\nprincipal = \"b\"\ntoken = \"fedcba9876543210\"\nexpires = \"2030-01-01T01:00:00+01:00\"\n\
+             [[credential]]\nprincipal = \"c\"\ntoken = \"cccccccccccccccc\"\n",
+        )
+        .expect("parses");
+        let before: jiff::Timestamp = "2029-12-31T23:59:59Z".parse().expect("time");
+        let at: jiff::Timestamp = "2030-01-01T00:00:00Z".parse().expect("time");
+        assert_eq!(c.bearer("0123456789abcdef", before), Ok("a"));
+        let err = c.bearer("0123456789abcdef", at).expect_err("expired");
+        assert_eq!(
+            err.to_string(),
+            "the token of principal `a` expired at 2030-01-01T00:00:00Z; ask for a new one"
+        );
+        // An offset is honoured: 01:00+01:00 is midnight UTC.
+        assert!(c.bearer("fedcba9876543210", at).is_err());
+        assert_eq!(c.bearer("cccccccccccccccc", at), Ok("c"), "no expiry");
+        assert_eq!(
+            c.bearer("nope-nope-nope-nope", at),
+            Err(CredentialError::UnknownToken)
+        );
+        for bad in [
+            "[[credential]]\nprincipal = \"a\"\ntoken = \"0123456789abcdef\"\nexpires = 2030-01-01T00:00:00\n",
+            "[[credential]]\nprincipal = \"a\"\ntoken = \"0123456789abcdef\"\nexpires = \"next year\"\n",
+            "[[credential]]\nprincipal = \"a\"\ntoken = \"0123456789abcdef\"\nexpires = 2030-01-01\n",
+        ] {
+            let e = Credentials::parse(bad).expect_err("a time without offset is refused");
+            assert!(e.contains("RFC 3339"), "{e}");
+        }
+    }
+
+    #[test]
+    fn basic_needs_the_principal_and_its_token() {
+        let c = Credentials::parse(
+            "[[credential]]\nprincipal = \"a\"\ntoken = \"0123456789abcdef\"\n\
+             [[credential]]\nprincipal = \"b\"\ntoken = \"fedcba9876543210\"\nexpires = 2000-01-01T00:00:00Z\n",
+        )
+        .expect("parses");
+        let now = jiff::Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_hours(24 * 365 * 40);
+        assert_eq!(c.basic("a", "0123456789abcdef", now), Ok("a"));
+        assert_eq!(
+            c.basic("b", "0123456789abcdef", now),
+            Err(CredentialError::WrongSecret),
+            "another principal's token"
+        );
+        assert_eq!(
+            c.basic("a", "wrong", now),
+            Err(CredentialError::WrongSecret)
+        );
+        assert!(matches!(
+            c.basic("b", "fedcba9876543210", now),
+            Err(CredentialError::Expired { .. })
+        ));
     }
 
     #[test]
