@@ -46,6 +46,9 @@ struct Report {
     /// start and the end of the run: other load on the machine.
     cpu_pressure_start: f64,
     cpu_pressure_end: f64,
+    /// OCI tasks (busybox image, crun) against plain `crun run` of the same bundle
+    /// (`oci_launch.rs`); `None` when crun or busybox-static is missing.
+    oci: Option<crate::oci_launch::OciReport>,
 }
 
 /// `some avg60` of the CPU pressure stall information (NaN without PSI).
@@ -129,6 +132,10 @@ pub(crate) fn bench_launch(root: &Path, rest: &[&str]) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let path = out.join("launch.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+    if let Some(o) = &report.oci {
+        let oci_path = out.join("launch-oci.json");
+        std::fs::write(&oci_path, serde_json::to_string_pretty(o)? + "\n")?;
+    }
     println!("{}", table(&report));
     println!("wrote {}", path.display());
     Ok(())
@@ -136,7 +143,16 @@ pub(crate) fn bench_launch(root: &Path, rest: &[&str]) -> Result<()> {
 
 fn table(r: &Report) -> String {
     let mib = |b: f64| b / (1024.0 * 1024.0);
-    format!(
+    let oci = match &r.oci {
+        Some(o) => format!(
+            "\n| OCI `/bin/true` (busybox image) accept→FINISHED p50 / p99, one at a time ({} runs; first, unpacking: {:.0} ms) | {:.1} ms / {:.1} ms | — |\n\
+             | plain `crun run` of the same bundle p50 / p99 | {:.1} ms / {:.1} ms | — |\n\
+             | brim's overhead over crun (p50) | {:.0} % | ≤ 20 % |",
+            o.runs, o.brim_cold_ms, o.brim_p50_ms, o.brim_p99_ms, o.crun_p50_ms, o.crun_p99_ms, o.overhead_pct
+        ),
+        None => "\n| OCI rows | skipped (crun or busybox-static missing) | — |".to_string(),
+    };
+    let native = format!(
         "| metric | measured | target |\n|---|---|---|\n\
          | `/bin/true` launches/s ({n} tasks, one accept) | {:.0} | ≥ 200 |\n\
          | accept→RUNNING p50 / p99, one task at a time on an idle agent | {:.1} ms / {:.1} ms | p50 ≤ 10 ms |\n\
@@ -165,7 +181,8 @@ fn table(r: &Report) -> String {
         r.cpu_pressure_start,
         r.cpu_pressure_end,
         n = r.tasks,
-    )
+    );
+    native + &oci
 }
 
 /// The agent process (`xtask __launch-agent MASTER WORK_DIR PORT CGROUP`).
@@ -242,7 +259,7 @@ fn children_pss(parent: u32) -> (u64, usize) {
     (total, n)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -251,7 +268,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Waits for an offer with at least `need` (declining the others).
-async fn offer(
+pub(crate) async fn offer(
     rx: &mut mpsc::UnboundedReceiver<Event>,
     h: &DriverHandle,
     need: &Resources,
@@ -502,6 +519,14 @@ async fn run(n: usize) -> Result<Report> {
 
     println!("single launches on an idle agent ...");
     let single_lat = single(&mut rx, &h, 30).await?;
+    println!("OCI: 20 × /bin/true in the busybox image through brim, and with plain crun ...");
+    let oci = match crate::oci_launch::measure(&mut rx, &h, &work, 20).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            println!("OCI rows skipped: {e:#}");
+            None
+        }
+    };
     println!("fork/exec floor: {n} × /bin/true ...");
     let floor = fork_exec_floor(n)?;
     println!("launching {n} × /bin/true ...");
@@ -544,5 +569,6 @@ async fn run(n: usize) -> Result<Report> {
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_pressure_start: pressure_start,
         cpu_pressure_end: cpu_pressure(),
+        oci,
     })
 }

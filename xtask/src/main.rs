@@ -7,13 +7,15 @@
 //! - `bench telemetry`: measures the agent's eBPF telemetry (see `telemetry.rs`) and writes
 //!   `bench-results/telemetry.json`.
 //! - `bench launch [--tasks N]`: native task launches on one agent (see `launch.rs`), writes
-//!   `bench-results/launch.json`.
+//!   `bench-results/launch.json`; OCI launches against plain crun (`oci_launch.rs`),
+//!   `bench-results/launch-oci.json`.
 //! - `bench oversub [--phase-secs N]`: oversubscription on one agent (see `oversub.rs`), writes
 //!   `bench-results/oversub.json`.
 
 mod ebpf;
 mod failover;
 mod launch;
+mod oci_launch;
 mod oversub;
 mod telemetry;
 

@@ -1,0 +1,258 @@
+//! The OCI rows of `cargo xtask bench launch`: `/bin/true` in the busybox image
+//! (scripts/busybox-image.sh) launched through brim one task at a time (accept →
+//! TASK_FINISHED), next to plain `crun run` of a bundle of the same image with the same
+//! runtime spec, in the same run. brim's overhead over crun is the difference of the medians.
+//!
+//! Plain crun runs exactly as the agent runs it (`--cgroup-manager=disabled`, and on hybrid
+//! hosts inside a private mount namespace without the cgroup2 mount: crun 1.8 refuses
+//! hybrid hosts otherwise, see docs/CONTAINERIZERS.md) and in a cpu cgroup with the task's
+//! share (0.1 cpus): under CPU contention a runtime at that share runs much slower than one
+//! in the root cgroup, and the task's limits are part of the workload, not of brim's
+//! overhead. The comparison isolates what brim adds: offer/accept, provisioning (overlay
+//! mount of the cached layer, config.json), supervisor, cgroups, checkpoints and status
+//! updates.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use brim_agent::containerizer::{oci, store};
+use brim_framework::{DriverHandle, Resources, TaskBuilder};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::launch::{offer, percentile, Event};
+
+const TASK_CPUS: f64 = 0.1;
+
+/// A cpu cgroup with the task's share for plain crun; its `cgroup.procs` (removed on drop).
+struct CpuCgroup(std::path::PathBuf);
+
+impl CpuCgroup {
+    fn new(name: &str) -> Result<CpuCgroup> {
+        let v1 = Path::new("/sys/fs/cgroup/cpu");
+        let (dir, file, value) = if v1.join("cpu.shares").exists() {
+            (
+                v1.join(name),
+                "cpu.shares",
+                brim_agent::cgroups::hybrid::cpu_shares(TASK_CPUS),
+            )
+        } else {
+            (
+                Path::new("/sys/fs/cgroup").join(name),
+                "cpu.weight",
+                brim_agent::cgroups::v2::cpu_weight(TASK_CPUS),
+            )
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join(file), value.to_string())
+            .with_context(|| format!("setting {file} of {}", dir.display()))?;
+        Ok(CpuCgroup(dir))
+    }
+    fn procs(&self) -> std::path::PathBuf {
+        self.0.join("cgroup.procs")
+    }
+}
+
+impl Drop for CpuCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[derive(Serialize, Clone, Copy, Debug)]
+pub(crate) struct OciReport {
+    pub(crate) runs: usize,
+    /// accept → TASK_FINISHED of `/bin/true` in the image, one task at a time (layer cached).
+    pub(crate) brim_p50_ms: f64,
+    pub(crate) brim_p99_ms: f64,
+    /// The first launch (the layer unpacked into the cache).
+    pub(crate) brim_cold_ms: f64,
+    /// Wall time of `crun run` of the same image's bundle (create, start, wait, delete).
+    pub(crate) crun_p50_ms: f64,
+    pub(crate) crun_p99_ms: f64,
+    /// (brim p50 − crun p50) / crun p50, in %.
+    pub(crate) overhead_pct: f64,
+}
+
+fn build_image(work: &Path) -> Result<std::path::PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-image.sh");
+    let out = work.join("busybox-oci");
+    let st = Command::new(&script)
+        .arg(&out)
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !st.success() {
+        bail!("scripts/busybox-image.sh failed (is busybox-static installed?)");
+    }
+    Ok(out)
+}
+
+/// Launches `/bin/true` in `image` and waits for its end; returns accept → terminal (ms).
+async fn one(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    h: &DriverHandle,
+    image: &str,
+    id: &str,
+) -> Result<f64> {
+    let per = Resources::parse(&format!("cpus:{TASK_CPUS};mem:32"))?;
+    let o = offer(rx, h, &per).await?;
+    let task = TaskBuilder::new(id, "oci")
+        .command(["/bin/true"])
+        .image(image)
+        .resources(&per)
+        .build_for(&o)?;
+    let t0 = Instant::now();
+    h.accept(
+        vec![o.id.clone()],
+        vec![brim_framework::launch_operation(vec![task])],
+        brim_framework::v1::Filters {
+            refuse_seconds: Some(0.0),
+        },
+    )
+    .await
+    .context("accept")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .with_context(|| format!("{id} did not finish within 60 s"))?
+        {
+            Some(Event::Update(s)) if s.task_id == id => {
+                use brim_framework::v1::TaskState::*;
+                let st = s.state();
+                if st == TaskFinished {
+                    return Ok(t0.elapsed().as_secs_f64() * 1000.0);
+                }
+                if st.is_terminal() {
+                    bail!("OCI task {id} ended {st:?}: {}", s.message);
+                }
+            }
+            Some(Event::Offers(offers)) => {
+                let ids = offers.into_iter().map(|o| o.id).collect();
+                let _ = h.decline(ids, Some(0.0)).await;
+            }
+            Some(_) => {}
+            None => bail!("framework driver stopped"),
+        }
+    }
+}
+
+/// `crun run` of a bundle of `image` (provisioned with brim's own store, same spec).
+fn plain_crun(work: &Path, image: &Path, k: usize) -> Result<Vec<f64>> {
+    let crun = oci::find_runtime("crun").map_err(anyhow::Error::msg)?;
+    let fetcher = Arc::new(brim_agent::fetcher::Fetcher::new(
+        brim_agent::fetcher::FetcherConfig::new(&work.join("crun")),
+    ));
+    let st = store::ImageStore::new(
+        store::StoreConfig {
+            root: work.join("crun/oci"),
+            cache_bytes: 1 << 30,
+            limits: Default::default(),
+            overlay: true,
+        },
+        fetcher,
+    );
+    let image = brim_framework::v1::Image {
+        kind: 0,
+        uri: image.display().to_string(),
+    };
+    let p = st.provision(&image, "bundle")?;
+    let sandbox = work.join("crun/sandbox");
+    std::fs::create_dir_all(&sandbox)?;
+    let spec = oci::runtime_spec(&oci::SpecInput {
+        args: vec!["/bin/true".into()],
+        env: vec!["PATH=/bin".into()],
+        cwd: oci::SANDBOX_IN_CONTAINER.into(),
+        user: None,
+        sandbox,
+        hostname: "crun-bench".into(),
+        cgroups_path: None,
+    });
+    let bundle = st.container_dir("bundle");
+    std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
+    let state = work.join("crun/state");
+    let hybrid = Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
+    let cg = CpuCgroup::new(&format!("brim-bench-crun-{}", std::process::id()))?;
+    let mut lat = Vec::with_capacity(k);
+    for i in 0..k {
+        let id = format!("crun-bench-{i}");
+        // Joins the cpu cgroup, then execs the rest.
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg("echo $$ > \"$0\" && shift && exec \"$@\"")
+            .arg(cg.procs())
+            .arg("-");
+        if hybrid {
+            cmd.args([
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                "umount -l /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"",
+            ]);
+        }
+        cmd.arg(&crun.path)
+            .arg("--root")
+            .arg(&state)
+            .args(["--cgroup-manager=disabled", "run", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let t0 = Instant::now();
+        let s = cmd.status().context("running crun")?;
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+        if !s.success() {
+            bail!("plain `crun run` failed: {s}");
+        }
+    }
+    debug_assert!(p.rootfs.ends_with("rootfs"));
+    drop(cg);
+    st.release("bundle")?;
+    lat.sort_by(f64::total_cmp);
+    Ok(lat)
+}
+
+/// Runs both, interleaved in the same run (brim first, then crun, twice), `k` each.
+pub(crate) async fn measure(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    h: &DriverHandle,
+    work: &Path,
+    k: usize,
+) -> Result<OciReport> {
+    let image = build_image(work)?;
+    let img = image.display().to_string();
+    let cold = one(rx, h, &img, "oci-cold").await?;
+    let mut brim = Vec::with_capacity(k);
+    let mut crun = Vec::with_capacity(k);
+    for half in 0..2 {
+        for i in 0..k / 2 {
+            brim.push(one(rx, h, &img, &format!("oci-{half}-{i}")).await?);
+        }
+        let (w, im) = (work.to_path_buf(), image.clone());
+        crun.extend(
+            tokio::task::spawn_blocking(move || plain_crun(&w, &im, k / 2))
+                .await
+                .context("crun bench thread")??,
+        );
+    }
+    brim.sort_by(f64::total_cmp);
+    crun.sort_by(f64::total_cmp);
+    let (b, c) = (percentile(&brim, 0.5), percentile(&crun, 0.5));
+    Ok(OciReport {
+        runs: brim.len(),
+        brim_p50_ms: b,
+        brim_p99_ms: percentile(&brim, 0.99),
+        brim_cold_ms: cold,
+        crun_p50_ms: c,
+        crun_p99_ms: percentile(&crun, 0.99),
+        overhead_pct: (b - c) / c * 100.0,
+    })
+}
