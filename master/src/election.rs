@@ -21,21 +21,64 @@ pub enum ElectionError {
         endpoints: String,
         source: etcd_client::Error,
     },
-    #[error("etcd election failed: {0}")]
+    #[error("etcd election failed: {0}; check that etcd is up and, over TLS, that it accepts this master's client certificate (--etcd-cert/--etcd-key)")]
     Etcd(#[from] etcd_client::Error),
     #[error("etcd answered the campaign without a leader key")]
     NoLeaderKey,
+    #[error("etcd endpoint `{endpoint}`: {why}")]
+    Endpoint { endpoint: String, why: String },
+    #[error("etcd TLS: {0}")]
+    Tls(#[from] brim_security::TlsError),
+}
+
+/// Checks every endpoint's scheme against the TLS setting: `https://` with TLS, `http://`
+/// without (a bare `host:port` gets the right one).
+pub fn endpoints_for(endpoints: &[String], tls: bool) -> Result<Vec<String>, ElectionError> {
+    endpoints
+        .iter()
+        .map(|e| {
+            let bad = |why: &str| ElectionError::Endpoint {
+                endpoint: e.clone(),
+                why: why.to_string(),
+            };
+            match (e.split_once("://").map(|(s, _)| s), tls) {
+                (None, true) => Ok(format!("https://{e}")),
+                (None, false) => Ok(format!("http://{e}")),
+                (Some("https"), true) | (Some("http"), false) => Ok(e.clone()),
+                (Some("http"), true) => Err(bad(
+                    "plaintext with --etcd-ca given; use https:// (etcd with --cert-file) or drop the --etcd-* TLS flags",
+                )),
+                (Some("https"), false) => Err(bad(
+                    "https needs the CA that signed etcd's certificate: pass --etcd-ca (and --etcd-cert/--etcd-key when etcd checks client certificates)",
+                )),
+                (Some(_), _) => Err(bad("use http:// or https://")),
+            }
+        })
+        .collect()
 }
 
 /// Connects to etcd with a short connect timeout and HTTP/2 keep-alives (a dead etcd is
 /// noticed in seconds). No per-request timeout: `campaign` legitimately blocks for as long
 /// as another master leads; the lease, not the connection, is what bounds leadership.
 pub async fn connect(endpoints: &[String]) -> Result<Client, ElectionError> {
-    let opts = ConnectOptions::new()
+    connect_with(endpoints, None).await
+}
+
+/// [`connect`] over TLS when `tls` is set: etcd's certificate is verified against
+/// `tls.ca`, and `tls.identity` is presented to an etcd started with `--client-cert-auth`.
+pub async fn connect_with(
+    endpoints: &[String],
+    tls: Option<&brim_security::ClientTls>,
+) -> Result<Client, ElectionError> {
+    let endpoints = endpoints_for(endpoints, tls.is_some())?;
+    let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
         .with_keep_alive_while_idle(true);
-    Client::connect(endpoints, Some(opts))
+    if let Some(tls) = tls {
+        opts = opts.with_tls(tls.tonic_config()?);
+    }
+    Client::connect(&endpoints, Some(opts))
         .await
         .map_err(|source| ElectionError::Connect {
             endpoints: endpoints.join(","),
@@ -139,5 +182,28 @@ impl Election {
             lost: lost_rx,
             keepalive,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_schemes_follow_the_tls_setting() {
+        let e = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            endpoints_for(&e(&["10.0.0.1:2379", "https://e2:2379"]), true).ok(),
+            Some(e(&["https://10.0.0.1:2379", "https://e2:2379"]))
+        );
+        assert_eq!(
+            endpoints_for(&e(&["e1:2379", "http://e2:2379"]), false).ok(),
+            Some(e(&["http://e1:2379", "http://e2:2379"]))
+        );
+        let err = endpoints_for(&e(&["http://e1:2379"]), true).expect_err("plaintext with TLS");
+        assert!(err.to_string().contains("use https://"), "{err}");
+        let err = endpoints_for(&e(&["https://e1:2379"]), false).expect_err("https without CA");
+        assert!(err.to_string().contains("--etcd-ca"), "{err}");
+        assert!(endpoints_for(&e(&["unix://sock"]), false).is_err());
     }
 }

@@ -166,6 +166,9 @@ pub struct HaConfig {
     pub lease_ttl: Duration,
     /// Key prefix of this cluster in etcd.
     pub prefix: String,
+    /// TLS to etcd (`https://` endpoints): the CA that signed etcd's certificate and this
+    /// master's client certificate when etcd checks them. `None`: plaintext.
+    pub etcd_tls: Option<brim_security::ClientTls>,
 }
 
 /// How to run a master.
@@ -266,6 +269,13 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
         source,
     })?;
     let edge = Arc::new(Edge::load(&config.security)?);
+    if let Some(ha) = &config.ha {
+        // Fail at start, not in the connect-retry loop, on what retrying cannot fix.
+        election::endpoints_for(&ha.etcd, ha.etcd_tls.is_some())?;
+        if let Some(tls) = &ha.etcd_tls {
+            tls.tonic_config()?;
+        }
+    }
     let listener = bind(config.listen).await?;
     let addr = listener.local_addr().map_err(|source| MasterError::Bind {
         addr: config.listen,
@@ -414,7 +424,7 @@ async fn run_ha(
     let addr = listener.local_addr().map_err(MasterError::Serve)?;
     let mut backoff = Duration::from_millis(250);
     let client = loop {
-        match election::connect(&ha.etcd).await {
+        match election::connect_with(&ha.etcd, ha.etcd_tls.as_ref()).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!("{e}; retrying in {backoff:?}");

@@ -27,6 +27,7 @@ async fn ha_master(etcd: &Etcd, dir: &std::path::Path) -> RunningMaster {
         advertise: listen.to_string(),
         lease_ttl: Duration::from_secs(2),
         prefix: "/brim-test".into(),
+        etcd_tls: None,
     });
     brim_master::start(config).await.expect("master starts")
 }

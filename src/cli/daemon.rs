@@ -228,6 +228,15 @@ pub(crate) struct MasterArgs {
     /// Key prefix of this cluster in etcd.
     #[arg(long, default_value = "/brim")]
     pub(crate) etcd_prefix: String,
+    /// Talk to etcd over TLS (`https://` endpoints), verifying its certificate with this CA.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) etcd_ca: Option<PathBuf>,
+    /// Client certificate (and `--etcd-key`) to present to an etcd started with
+    /// `--client-cert-auth`.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub(crate) etcd_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub(crate) etcd_key: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) tuning: MasterTuning,
     #[command(flatten)]
@@ -406,6 +415,22 @@ fn parse_bridge_cidr(s: &str) -> Result<String, String> {
     brim_agent::network::validate_cidr(s).map(|()| s.to_string())
 }
 
+/// The TLS settings towards etcd from `--etcd-ca/--etcd-cert/--etcd-key`.
+fn etcd_tls(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<Option<brim_security::ClientTls>> {
+    let identity = cert.zip(key);
+    match ca {
+        Some(ca) => Ok(Some(brim_security::ClientTls { ca, identity })),
+        None if identity.is_some() => anyhow::bail!(
+            "--etcd-cert/--etcd-key need --etcd-ca (the CA that signed etcd's certificate)"
+        ),
+        None => Ok(None),
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
@@ -450,6 +475,7 @@ pub(crate) async fn master(a: MasterArgs, security: &SecurityArgs) -> anyhow::Re
             advertise,
             lease_ttl: a.lease_ttl,
             prefix: a.etcd_prefix,
+            etcd_tls: etcd_tls(a.etcd_ca, a.etcd_cert, a.etcd_key)?,
         });
     }
     let hosted = host_frameworks(&mut config)?;

@@ -78,6 +78,7 @@ async fn start_master(etcd: &str, dir: &Path) -> Result<brim_master::RunningMast
         advertise: listen.to_string(),
         lease_ttl: Duration::from_secs(2),
         prefix: "/brim-bench".into(),
+        etcd_tls: None,
     });
     Ok(brim_master::start(config).await?)
 }

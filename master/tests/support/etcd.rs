@@ -11,7 +11,18 @@ pub struct Etcd {
     pub endpoint: String,
     binary: String,
     args: Vec<String>,
+    /// With TLS: the CA, and the client certificate and key the health check presents.
+    tls: Option<EtcdTls>,
     _dir: tempfile::TempDir,
+}
+
+/// etcd over TLS: its server certificate and key, the CA it trusts for client certificates
+/// (`--client-cert-auth`), and a client certificate for health checks.
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub ca: std::path::PathBuf,
+    pub server: (std::path::PathBuf, std::path::PathBuf),
+    pub client: (std::path::PathBuf, std::path::PathBuf),
 }
 
 fn free_port() -> u16 {
@@ -39,9 +50,20 @@ pub fn etcd_binary(test: &str) -> Option<String> {
 
 impl Etcd {
     pub fn start(binary: &str) -> Etcd {
+        Etcd::start_with(binary, None)
+    }
+
+    /// etcd serving clients over TLS only (`https://`), requiring client certificates
+    /// signed by `tls.ca`.
+    pub fn start_tls(binary: &str, tls: EtcdTls) -> Etcd {
+        Etcd::start_with(binary, Some(tls))
+    }
+
+    fn start_with(binary: &str, tls: Option<EtcdTls>) -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
         let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let args: Vec<String> = [
             "--name",
@@ -62,12 +84,25 @@ impl Etcd {
         .iter()
         .map(|a| a.to_string())
         .collect();
+        let mut args = args;
+        if let Some(t) = &tls {
+            for (flag, path) in [
+                ("--cert-file", &t.server.0),
+                ("--key-file", &t.server.1),
+                ("--trusted-ca-file", &t.ca),
+            ] {
+                args.push(flag.to_string());
+                args.push(path.display().to_string());
+            }
+            args.push("--client-cert-auth".to_string());
+        }
         let child = spawn(binary, &args);
         let e = Etcd {
             child,
             endpoint,
             binary: binary.to_string(),
             args,
+            tls,
             _dir: dir,
         };
         e.wait_healthy();
@@ -84,6 +119,31 @@ impl Etcd {
     }
 
     fn wait_healthy(&self) {
+        if let Some(t) = &self.tls {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let out = Command::new("curl")
+                    .args(["-sS", "--max-time", "2", "--cacert"])
+                    .arg(&t.ca)
+                    .arg("--cert")
+                    .arg(&t.client.0)
+                    .arg("--key")
+                    .arg(&t.client.1)
+                    .arg(format!("{}/health", self.endpoint))
+                    .stdin(Stdio::null())
+                    .output();
+                if out.is_ok_and(|o| {
+                    String::from_utf8_lossy(&o.stdout).contains("\"health\":\"true\"")
+                }) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd (TLS) did not become healthy in 20 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let client = self.endpoint.trim_start_matches("http://").to_string();
         let deadline = Instant::now() + Duration::from_secs(20);
         let addr = client;
