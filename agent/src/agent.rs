@@ -513,6 +513,22 @@ impl Agent {
         })
     }
 
+    /// Handles the master's `destroy_volume`: removes the volume's directory, off the
+    /// async threads.
+    pub(crate) fn destroy_volume(&self, role: String, persistence_id: String) {
+        let work_dir = self.config.work_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            match crate::volumes::destroy(&work_dir, &role, &persistence_id) {
+                Ok(()) => tracing::info!(role, persistence_id, "persistent volume destroyed"),
+                Err(e) => tracing::warn!(
+                    role,
+                    persistence_id,
+                    "cannot remove a destroyed volume: {e}"
+                ),
+            }
+        });
+    }
+
     /// Handles the master's `run_task`.
     pub(crate) fn run_task(self: &Arc<Self>, framework: FrameworkInfo, info: TaskInfo) {
         let key: TaskKey = (framework.id.clone(), info.task_id.clone());
@@ -950,6 +966,17 @@ impl Agent {
                 )
             })?;
         }
+        // Persistent volumes: created on first use, linked into the sandbox.
+        let owner = user.as_ref().map(|u| (u.uid, u.gid));
+        let bind_volumes = self.namespaces() && !oci;
+        let volume_mounts = crate::volumes::attach(
+            &self.config.work_dir,
+            &v.info,
+            &v.sandbox,
+            owner,
+            bind_volumes,
+        )
+        .map_err(|(path, source)| (launcher::LaunchError::Sandbox { path, source }, None))?;
         let agent_id = self.agent_id();
         let host = self
             .http_address
@@ -1082,7 +1109,17 @@ impl Agent {
             rlimits: supervisor::default_rlimits(),
             namespaces: prepared.namespaces,
             network_namespace: network.private(),
+            volumes: volume_mounts,
         };
+        if !spec.volumes.is_empty() && !spec.namespaces {
+            return Err((
+                launcher::LaunchError::Internal(
+                    "persistent volumes were prepared for a mount namespace the task does not get"
+                        .into(),
+                ),
+                None,
+            ));
+        }
         let t_cgroup = t0.elapsed();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let killed = |st: &State| {

@@ -38,6 +38,7 @@ pub mod supervisor;
 mod sys;
 pub mod task;
 mod telemetry;
+pub mod volumes;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

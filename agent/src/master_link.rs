@@ -298,6 +298,7 @@ fn handle(agent: &Arc<Agent>, m: MasterMessage) {
             tracing::warn!(message = %e.message, "master reported an error")
         }
         Some(FromMaster::Ping(_)) => {}
+        Some(FromMaster::DestroyVolume(d)) => agent.destroy_volume(d.role, d.persistence_id),
         Some(FromMaster::Registered(r)) => {
             // A repeated `registered` (e.g. master failover handled in-stream): adopt it.
             if agent.registered(&r.agent_id, &r.master_id) {

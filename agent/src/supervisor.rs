@@ -139,6 +139,9 @@ pub struct TaskSpec {
     pub namespaces: bool,
     /// A private network namespace (with `namespaces`; see `network`).
     pub network_namespace: bool,
+    /// Persistent volumes to bind-mount (with `namespaces`): (volume directory, mount point
+    /// inside the sandbox). See `volumes`.
+    pub volumes: Vec<(PathBuf, PathBuf)>,
 }
 
 /// A supervisor that waits for [`Pending::go`].
@@ -193,10 +196,37 @@ pub fn spawn(t: TaskSpec) -> Result<Pending, SupervisorError> {
             cur.push(c);
             mkdirs.push(cstr(&cur.display().to_string())?);
         }
+        if t.volumes.len() > crate::sys::MAX_VOLUMES {
+            return Err(SupervisorError::Io {
+                action: "mount",
+                path: t.sandbox.clone(),
+                source: io::Error::other(format!(
+                    "a task may use at most {} persistent volumes",
+                    crate::sys::MAX_VOLUMES
+                )),
+            });
+        }
+        let mut volumes = Vec::new();
+        for (dir, target) in &t.volumes {
+            let dir = dir.canonicalize().map_err(io_err("resolve", dir))?;
+            let target = target.canonicalize().map_err(io_err("resolve", target))?;
+            if !target.starts_with(&sandbox) {
+                return Err(SupervisorError::Io {
+                    action: "place",
+                    path: target,
+                    source: io::Error::other("a volume's mount point is not inside the sandbox"),
+                });
+            }
+            volumes.push((
+                cstr(&dir.display().to_string())?,
+                cstr(&target.display().to_string())?,
+            ));
+        }
         Some(MountPlan {
             work_dir: cstr(&work_dir.display().to_string())?,
             mkdirs,
             sandbox: cstr(&sandbox.display().to_string())?,
+            volumes,
         })
     } else {
         None

@@ -161,6 +161,10 @@ impl Stage {
     }
 }
 
+/// Most persistent volumes one task can mount (the master refuses none: a task with more
+/// fails to start with a clear error from `supervisor::spawn`).
+pub(crate) const MAX_VOLUMES: usize = 16;
+
 /// Private mount namespace setup: hide the agent's work dir behind a tmpfs, bind the task's
 /// own sandbox back at the same path, mount a fresh `/proc` for the new PID namespace.
 #[derive(Debug)]
@@ -170,6 +174,9 @@ pub(crate) struct MountPlan {
     /// Directories to create in that tmpfs, parents first, ending with the sandbox path.
     pub mkdirs: Vec<CString>,
     pub sandbox: CString,
+    /// Persistent volumes: (directory under the work dir, mount point in the sandbox),
+    /// bind-mounted after the sandbox.
+    pub volumes: Vec<(CString, CString)>,
 }
 
 /// Everything a supervisor and its task need, allocated before the fork: the children only
@@ -546,6 +553,18 @@ impl Child<'_> {
             if fd < 0 {
                 return Err(Self::errno());
             }
+            // The volumes too, before the tmpfs hides them (at most a few: a fixed array,
+            // no allocation after the fork).
+            let mut volume_fds = [-1i32; MAX_VOLUMES];
+            for (i, (dir, _)) in m.volumes.iter().take(MAX_VOLUMES).enumerate() {
+                volume_fds[i] = libc::open(
+                    dir.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                );
+                if volume_fds[i] < 0 {
+                    return Err(Self::errno());
+                }
+            }
             check(libc::mount(
                 c"tmpfs".as_ptr(),
                 m.work_dir.as_ptr(),
@@ -574,6 +593,20 @@ impl Child<'_> {
                 std::ptr::null(),
             ))?;
             libc::close(fd);
+            for (i, (_, target)) in m.volumes.iter().take(MAX_VOLUMES).enumerate() {
+                let mut num = [0u8; 24];
+                let len = format_pid(volume_fds[i], &mut num);
+                src[prefix.len()..prefix.len() + len].copy_from_slice(&num[..len]);
+                src[prefix.len() + len] = 0;
+                check(libc::mount(
+                    src.as_ptr().cast(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+                libc::close(volume_fds[i]);
+            }
             check(libc::mount(
                 c"proc".as_ptr(),
                 c"/proc".as_ptr(),

@@ -727,6 +727,46 @@ pub fn unreserve_operation(resources: &brim_proto::Resources, role: &str) -> v1:
     }
 }
 
+/// A persistent volume as a resource: `disk_mib` of `role`'s reserved disk, known by
+/// `persistence_id` on its agent and seen by tasks at `container_path` in their sandbox.
+/// Use it in [`create_volume_operation`], [`destroy_volume_operation`] and in the resources
+/// of the tasks that use the volume (as offers carry it back).
+pub fn volume(
+    role: &str,
+    persistence_id: &str,
+    container_path: &str,
+    disk_mib: f64,
+) -> v1::Resource {
+    v1::Resource {
+        name: "disk".into(),
+        value: Some(v1::resource::Value::Scalar(disk_mib)),
+        reservation_role: role.into(),
+        volume: Some(v1::Volume {
+            persistence_id: persistence_id.into(),
+            container_path: container_path.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A `CREATE` operation for [`DriverHandle::accept`]: persistent volumes (see [`volume`]) on
+/// disk reserved for the framework's role (RESERVE it first, possibly in the same accept).
+pub fn create_volume_operation(volumes: Vec<v1::Resource>) -> v1::Operation {
+    v1::Operation {
+        operation: Some(operation::Operation::Create(operation::Create { volumes })),
+    }
+}
+
+/// A `DESTROY` operation for [`DriverHandle::accept`]: volumes the offers carry (no task
+/// uses them) are deleted on their agent; their disk stays reserved.
+pub fn destroy_volume_operation(volumes: Vec<v1::Resource>) -> v1::Operation {
+    v1::Operation {
+        operation: Some(operation::Operation::Destroy(operation::Destroy {
+            volumes,
+        })),
+    }
+}
+
 /// A `LAUNCH` operation for [`DriverHandle::accept`].
 pub fn launch_operation(tasks: Vec<v1::TaskInfo>) -> v1::Operation {
     v1::Operation {

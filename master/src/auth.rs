@@ -298,7 +298,9 @@ impl Guard {
                     v1::operation::Operation::Launch(l) => l.task_infos.iter(),
                     // Reservations are only ever for the framework's own role.
                     v1::operation::Operation::Reserve(_)
-                    | v1::operation::Operation::Unreserve(_) => [].iter(),
+                    | v1::operation::Operation::Unreserve(_)
+                    | v1::operation::Operation::Create(_)
+                    | v1::operation::Operation::Destroy(_) => [].iter(),
                 })
             {
                 let user = task

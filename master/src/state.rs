@@ -30,7 +30,7 @@ use crate::allocator::{Allocation, Allocator, AllocatorConfig, RevocablePool};
 use crate::metrics::MasterMetrics;
 use crate::registry::{
     AgentRecord, AgentRegistryState, FrameworkRecord, RegistryError, RegistrySnapshot,
-    RegistryStore, RoleRecord,
+    RegistryStore, RoleRecord, VolumeRecord,
 };
 
 /// Channel to one agent's stream.
@@ -163,6 +163,8 @@ struct OfferEntry {
     /// The part reserved for `role` (the framework's role when offered).
     reserved: Resources,
     role: String,
+    /// Persistent volumes offered (their disk is part of `reserved`).
+    volumes: Vec<VolumeRecord>,
     expires: Duration,
 }
 
@@ -201,6 +203,94 @@ fn reservation_resources(list: &[v1::Resource], role: &str, op: &str) -> Result<
     }
     Resources::from_proto(list)
         .map_err(|e| Status::invalid_argument(format!("{op}: invalid resources: {e}")))
+}
+
+/// Persistent volume ids: printable, bounded, safe as a directory name on the agent.
+fn validate_persistence_id(id: &str) -> Result<(), Status> {
+    validate_task_id(id).map_err(|_| {
+        Status::invalid_argument(format!(
+            "persistence id `{id}` must be 1-255 letters, digits, `.`, `_` or `-`"
+        ))
+    })
+}
+
+/// A volume's path inside the sandbox: relative, no `..`, bounded.
+fn validate_container_path(path: &str) -> Result<(), Status> {
+    let p = std::path::Path::new(path);
+    let ok = !path.is_empty()
+        && path.len() <= 255
+        && !path.contains('\0')
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "volume container_path `{path}` must be a relative path inside the sandbox without `..`"
+        )))
+    }
+}
+
+/// The persistent volumes named in a resource list (entries with `volume` set).
+fn volume_entries(
+    list: &[v1::Resource],
+    role: &str,
+    op: &str,
+) -> Result<Vec<VolumeRecord>, Status> {
+    let mut out = Vec::new();
+    for r in list {
+        let Some(v) = &r.volume else { continue };
+        let size = match (&r.name[..], &r.value) {
+            ("disk", Some(v1::resource::Value::Scalar(x))) if x.is_finite() && *x > 0.0 => *x,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "{op}: persistent volume `{}` must be a `disk` scalar > 0",
+                    v.persistence_id
+                )))
+            }
+        };
+        if r.revocable || r.reservation_role != role {
+            return Err(Status::invalid_argument(format!(
+                "{op}: persistent volume `{}` must be on disk reserved for the framework's role `{role}` (not revocable)",
+                v.persistence_id
+            )));
+        }
+        validate_persistence_id(&v.persistence_id)?;
+        validate_container_path(&v.container_path)?;
+        out.push(VolumeRecord {
+            persistence_id: v.persistence_id.clone(),
+            role: role.to_string(),
+            disk: size,
+            container_path: v.container_path.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The wire form of a persistent volume (a reserved `disk` entry with `volume`).
+fn volume_resource(v: &VolumeRecord) -> v1::Resource {
+    v1::Resource {
+        name: "disk".into(),
+        value: Some(v1::resource::Value::Scalar(v.disk)),
+        reservation_role: v.role.clone(),
+        volume: Some(v1::Volume {
+            persistence_id: v.persistence_id.clone(),
+            container_path: v.container_path.clone(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The disk the volumes take.
+fn volumes_disk<'a>(vols: impl IntoIterator<Item = &'a VolumeRecord>) -> Resources {
+    let mut out = Resources::new();
+    for v in vols {
+        let mut one = Resources::new();
+        if one.set_scalar("disk", v.disk).is_ok() {
+            out.add(&one);
+        }
+    }
+    out
 }
 
 /// Reservations of an agent (role -> resources) in the registry's operator syntax.
@@ -505,6 +595,12 @@ impl Master {
                 .agents
                 .get(&id)
                 .map(|k| k.reservations.clone())
+                .unwrap_or_default(),
+            volumes: self
+                .known
+                .agents
+                .get(&id)
+                .map(|k| k.volumes.clone())
                 .unwrap_or_default(),
         };
         // Re-registration of an unchanged, admitted agent needs no write: after a failover
@@ -1166,8 +1262,76 @@ impl Master {
         let mut remaining = offered.clone();
         let mut remaining_revocable = offered_revocable.clone();
         let mut remaining_reserved = offered_reserved;
+        // Persistent volumes: the agent's (for the registry), and those the offers carry
+        // that no operation of this accept has used yet.
+        let mut volumes: Vec<VolumeRecord> = self
+            .known
+            .agents
+            .get(&agent_id)
+            .map(|a| a.volumes.clone())
+            .unwrap_or_default();
+        let mut available: BTreeMap<String, VolumeRecord> = req
+            .offer_ids
+            .iter()
+            .filter_map(|id| self.offers.get(id))
+            .flat_map(|o| o.volumes.iter())
+            .map(|v| (v.persistence_id.clone(), v.clone()))
+            .collect();
+        let mut volumes_changed = false;
+        let mut destroyed: Vec<String> = Vec::new();
         for op in &req.operations {
             match &op.operation {
+                Some(operation::Operation::Create(c)) => {
+                    if c.volumes.is_empty() || c.volumes.iter().any(|r| r.volume.is_none()) {
+                        return Err(Status::invalid_argument(
+                            "CREATE needs volumes: `disk` resources with `volume` set",
+                        ));
+                    }
+                    for v in volume_entries(&c.volumes, &role, "CREATE")? {
+                        if volumes
+                            .iter()
+                            .any(|x| x.role == v.role && x.persistence_id == v.persistence_id)
+                        {
+                            return Err(Status::already_exists(format!(
+                                "CREATE: persistent volume `{}` already exists on agent {agent_id}",
+                                v.persistence_id
+                            )));
+                        }
+                        let plain =
+                            remaining_reserved.saturating_sub(&volumes_disk(available.values()));
+                        let need = volumes_disk([&v]);
+                        if !plain.contains(&need) {
+                            return Err(Status::invalid_argument(format!(
+                                "CREATE of volume `{}` needs {need} reserved for role `{role}` but the offers only have {} of it outside volumes; RESERVE disk first",
+                                v.persistence_id,
+                                plain.scalar("disk")
+                            )));
+                        }
+                        available.insert(v.persistence_id.clone(), v.clone());
+                        volumes.push(v);
+                        volumes_changed = true;
+                    }
+                }
+                Some(operation::Operation::Destroy(d)) => {
+                    if d.volumes.is_empty() || d.volumes.iter().any(|r| r.volume.is_none()) {
+                        return Err(Status::invalid_argument(
+                            "DESTROY needs volumes: `disk` resources with `volume` set",
+                        ));
+                    }
+                    for v in volume_entries(&d.volumes, &role, "DESTROY")? {
+                        if available.remove(&v.persistence_id).is_none() {
+                            return Err(Status::invalid_argument(format!(
+                                "DESTROY: persistent volume `{}` is not in the offers (unknown, or in use by a task)",
+                                v.persistence_id
+                            )));
+                        }
+                        volumes.retain(|x| {
+                            !(x.role == v.role && x.persistence_id == v.persistence_id)
+                        });
+                        destroyed.push(v.persistence_id);
+                        volumes_changed = true;
+                    }
+                }
                 Some(operation::Operation::Reserve(r)) => {
                     let res = reservation_resources(&r.resources, &role, "RESERVE")?;
                     remaining = remaining.checked_sub(&res).ok_or_else(|| {
@@ -1257,6 +1421,19 @@ impl Master {
                             }
                             reserved = amount;
                         }
+                        for v in volume_entries(&task.resources, &role, "LAUNCH")? {
+                            match available.get(&v.persistence_id) {
+                                Some(o) if o.container_path == v.container_path && o.disk == v.disk => {
+                                    available.remove(&v.persistence_id);
+                                }
+                                _ => {
+                                    return Err(Status::invalid_argument(format!(
+                                        "task {} uses persistent volume `{}` ({} MiB at `{}`) which the offers do not carry as such",
+                                        task.task_id, v.persistence_id, v.disk, v.container_path
+                                    )))
+                                }
+                            }
+                        }
                         if !reserved.is_empty() {
                             remaining_reserved =
                                 remaining_reserved.checked_sub(&reserved).ok_or_else(|| {
@@ -1300,9 +1477,17 @@ impl Master {
                 }
                 None => return Err(Status::invalid_argument("operation has no type")),
             }
+            // Plain reserved resources never come out of the volumes' disk.
+            let in_volumes = volumes_disk(available.values());
+            if !remaining_reserved.contains(&in_volumes) {
+                return Err(Status::invalid_argument(format!(
+                    "the operations use {} reserved disk that belongs to persistent volumes; name the volume (`volume` set) to use one, or DESTROY it first",
+                    in_volumes.scalar("disk") - remaining_reserved.scalar("disk")
+                )));
+            }
         }
         // Act: the reservations first, durably, so that a registry failure changes nothing.
-        if !changes.is_empty() {
+        if !changes.is_empty() || volumes_changed {
             let mut reservations: BTreeMap<String, Resources> = self
                 .allocator
                 .agent_reservations(&agent_id)
@@ -1318,6 +1503,7 @@ impl Master {
             if let Some(known) = self.known.agents.get(&agent_id) {
                 let record = AgentRecord {
                     reservations: reservation_record(&reservations),
+                    volumes: volumes.clone(),
                     ..known.clone()
                 };
                 self.registry
@@ -1351,6 +1537,28 @@ impl Master {
             .get(&req.framework_id)
             .map(|f| f.info.clone())
             .unwrap_or_default();
+        if !destroyed.is_empty() {
+            if let Some(tx) = self.agents.get(&agent_id).and_then(|a| a.tx.as_ref()) {
+                for id in &destroyed {
+                    let msg = MasterMessage {
+                        message: Some(master_message::Message::DestroyVolume(
+                            master_message::DestroyVolume {
+                                role: role.clone(),
+                                persistence_id: id.clone(),
+                            },
+                        )),
+                    };
+                    if tx.try_send(Ok(msg)).is_err() {
+                        tracing::warn!(
+                            agent_id,
+                            id,
+                            "could not tell the agent to remove a destroyed volume's directory"
+                        );
+                    }
+                }
+            }
+            tracing::info!(agent_id, role, ?destroyed, "persistent volumes destroyed");
+        }
         for id in &req.offer_ids {
             self.offers.remove(id);
             if let Some(f) = self.frameworks.get_mut(&req.framework_id) {
@@ -1907,7 +2115,15 @@ impl Master {
         // Per framework, each offer with the resources it holds (kept as `Resources` so an
         // undelivered offer is recovered without decoding its wire form again) and whether
         // they are revocable.
-        type Pending = (v1::Offer, Resources, Resources, String, bool);
+        type Pending = (
+            v1::Offer,
+            Resources,
+            Resources,
+            String,
+            bool,
+            Vec<VolumeRecord>,
+        );
+        let mut offered_now: HashSet<(String, String)> = HashSet::new();
         let mut per_framework: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
         let tagged = allocations
             .into_iter()
@@ -1943,7 +2159,35 @@ impl Master {
                 .map(|f| f.info.role.clone())
                 .unwrap_or_default();
             let mut wire = a.resources.to_proto_with(is_revocable);
-            wire.extend(a.reserved.to_proto_reserved(&role, ""));
+            // The role's persistent volumes that no task uses and no other offer carries
+            // go out as such; the rest of the reservation as plain reserved resources.
+            let mut plain = a.reserved.clone();
+            let mut vols = Vec::new();
+            if !plain.is_empty() {
+                let busy = self.volumes_busy(&a.agent_id);
+                for v in self
+                    .known
+                    .agents
+                    .get(&a.agent_id)
+                    .map(|r| r.volumes.as_slice())
+                    .unwrap_or_default()
+                {
+                    let key = (a.agent_id.clone(), v.persistence_id.clone());
+                    if v.role != role
+                        || busy.contains(&v.persistence_id)
+                        || offered_now.contains(&key)
+                    {
+                        continue;
+                    }
+                    if let Some(rest) = plain.checked_sub(&volumes_disk([v])) {
+                        plain = rest;
+                        offered_now.insert(key);
+                        vols.push(v.clone());
+                    }
+                }
+            }
+            wire.extend(plain.to_proto_reserved(&role, ""));
+            wire.extend(vols.iter().map(volume_resource));
             let offer = v1::Offer {
                 id: String::new(),
                 framework_id: a.framework_id.clone(),
@@ -1961,6 +2205,7 @@ impl Master {
                 a.reserved,
                 role,
                 is_revocable,
+                vols,
             ));
         }
         for (fw, mut offers) in per_framework {
@@ -1974,7 +2219,7 @@ impl Master {
                 })),
             };
             let delivered = tx.as_ref().is_some_and(|tx| tx.try_send(Ok(event)).is_ok());
-            for (o, resources, reserved, role, is_revocable) in offers {
+            for (o, resources, reserved, role, is_revocable, volumes) in offers {
                 if delivered {
                     let (resources, revocable) = if is_revocable {
                         (Resources::new(), resources)
@@ -1990,6 +2235,7 @@ impl Master {
                             revocable,
                             reserved,
                             role,
+                            volumes,
                             expires: now + self.config.offer_timeout,
                         },
                     );
@@ -2005,6 +2251,21 @@ impl Master {
                 }
             }
         }
+    }
+
+    /// Persistent volumes on the agent that a live task uses or an outstanding offer carries.
+    fn volumes_busy(&self, agent_id: &str) -> HashSet<String> {
+        let mut busy: HashSet<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.agent_id == agent_id)
+            .flat_map(|t| t.info.resources.iter())
+            .filter_map(|r| r.volume.as_ref().map(|v| v.persistence_id.clone()))
+            .collect();
+        for o in self.offers.values().filter(|o| o.agent_id == agent_id) {
+            busy.extend(o.volumes.iter().map(|v| v.persistence_id.clone()));
+        }
+        busy
     }
 
     fn rescind(&mut self, offer_id: &str, now: Duration) {
@@ -2202,6 +2463,17 @@ impl Master {
                         .agent_reservations(id)
                         .into_iter()
                         .collect::<BTreeMap<_, _>>(),
+                    "volumes": self
+                        .known
+                        .agents
+                        .get(id)
+                        .map(|r| r.volumes.iter().map(|v| json!({
+                            "persistence_id": v.persistence_id,
+                            "role": v.role,
+                            "disk": v.disk,
+                            "container_path": v.container_path,
+                        })).collect::<Vec<_>>())
+                        .unwrap_or_default(),
                     // Oversubscription: the agent's published slack, what revocable tasks
                     // use of it, what is offered or used, and the agent's estimate of what
                     // its non-revocable tasks really use.

@@ -597,6 +597,7 @@ fn reconciliation_waits_for_agents_that_have_not_reregistered() {
             state: AgentRegistryState::Admitted,
             since: 0.0,
             reservations: Default::default(),
+            volumes: Vec::new(),
         })
         .expect("put");
     let mut h = Harness::new();

@@ -191,6 +191,7 @@ async fn a_stale_fence_cannot_write_the_registry() {
         state: AgentRegistryState::Admitted,
         since: 0.0,
         reservations: Default::default(),
+        volumes: Vec::new(),
     };
     let good = leadership.fence.clone();
     let stale = Fence {

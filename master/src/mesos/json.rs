@@ -119,6 +119,17 @@ pub(crate) struct Operation {
     pub(crate) reserve: Option<ResourceList>,
     #[serde(default)]
     pub(crate) unreserve: Option<ResourceList>,
+    #[serde(default)]
+    pub(crate) create: Option<VolumeList>,
+    #[serde(default)]
+    pub(crate) destroy: Option<VolumeList>,
+}
+
+/// `Offer.Operation.Create` / `Destroy`: `{"volumes": [...]}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct VolumeList {
+    #[serde(default)]
+    pub(crate) volumes: Vec<Resource>,
 }
 
 /// `Offer.Operation.Reserve` / `Unreserve`: `{"resources": [...]}`.
@@ -426,17 +437,52 @@ fn reservation(r: &Resource) -> Result<Option<(String, String)>, MesosJsonError>
     }
 }
 
-/// Mesos Resource → brim Resource. Dynamic reservations are carried (`reservations` or the
-/// older `role`/`reservation`); disk info is not supported yet; `allocation_info` is
-/// accepted and ignored.
-pub(crate) fn resource(r: &Resource) -> Result<v1::Resource, MesosJsonError> {
-    let reserved = reservation(r)?;
-    if r.disk.is_some() {
+/// A Mesos `DiskInfo`: persistent volumes (`persistence.id` + `volume.container_path`) are
+/// carried; disk sources (MOUNT/PATH/BLOCK/RAW) and host paths are not supported.
+fn volume(r: &Resource) -> Result<Option<v1::Volume>, MesosJsonError> {
+    let Some(disk) = r.disk.as_ref() else {
+        return Ok(None);
+    };
+    if disk.get("source").is_some_and(|v| !v.is_null()) {
         return Err(unsupported(format!(
-            "resource {}: disk info (persistent volumes) is not supported by brim yet",
+            "resource {}: disk sources (MOUNT, PATH, BLOCK, RAW) are not supported by brim yet",
             r.name
         )));
     }
+    let Some(id) = disk.pointer("/persistence/id").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let vol = disk.get("volume");
+    if vol
+        .and_then(|v| v.get("host_path"))
+        .is_some_and(|v| !v.is_null())
+    {
+        return Err(unsupported(format!(
+            "resource {}: persistent volumes with a host_path are not supported by brim",
+            r.name
+        )));
+    }
+    let container_path = vol
+        .and_then(|v| v.get("container_path"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            shape(format!(
+                "resource {}: persistent volume {id} needs 'volume.container_path'",
+                r.name
+            ))
+        })?;
+    Ok(Some(v1::Volume {
+        persistence_id: id.to_string(),
+        container_path: container_path.to_string(),
+    }))
+}
+
+/// Mesos Resource → brim Resource. Dynamic reservations are carried (`reservations` or the
+/// older `role`/`reservation`), and persistent volumes (`disk.persistence`, `disk.volume`);
+/// `allocation_info` is accepted and ignored.
+pub(crate) fn resource(r: &Resource) -> Result<v1::Resource, MesosJsonError> {
+    let reserved = reservation(r)?;
+    let volume = volume(r)?;
     let value =
         match r.kind.as_str() {
             "SCALAR" => {
@@ -483,6 +529,7 @@ pub(crate) fn resource(r: &Resource) -> Result<v1::Resource, MesosJsonError> {
         revocable: r.revocable.is_some(),
         reservation_role,
         reservation_principal,
+        volume,
     })
 }
 
@@ -734,6 +781,15 @@ pub(crate) fn resource_json(r: &v1::Resource, ctx: &EventContext) -> Option<Valu
             json!({ "principal": r.reservation_principal })
         };
         m.insert("reservation".into(), reservation);
+    }
+    if let Some(v) = &r.volume {
+        m.insert(
+            "disk".into(),
+            json!({
+                "persistence": {"id": v.persistence_id},
+                "volume": {"container_path": v.container_path, "mode": "RW"},
+            }),
+        );
     }
     m.insert("allocation_info".into(), json!({ "role": ctx.role }));
     if r.revocable {

@@ -138,11 +138,17 @@ pub fn fuzz_decode_call(bytes: &[u8]) -> Result<(), String> {
     if let Some(a) = &call.accept {
         let _ = json::filters(a.filters.as_ref());
         for op in &a.operations {
+            let volumes = op
+                .create
+                .iter()
+                .chain(op.destroy.iter())
+                .flat_map(|l| l.volumes.iter());
             for r in op
                 .reserve
                 .iter()
                 .chain(op.unreserve.iter())
                 .flat_map(|l| l.resources.iter())
+                .chain(volumes)
             {
                 json::resource(r).map_err(|e| e.to_string())?;
             }
@@ -451,8 +457,6 @@ async fn kill(api: &MesosApi, req: v1::KillRequest) {
 
 const UNSUPPORTED_OPERATIONS: &[&str] = &[
     "LAUNCH_GROUP",
-    "CREATE",
-    "DESTROY",
     "GROW_VOLUME",
     "SHRINK_VOLUME",
     "CREATE_DISK",
@@ -471,15 +475,14 @@ async fn accept(
     // The operations in order; a LAUNCH is `None` here and filled with its valid tasks below.
     let mut ops: Vec<Option<v1::operation::Operation>> = Vec::new();
     let mut launches = Vec::new();
-    let reservation = |list: Option<&json::ResourceList>, kind: &str| {
+    let reservation = |list: Option<&Vec<json::Resource>>, kind: &str| {
         let list = list.ok_or_else(|| {
             invalid(format!(
                 "Expecting '{}' to be present in a {kind} operation",
                 kind.to_lowercase()
             ))
         })?;
-        list.resources
-            .iter()
+        list.iter()
             .map(json::resource)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid(format!("Invalid {kind} operation: {e}")))
@@ -494,20 +497,33 @@ async fn accept(
                 ops.push(None);
             }
             "RESERVE" => {
-                let resources = reservation(op.reserve.as_ref(), "RESERVE")?;
+                let resources = reservation(op.reserve.as_ref().map(|l| &l.resources), "RESERVE")?;
                 ops.push(Some(v1::operation::Operation::Reserve(
                     v1::operation::Reserve { resources },
                 )));
             }
             "UNRESERVE" => {
-                let resources = reservation(op.unreserve.as_ref(), "UNRESERVE")?;
+                let resources =
+                    reservation(op.unreserve.as_ref().map(|l| &l.resources), "UNRESERVE")?;
                 ops.push(Some(v1::operation::Operation::Unreserve(
                     v1::operation::Unreserve { resources },
                 )));
             }
+            "CREATE" => {
+                let volumes = reservation(op.create.as_ref().map(|l| &l.volumes), "CREATE")?;
+                ops.push(Some(v1::operation::Operation::Create(
+                    v1::operation::Create { volumes },
+                )));
+            }
+            "DESTROY" => {
+                let volumes = reservation(op.destroy.as_ref().map(|l| &l.volumes), "DESTROY")?;
+                ops.push(Some(v1::operation::Operation::Destroy(
+                    v1::operation::Destroy { volumes },
+                )));
+            }
             kind if UNSUPPORTED_OPERATIONS.contains(&kind) => {
                 return Err(bad(format!(
-                    "Offer operation {kind} is not supported by brim yet; LAUNCH, RESERVE and UNRESERVE are"
+                    "Offer operation {kind} is not supported by brim yet; LAUNCH, RESERVE, UNRESERVE, CREATE and DESTROY are"
                 )))
             }
             other => {

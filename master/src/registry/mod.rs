@@ -65,6 +65,19 @@ pub struct AgentRecord {
     /// Dynamic reservations (Mesos RESERVE): role -> resources in operator syntax.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reservations: BTreeMap<String, String>,
+    /// Persistent volumes (Mesos CREATE), each on disk of its role's reservation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeRecord>,
+}
+
+/// A persistent volume on an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub persistence_id: String,
+    pub role: String,
+    /// Size in MiB (part of the role's reserved `disk`).
+    pub disk: f64,
+    pub container_path: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,6 +262,7 @@ mod tests {
             state,
             since: 1.0,
             reservations: Default::default(),
+            volumes: Vec::new(),
         }
     }
 
