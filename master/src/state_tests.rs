@@ -1078,3 +1078,147 @@ fn frameworks_of_role_star_cannot_reserve_and_tasks_cannot_use_other_roles() {
     );
     assert!(h.m.offers.contains_key(&offers[0].id), "nothing changed");
 }
+
+// ---- persistent volumes ----
+
+fn volume_wire(id: &str, path: &str, disk: f64) -> v1::Resource {
+    v1::Resource {
+        name: "disk".into(),
+        value: Some(v1::resource::Value::Scalar(disk)),
+        reservation_role: "db".into(),
+        volume: Some(v1::Volume {
+            persistence_id: id.into(),
+            container_path: path.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn offered_volumes(o: &v1::Offer) -> Vec<String> {
+    o.resources
+        .iter()
+        .filter_map(|r| r.volume.as_ref().map(|v| v.persistence_id.clone()))
+        .collect()
+}
+
+#[test]
+fn volumes_are_created_offered_back_used_and_destroyed() {
+    let mut h = Harness::new();
+    let (agent, conn) = h.add_agent("cpus:4;mem:4096;disk:1000");
+    let db = subscribe_role(&mut h, "db", "db");
+    let offers = h.offers(&db);
+    let create = |id: &str, path: &str, disk: f64| {
+        operation::Operation::Create(operation::Create {
+            volumes: vec![volume_wire(id, path, disk)],
+        })
+    };
+    // CREATE needs reserved disk outside other volumes; bad volumes are refused first.
+    for (ops_list, why) in [
+        (vec![create("v1", "data", 100.0)], "outside volumes"),
+        (
+            vec![reserve_op("disk:100", "db"), create("v1", "../x", 100.0)],
+            "relative path",
+        ),
+        (
+            vec![reserve_op("disk:100", "db"), create("../v", "data", 100.0)],
+            "persistence id",
+        ),
+        (
+            vec![reserve_op("disk:100", "db"), create("v1", "data", 150.0)],
+            "outside volumes",
+        ),
+    ] {
+        let err =
+            h.m.accept(ops(&db, &offers[0].id, ops_list), h.now, 2.0)
+                .expect_err("refused");
+        assert!(err.message().contains(why), "{why}: {}", err.message());
+    }
+    let mut writer = task("writer", "cpus:0");
+    let mut uses = reserved_wire("cpus:1;mem:64", "db");
+    uses.push(volume_wire("v1", "data", 100.0));
+    writer.resources = uses.clone();
+    h.m.accept(
+        ops(
+            &db,
+            &offers[0].id,
+            vec![
+                reserve_op("cpus:1;mem:64;disk:300", "db"),
+                create("v1", "data", 100.0),
+                operation::Operation::Launch(operation::Launch {
+                    task_infos: vec![writer],
+                }),
+            ],
+        ),
+        h.now,
+        2.0,
+    )
+    .expect("reserve + create + launch");
+    let rec = h.m.registry.load().expect("load").agents[&agent].clone();
+    assert_eq!(rec.volumes.len(), 1);
+    assert_eq!(rec.volumes[0].persistence_id, "v1");
+    // While the writer runs, the volume is not offered; plain reserved disk is.
+    let offers = h.offers(&db);
+    assert!(offered_volumes(&offers[0]).is_empty());
+    let (_, reserved) = split_reserved(&offers[0]);
+    assert_eq!(reserved["db"], res("disk:200"));
+    h.m.decline(
+        v1::DeclineRequest {
+            framework_id: db.clone(),
+            offer_ids: vec![offers[0].id.clone()],
+            filters: Some(v1::Filters {
+                refuse_seconds: Some(0.0),
+            }),
+        },
+        h.now,
+    )
+    .expect("decline");
+    h.update(&agent, conn, &db, "writer", TaskState::TaskFinished);
+    let offers = h.offers(&db);
+    assert_eq!(offered_volumes(&offers[0]), vec!["v1".to_string()]);
+    // Plain reserved resources cannot be taken out of the volume's disk.
+    let mut greedy = task("greedy", "cpus:0");
+    greedy.resources = reserved_wire("cpus:1;mem:64;disk:250", "db");
+    let err = h
+        .accept(&db, &offers[0].id, vec![greedy])
+        .expect_err("refused");
+    assert!(
+        err.message().contains("persistent volumes"),
+        "{}",
+        err.message()
+    );
+    // A volume the offers do not carry cannot be used or destroyed.
+    let mut wrong = task("wrong", "cpus:0");
+    let mut w = reserved_wire("cpus:1;mem:64", "db");
+    w.push(volume_wire("v2", "data", 100.0));
+    wrong.resources = w;
+    assert!(h.accept(&db, &offers[0].id, vec![wrong]).is_err());
+    // DESTROY: the registry forgets it, the agent is told to remove its directory.
+    h.m.accept(
+        ops(
+            &db,
+            &offers[0].id,
+            vec![operation::Operation::Destroy(operation::Destroy {
+                volumes: vec![volume_wire("v1", "data", 100.0)],
+            })],
+        ),
+        h.now,
+        2.0,
+    )
+    .expect("destroy");
+    assert!(h.m.registry.load().expect("load").agents[&agent]
+        .volumes
+        .is_empty());
+    let mut told = false;
+    while let Some(m) = h.next_agent(&agent) {
+        if let master_message::Message::DestroyVolume(d) = m {
+            assert_eq!((d.role.as_str(), d.persistence_id.as_str()), ("db", "v1"));
+            told = true;
+        }
+    }
+    assert!(told, "the agent is told to remove the volume");
+    assert_eq!(
+        h.m.allocator.agent_reservations(&agent),
+        vec![("db".to_string(), res("cpus:1;mem:64;disk:300"))],
+        "the disk stays reserved"
+    );
+}

@@ -48,7 +48,7 @@ async fn fake_agent(addr: SocketAddr) -> mpsc::UnboundedReceiver<AgentSaw> {
         .await
         .expect("agent connects");
     let (tx, rx) = mpsc::channel::<AgentMessage>(64);
-    let resources = brim_proto::Resources::parse("cpus:2;mem:1024;ports:[31000-31009]")
+    let resources = brim_proto::Resources::parse("cpus:2;mem:1024;disk:1024;ports:[31000-31009]")
         .expect("resources")
         .to_proto();
     tx.send(AgentMessage {
@@ -1063,5 +1063,125 @@ async fn reservation_doc_exchanges_round_trip() {
     .await;
     assert_eq!(r.status, 400);
     assert!(r.body.contains("Expecting 'reserve'"), "{}", r.body);
+    m.stop().await.expect("master stops");
+}
+
+/// CREATE, LAUNCH on, and DESTROY a persistent volume in the shape of Mesos's
+/// persistent-volume.md (the older `role` + `reservation` format with `disk.persistence` and
+/// `disk.volume`), after a RESERVE of the disk.
+#[tokio::test]
+async fn persistent_volume_doc_exchanges_round_trip() {
+    let (m, _dir) = start().await;
+    let addr = m.addr();
+    let mut agent = fake_agent(addr).await;
+    let mut s = EventStream::open(addr, subscribe_body(json!({"principal": "ops"})))
+        .await
+        .unwrap_or_else(|r| panic!("subscribe failed: {}", r.body));
+    let sub = s.expect("SUBSCRIBED").await;
+    let fid = sub["subscribed"]["framework_id"]["value"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let offer_of = |ev: &Value| ev["offers"]["offers"][0].clone();
+    let volumes_of = |offer: &Value| -> Vec<Value> {
+        offer["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .filter(|r| r.get("disk").is_some())
+            .cloned()
+            .collect()
+    };
+    let accept = |offer: &Value, ops: Value| {
+        json!({"framework_id": fw(&fid), "type": "ACCEPT",
+            "accept": {"offer_ids": [offer["id"].clone()], "operations": ops,
+                       "filters": {"refuse_seconds": 0.0}}})
+    };
+    let volume = json!({
+        "name": "disk", "type": "SCALAR", "scalar": {"value": 256},
+        "role": "test", "reservation": {"principal": "ops"},
+        "disk": {"persistence": {"id": "pg-data", "principal": "ops"},
+                 "volume": {"container_path": "data", "mode": "RW"}}
+    });
+    let offer = offer_of(&s.expect("OFFERS").await);
+    let agent_id = offer["agent_id"]["value"]
+        .as_str()
+        .expect("agent")
+        .to_string();
+    let ops = json!([
+        {"type": "RESERVE", "reserve": {"resources": [
+            {"name": "disk", "type": "SCALAR", "scalar": {"value": 512},
+             "role": "test", "reservation": {"principal": "ops"}}]}},
+        {"type": "CREATE", "create": {"volumes": [volume.clone()]}}
+    ]);
+    let r = call(addr, &s.stream_id, accept(&offer, ops)).await;
+    assert_eq!((r.status, r.body.as_str()), (202, ""));
+
+    // The volume comes back with its persistence id and container path.
+    let offer = offer_of(&s.expect("OFFERS").await);
+    let vols = volumes_of(&offer);
+    assert_eq!(vols.len(), 1, "{offer}");
+    assert_eq!(vols[0]["disk"]["persistence"]["id"], "pg-data");
+    assert_eq!(vols[0]["disk"]["volume"]["container_path"], "data");
+    assert_eq!(vols[0]["disk"]["volume"]["mode"], "RW");
+    assert_eq!(vols[0]["reservations"][0]["role"], "test");
+    assert_eq!(vols[0]["scalar"]["value"], 256.0);
+
+    // LAUNCH a task on it.
+    let launch = json!([{"type": "LAUNCH", "launch": {"task_infos": [{
+    "name": "db", "task_id": {"value": "db-1"}, "agent_id": {"value": agent_id},
+    "command": {"value": "sleep 1000"},
+    "resources": [
+        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}},
+        {"name": "mem", "type": "SCALAR", "scalar": {"value": 64}},
+        volume.clone()
+    ]}]}}]);
+    let r = call(addr, &s.stream_id, accept(&offer, launch)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    agent_saw(&mut agent, "Run(\"db-1\"").await;
+    // While it runs the volume is in no offer.
+    loop {
+        let ev = s.next().await.expect("event");
+        if ev["type"] == "OFFERS" {
+            assert!(volumes_of(&offer_of(&ev)).is_empty(), "in use: {ev}");
+        }
+        if ev["type"] == "UPDATE" {
+            assert_eq!(ev["update"]["status"]["state"], "TASK_RUNNING");
+            break;
+        }
+    }
+    let kill = json!({"framework_id": fw(&fid), "type": "KILL",
+        "kill": {"task_id": {"value": "db-1"}, "agent_id": {"value": agent_id}}});
+    assert_eq!(call(addr, &s.stream_id, kill).await.status, 202);
+    loop {
+        let up = s.expect("UPDATE").await;
+        if up["update"]["status"]["state"] == "TASK_KILLED" {
+            break;
+        }
+    }
+    // DESTROY once it is offered again; then it is gone from offers for good.
+    let offer = loop {
+        let o = offer_of(&s.expect("OFFERS").await);
+        if !volumes_of(&o).is_empty() {
+            break o;
+        }
+        let decline = json!({"framework_id": fw(&fid), "type": "DECLINE",
+            "decline": {"offer_ids": [o["id"].clone()], "filters": {"refuse_seconds": 0.0}}});
+        call(addr, &s.stream_id, decline).await;
+    };
+    let destroy = json!([{"type": "DESTROY", "destroy": {"volumes": [volume.clone()]}}]);
+    let r = call(addr, &s.stream_id, accept(&offer, destroy)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let offer = offer_of(&s.expect("OFFERS").await);
+    assert!(volumes_of(&offer).is_empty(), "destroyed: {offer}");
+    // CREATE without its body is a 400.
+    let r = call(
+        addr,
+        &s.stream_id,
+        accept(&offer, json!([{"type": "CREATE"}])),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("Expecting 'create'"), "{}", r.body);
     m.stop().await.expect("master stops");
 }
