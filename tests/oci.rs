@@ -317,3 +317,95 @@ fn evil_image(dir: &Path) -> PathBuf {
         .expect("oci-layout");
     out
 }
+
+/// Operator hooks around tasks (native and OCI): the pre-launch and post-stop commands see
+/// the task, a failing or hanging pre-launch hook fails the launch with a clear reason.
+#[test]
+fn lifecycle_hooks() {
+    if !support::can_run_cluster("lifecycle_hooks")
+        || !support::have_tools(
+            "lifecycle_hooks",
+            &["crun", "busybox", "tar", "gzip", "sha256sum", "unshare"],
+        )
+    {
+        return;
+    }
+    let mut c = Cluster::new_with_master_flags(MASTER);
+    let marks = c.dir.path().join("hook-marks");
+    let m = marks.display().to_string();
+    let pre = format!("echo \"pre $BRIM_CONTAINERIZER $(test -d \"${{BRIM_ROOTFS:-/nonexistent}}/bin\" && echo rootfs)\" >> {m}");
+    let post = format!("echo \"post $BRIM_CONTAINERIZER $BRIM_TASK_ID\" >> {m}");
+    c.start_agent_with_flags(
+        0,
+        RES,
+        &["--hook-pre-launch", &pre, "--hook-post-stop", &post],
+    );
+    c.wait_agents_active(1);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        hooks_scenario(&mut c, &marks)
+    }));
+    if result.is_err() {
+        c.dump_logs();
+    }
+    c.cleanup_cgroups();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn hooks_scenario(c: &mut Cluster, marks: &Path) {
+    let img = busybox_image(c.dir.path(), false).display().to_string();
+    let out = c.brim(&["run", "--name", "hooked-native", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = c.brim(&["run", "--name", "hooked-oci", "--image", &img, "--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines = wait_for("both post-stop hooks", Duration::from_secs(10), || {
+        let t = std::fs::read_to_string(marks).unwrap_or_default();
+        (t.matches("post ").count() >= 2).then_some(t)
+    });
+    assert!(lines.contains("pre native \n"), "{lines}");
+    assert!(
+        lines.contains("pre oci rootfs"),
+        "the pre-launch hook sees the rootfs: {lines}"
+    );
+    assert!(lines.contains("post native "), "{lines}");
+    assert!(lines.contains("post oci "), "{lines}");
+
+    // A failing pre-launch hook fails the launch, with its exit status and stderr.
+    c.agents[0].kill9();
+    c.start_agent_with_flags(
+        0,
+        RES,
+        &["--hook-pre-launch", "echo quota exceeded >&2; exit 4"],
+    );
+    c.wait_agents_active(1);
+    let out = c.brim(&["run", "--name", "hook-fails", "--", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    let t = wait_state(c, "hook-fails", "TASK_FAILED");
+    let msg = t["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("pre-launch hook")
+            && msg.contains("exit status 4")
+            && msg.contains("quota exceeded"),
+        "{t}"
+    );
+    assert_eq!(t["reason"], "REASON_CONTAINER_LAUNCH_FAILED", "{t}");
+
+    // A hanging one is killed at its timeout.
+    c.agents[0].kill9();
+    c.start_agent_with_flags(
+        0,
+        RES,
+        &["--hook-pre-launch", "sleep 600", "--hook-timeout", "1"],
+    );
+    c.wait_agents_active(1);
+    let out = c.brim(&["run", "--name", "hook-hangs", "--", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    let t = wait_state(c, "hook-hangs", "TASK_FAILED");
+    assert!(
+        t["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not finish within 1.0 s")),
+        "{t}"
+    );
+}

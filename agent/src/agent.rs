@@ -2,7 +2,7 @@
 //! HTTP server and per-task supervisors all go through [`Agent`].
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -696,6 +696,24 @@ impl Agent {
 
     /// Removes the container's cgroup and records the task's end.
     async fn finish(&self, key: &TaskKey, container_id: &str, outcome: Outcome) {
+        if !container_id.is_empty() && self.config.hooks.post_stop.is_some() {
+            let (sandbox, oci) = {
+                let st = self.state();
+                st.tasks.get(key).map_or((PathBuf::new(), false), |t| {
+                    (t.sandbox.clone(), crate::containerizer::is_oci(&t.info))
+                })
+            };
+            let ctx = self.hook_context(key, container_id, &sandbox, oci);
+            if let Err(e) = crate::containerizer::hooks::run(
+                &self.config.hooks,
+                crate::containerizer::hooks::Stage::PostStop,
+                &ctx,
+            )
+            .await
+            {
+                tracing::warn!(task = %key.1, error = %e, "post-stop hook failed");
+            }
+        }
         if self.network.has(container_id) {
             let (net, id) = (Arc::clone(&self.network), container_id.to_string());
             let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
@@ -912,6 +930,24 @@ impl Agent {
         supervisor::resolve_user(name, self.config.allow_root_tasks).map(Some)
     }
 
+    /// What the operator's hooks are told about a task.
+    fn hook_context<'a>(
+        &'a self,
+        key: &'a TaskKey,
+        container_id: &'a str,
+        sandbox: &'a Path,
+        oci: bool,
+    ) -> crate::containerizer::hooks::HookContext<'a> {
+        crate::containerizer::hooks::HookContext {
+            task_id: &key.1,
+            framework_id: &key.0,
+            container_id,
+            sandbox,
+            containerizer: if oci { "oci" } else { "native" },
+            bundle: oci.then(|| self.oci.store().container_dir(container_id)),
+        }
+    }
+
     /// Whether tasks get their own namespaces.
     pub(crate) fn namespaces(&self) -> bool {
         self.config.namespaces
@@ -1094,6 +1130,18 @@ impl Agent {
             procs = opened.0;
             sup_procs = opened.1;
         }
+        crate::containerizer::hooks::run(
+            &self.config.hooks,
+            crate::containerizer::hooks::Stage::PreLaunch,
+            &self.hook_context(&v.key, &v.container_id, &v.sandbox, oci),
+        )
+        .await
+        .map_err(|e| {
+            (
+                crate::containerizer::ContainerizerError::from(e).into(),
+                None,
+            )
+        })?;
         let spec = supervisor::TaskSpec {
             program: prepared.program,
             argv: prepared.argv,

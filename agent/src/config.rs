@@ -97,6 +97,9 @@ pub struct AgentConfig {
     pub image_cache_bytes: u64,
     /// Assemble container root filesystems with overlayfs (else by copying layers).
     pub image_overlay: bool,
+    /// Operator hooks around every task (`--hook-pre-launch`, `--hook-post-stop`,
+    /// `--hook-timeout`).
+    pub hooks: crate::containerizer::hooks::HookConfig,
     /// Oversubscription (`--oversubscribe`): slack estimation, revocable tasks, QoS evictions.
     pub oversubscription: crate::oversubscription::OversubscriptionConfig,
     /// TLS for the HTTP API and the master link: this certificate is served and presented
@@ -138,6 +141,11 @@ impl AgentConfig {
             oci_runtime: "crun".to_string(),
             image_cache_bytes: 2 << 30,
             image_overlay: true,
+            hooks: crate::containerizer::hooks::HookConfig {
+                pre_launch: None,
+                post_stop: None,
+                timeout: Duration::from_secs(30),
+            },
             oversubscription: Default::default(),
             tls: None,
         }

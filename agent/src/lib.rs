@@ -49,6 +49,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{AgentConfig, EbpfMode, Isolation, DEFAULT_HTTP_PORT};
+pub use containerizer::hooks::HookConfig;
 pub use http::{MAX_READ, TASK_STATE_HEADER};
 
 use crate::agent::Agent;

@@ -282,6 +282,18 @@ pub(crate) struct AgentTuning {
     /// Size bound of the unpacked image layer cache (MiB); layers in use are kept.
     #[arg(long, value_name = "MB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
     pub(crate) image_cache_mb: u64,
+    /// Shell command run (as the agent's user, in the task's sandbox, with BRIM_TASK_ID,
+    /// BRIM_CONTAINER_ID, BRIM_SANDBOX, BRIM_ROOTFS… set) before every task starts; a
+    /// failure or timeout fails the launch.
+    #[arg(long, value_name = "CMD")]
+    pub(crate) hook_pre_launch: Option<String>,
+    /// Shell command run after every task stopped, before its container is removed; a
+    /// failure is logged.
+    #[arg(long, value_name = "CMD")]
+    pub(crate) hook_post_stop: Option<String>,
+    /// How long a hook may run before it is killed (seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub(crate) hook_timeout: f64,
     /// Do not load the eBPF programs: usage from cgroupfs polling only, no network counters,
     /// run-queue wait, egress limits or bind enforcement.
     #[arg(long)]
@@ -400,6 +412,20 @@ impl AgentTuning {
         c.fetcher_max_bytes = self.fetcher_max_download_mb << 20;
         c.oci_runtime = self.oci_runtime.clone();
         c.image_cache_bytes = self.image_cache_mb << 20;
+        if !(self.hook_timeout.is_finite()
+            && self.hook_timeout > 0.0
+            && self.hook_timeout <= 86_400.0)
+        {
+            anyhow::bail!(
+                "--hook-timeout must be a number of seconds in (0, 86400], got {}",
+                self.hook_timeout
+            );
+        }
+        c.hooks = brim_agent::HookConfig {
+            pre_launch: self.hook_pre_launch.clone(),
+            post_stop: self.hook_post_stop.clone(),
+            timeout: std::time::Duration::from_secs_f64(self.hook_timeout),
+        };
         if self.no_ebpf {
             c.ebpf = brim_agent::EbpfMode::Off;
         }

@@ -15,6 +15,7 @@ use brim_proto::v1::{container_info, CommandInfo, TaskInfo};
 
 use crate::supervisor::TaskUser;
 
+pub mod hooks;
 pub mod layer;
 pub mod manifest;
 pub mod native;
@@ -34,6 +35,8 @@ pub enum ContainerizerError {
     Image(#[from] store::ImageError),
     #[error(transparent)]
     Native(#[from] crate::supervisor::SupervisorError),
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,
