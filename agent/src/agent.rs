@@ -140,6 +140,17 @@ pub(crate) struct Agent {
     pub oversubscription: crate::oversubscription::Oversubscription,
     /// The OCI containerizer (tasks with an OCI `container`; docs/CONTAINERIZERS.md).
     pub oci: Arc<crate::containerizer::oci::OciContainerizer>,
+    /// Launches between creating their cgroups and cloning their supervisor (see
+    /// [`launch_slots`]).
+    launch_slots: tokio::sync::Semaphore,
+}
+
+/// How many launches may create cgroups and clone supervisors at once: about the CPUs
+/// that work runs on. Each in-flight launch parks a blocking-pool thread, and every
+/// thread's stack and malloc arena is more memory map for each supervisor clone to copy
+/// (a 1,000-task burst once ran ~500 such threads).
+pub(crate) fn launch_slots(cpus: usize) -> usize {
+    cpus.clamp(2, 8)
 }
 
 /// A task whose supervisor runs, as the waiting code needs it.
@@ -229,6 +240,9 @@ impl Agent {
             network,
             oversubscription,
             oci,
+            launch_slots: tokio::sync::Semaphore::new(launch_slots(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
     }
 
@@ -1088,6 +1102,11 @@ impl Agent {
             };
             prepared.map_err(|e| (e.into(), None))?
         };
+        let slot = self
+            .launch_slots
+            .acquire()
+            .await
+            .map_err(|e| (launcher::LaunchError::Internal(e.to_string()), None))?;
         let mut procs = Vec::new();
         let mut sup_procs = None;
         if let Some(cg) = self.cgroups.clone() {
@@ -1183,6 +1202,7 @@ impl Agent {
             .await
             .map_err(|e| (launcher::LaunchError::Internal(e.to_string()), None))?
             .map_err(|e| (e.into(), None))?;
+        drop(slot);
         // A kill that came meanwhile: dropping the supervisor's go pipe makes it exit
         // without starting the task. Later kills reach the supervisor (`wait`).
         let pending = match self.record_supervisor(&v.key, pending, done_tx) {
@@ -1805,7 +1825,7 @@ impl Agent {
                         Some(TaskState::TaskStarting | TaskState::TaskRunning)
                     )
             })
-            .filter_map(|t| t.updates.due(now, retry))
+            .flat_map(|t| t.updates.due(now, retry))
             .collect();
         out.extend(st.oneshot.drain(..));
         out
@@ -2088,5 +2108,18 @@ impl TaskWatch {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::launch_slots;
+
+    #[test]
+    fn launch_slots_follow_the_cpus_within_bounds() {
+        assert_eq!(launch_slots(1), 2);
+        assert_eq!(launch_slots(2), 2);
+        assert_eq!(launch_slots(6), 6);
+        assert_eq!(launch_slots(64), 8);
     }
 }

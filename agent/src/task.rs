@@ -34,7 +34,10 @@ struct Pending {
 }
 
 /// Status updates of one task, delivered in order: only the oldest unacknowledged update is
-/// in flight; it is resent every `resend` until acknowledged, then the next one goes.
+/// in flight — plus, when that one is TASK_STARTING, a TASK_RUNNING right behind it (on the
+/// same ordered stream, so a launch's RUNNING does not wait for STARTING's round trip
+/// through the framework). In-flight updates are resent, in order, every `resend` until
+/// acknowledged; an ack for the RUNNING one acknowledges the STARTING one too.
 #[derive(Debug, Clone, Default)]
 pub struct UpdateQueue {
     pending: VecDeque<Pending>,
@@ -48,36 +51,56 @@ impl UpdateQueue {
         });
     }
 
-    /// The update to send now, if any: the oldest one, when it was never sent (since the
-    /// last [`UpdateQueue::resend_all`]) or was sent at least `resend` ago. Marks it sent.
-    pub fn due(&mut self, now: Instant, resend: Duration) -> Option<TaskStatus> {
-        let front = self.pending.front_mut()?;
-        let due = front
-            .last_sent
-            .is_none_or(|t| now.saturating_duration_since(t) >= resend);
-        if !due {
-            return None;
+    /// How many updates are in flight: the oldest, and a RUNNING behind a STARTING.
+    fn window(&self) -> usize {
+        let state = |i: usize| self.pending.get(i).map(|p| p.status.state());
+        match (state(0), state(1)) {
+            (None, _) => 0,
+            (Some(TaskState::TaskStarting), Some(TaskState::TaskRunning)) => 2,
+            _ => 1,
         }
-        front.last_sent = Some(now);
-        Some(front.status.clone())
     }
 
-    /// Handles an acknowledgement; true when it matched the in-flight update (which is then
-    /// dropped so the next one can go).
+    /// The updates to send now, oldest first: those in flight (see [`UpdateQueue`]) that
+    /// were never sent (since the last [`UpdateQueue::resend_all`]) or were sent at least
+    /// `resend` ago. Marks them sent.
+    pub fn due(&mut self, now: Instant, resend: Duration) -> Vec<TaskStatus> {
+        let window = self.window();
+        self.pending
+            .iter_mut()
+            .take(window)
+            .filter(|p| {
+                p.last_sent
+                    .is_none_or(|t| now.saturating_duration_since(t) >= resend)
+            })
+            .map(|p| {
+                p.last_sent = Some(now);
+                p.status.clone()
+            })
+            .collect()
+    }
+
+    /// Handles an acknowledgement; true when it matched an in-flight update, which is then
+    /// dropped with every older one, so the next can go.
     pub fn ack(&mut self, uuid: &[u8]) -> bool {
-        match self.pending.front() {
-            Some(p) if p.status.uuid == uuid => {
-                self.pending.pop_front();
-                true
-            }
-            _ => false,
-        }
+        let window = self.window();
+        let Some(i) = self
+            .pending
+            .iter()
+            .take(window)
+            .position(|p| p.status.uuid == uuid)
+        else {
+            return false;
+        };
+        self.pending.drain(..=i);
+        true
     }
 
-    /// Makes the in-flight update due again at once (after a re-registration).
+    /// Makes the in-flight updates due again at once (after a re-registration).
     pub fn resend_all(&mut self) {
-        if let Some(front) = self.pending.front_mut() {
-            front.last_sent = None;
+        let window = self.window();
+        for p in self.pending.iter_mut().take(window) {
+            p.last_sent = None;
         }
     }
 
@@ -238,36 +261,75 @@ mod tests {
         check(TaskKilled, TaskRunning, false);
     }
 
+    fn uuids(v: &[TaskStatus]) -> Vec<u8> {
+        v.iter().map(|s| s.uuid[0]).collect()
+    }
+
     #[test]
     fn queue_sends_oldest_first_and_resends_until_acked() {
         let t0 = Instant::now();
         let resend = Duration::from_secs(3);
         let mut q = UpdateQueue::default();
-        assert!(q.due(t0, resend).is_none());
-        q.push(status(TaskStarting, 1));
-        q.push(status(TaskRunning, 2));
+        assert!(q.due(t0, resend).is_empty());
+        q.push(status(TaskRunning, 1));
+        q.push(status(TaskFinished, 2));
 
-        let first = q.due(t0, resend).expect("first due");
-        assert_eq!(first.uuid, vec![1; 16]);
-        // In flight: not due again before `resend`, and the second one waits.
-        assert!(q.due(t0 + Duration::from_secs(1), resend).is_none());
-        let again = q.due(t0 + resend, resend).expect("resent");
-        assert_eq!(again.uuid, vec![1; 16]);
+        assert_eq!(uuids(&q.due(t0, resend)), [1]);
+        // In flight: not due again before `resend`, and the terminal one waits.
+        assert!(q.due(t0 + Duration::from_secs(1), resend).is_empty());
+        assert_eq!(uuids(&q.due(t0 + resend, resend)), [1]);
 
         // An ack for anything but the in-flight update is ignored.
         assert!(!q.ack(&[2; 16]));
         assert!(!q.ack(b""));
         assert!(q.ack(&[1; 16]));
-        let second = q.due(t0 + resend, resend).expect("second due");
-        assert_eq!(second.uuid, vec![2; 16]);
+        assert_eq!(uuids(&q.due(t0 + resend, resend)), [2]);
         assert_eq!(q.len(), 1);
 
         // Re-registration: due immediately.
-        assert!(q.due(t0 + resend, resend).is_none());
+        assert!(q.due(t0 + resend, resend).is_empty());
         q.resend_all();
-        assert!(q.due(t0 + resend, resend).is_some());
+        assert_eq!(uuids(&q.due(t0 + resend, resend)), [2]);
         assert!(q.ack(&[2; 16]));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn running_goes_right_behind_starting() {
+        let t0 = Instant::now();
+        let resend = Duration::from_secs(3);
+        let mut q = UpdateQueue::default();
+        q.push(status(TaskStarting, 1));
+        assert_eq!(uuids(&q.due(t0, resend)), [1]);
+        // RUNNING queued while STARTING is in flight: it goes at once, in order behind it;
+        // the terminal update behind RUNNING still waits.
+        q.push(status(TaskRunning, 2));
+        q.push(status(TaskFinished, 3));
+        assert_eq!(uuids(&q.due(t0, resend)), [2]);
+        assert!(q.due(t0 + Duration::from_secs(1), resend).is_empty());
+        // Unacknowledged: both resent, in order.
+        assert_eq!(uuids(&q.due(t0 + resend, resend)), [1, 2]);
+        // An ack of RUNNING covers STARTING; the terminal update is next.
+        assert!(!q.ack(&[3; 16]));
+        assert!(q.ack(&[2; 16]));
+        assert_eq!(q.len(), 1);
+        assert_eq!(uuids(&q.due(t0 + resend, resend)), [3]);
+
+        // Acked one at a time, in order, works too.
+        let mut q = UpdateQueue::default();
+        q.push(status(TaskStarting, 1));
+        q.push(status(TaskRunning, 2));
+        assert_eq!(uuids(&q.due(t0, resend)), [1, 2]);
+        assert!(q.ack(&[1; 16]));
+        assert!(q.due(t0, resend).is_empty());
+        assert!(q.ack(&[2; 16]));
+        assert!(q.is_empty());
+        // After a re-registration both go again.
+        q.push(status(TaskStarting, 1));
+        q.push(status(TaskRunning, 2));
+        let _ = q.due(t0, resend);
+        q.resend_all();
+        assert_eq!(uuids(&q.due(t0, resend)), [1, 2]);
     }
 
     #[test]

@@ -30,7 +30,8 @@ async fn registers_runs_tasks_and_retries_updates() {
     assert!(reg.tasks.is_empty());
     s.registered("agent-1", 0.2).await;
 
-    // A task: STARTING, resent until acked, RUNNING only after that, then FINISHED.
+    // A task: STARTING, RUNNING right behind it without waiting for its ack, both resent
+    // (oldest first) until acked, FINISHED only after that.
     s.run_task(
         "fw1",
         shell_task(
@@ -45,20 +46,23 @@ async fn registers_runs_tasks_and_retries_updates() {
     assert_eq!(starting.uuid.len(), 16);
     assert_eq!(starting.agent_id, "agent-1");
     assert_eq!(starting.framework_id, "fw1");
+    let running = s.update().await;
+    assert_eq!(running.state(), TaskState::TaskRunning);
+    assert_ne!(running.uuid, starting.uuid);
     let t0 = Instant::now();
     let again = s.update().await;
     assert_eq!(
         again.uuid, starting.uuid,
-        "the unacked update must be resent, not the next one"
+        "the unacked updates must be resent oldest first, not the next one"
     );
     assert!(
         t0.elapsed() >= Duration::from_millis(200),
         "resent too early: {:?}",
         t0.elapsed()
     );
-    s.ack(&starting).await;
-    let running = s.expect("t1", TaskState::TaskRunning).await;
-    assert_ne!(running.uuid, starting.uuid);
+    assert_eq!(s.update().await.uuid, running.uuid);
+    // The ack of RUNNING acknowledges STARTING too.
+    s.ack(&running).await;
     let fin = s.expect("t1", TaskState::TaskFinished).await;
     assert_eq!(fin.exit_code, Some(0));
     assert!(
