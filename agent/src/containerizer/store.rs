@@ -655,6 +655,183 @@ mod tests {
         assert!(eviction_plan(&layers, &all, 0).is_empty());
     }
 
+    /// A tar layer from (path, content or symlink target, kind) entries.
+    fn layer(entries: &[(&str, &str, char)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data, kind) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o755);
+            match kind {
+                'd' => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    b.append_data(&mut h, path, std::io::empty()).expect("dir");
+                }
+                'l' => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    b.append_link(&mut h, path, data).expect("link");
+                }
+                _ => {
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, path, data.as_bytes()).expect("file");
+                }
+            }
+        }
+        b.into_inner().expect("tar")
+    }
+
+    /// Writes an OCI layout of `layers` (bottom first; the second one gzip'd) into `dir`.
+    fn oci_layout(dir: &Path, layers: &[Vec<u8>]) {
+        use std::io::Write as _;
+        let blobs = dir.join("blobs/sha256");
+        fs::create_dir_all(&blobs).expect("blobs");
+        let put = |bytes: &[u8]| {
+            let d = hex(&Sha256::digest(bytes));
+            fs::write(blobs.join(&d), bytes).expect("blob");
+            (d, bytes.len())
+        };
+        let mut descs = Vec::new();
+        for (i, l) in layers.iter().enumerate() {
+            let bytes = if i == 1 {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(l).expect("gzip");
+                gz.finish().expect("gzip")
+            } else {
+                l.clone()
+            };
+            let (d, n) = put(&bytes);
+            descs.push(format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{d}","size":{n}}}"#
+            ));
+        }
+        let (cd, cn) = put(br#"{"config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]}}"#);
+        let m = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"sha256:{cd}","size":{cn}}},"layers":[{}]}}"#,
+            descs.join(",")
+        );
+        let (md, mn) = put(m.as_bytes());
+        fs::write(
+            dir.join("index.json"),
+            format!(r#"{{"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{md}","size":{mn}}}]}}"#),
+        )
+        .expect("index");
+    }
+
+    fn store(root: &Path, overlay: bool, cache_bytes: u64) -> ImageStore {
+        let fetcher = Arc::new(crate::fetcher::Fetcher::new(
+            crate::fetcher::FetcherConfig::new(root),
+        ));
+        ImageStore::new(
+            StoreConfig {
+                root: root.join("oci"),
+                cache_bytes,
+                limits: LayerLimits::default(),
+                overlay,
+            },
+            fetcher,
+        )
+    }
+
+    #[test]
+    fn provisions_layouts_by_copy_and_overlay_and_evicts() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: whiteouts (mknod), trusted xattrs and overlay mounts need root");
+            assert!(
+                std::env::var("BRIM_TEST_REQUIRE_ALL").is_err(),
+                "needs root"
+            );
+            return;
+        }
+        let t = tempfile::tempdir().expect("tempdir");
+        let img = t.path().join("img");
+        oci_layout(
+            &img,
+            &[
+                layer(&[
+                    ("etc", "", 'd'),
+                    ("etc/motd", "hello", 'f'),
+                    ("etc/keep", "kept", 'f'),
+                    ("var/cache/old", "o", 'f'),
+                    ("bin/sh", "/bin/busybox", 'l'),
+                ]),
+                layer(&[
+                    ("etc/.wh.motd", "", 'f'),
+                    ("var/cache/.wh..wh..opq", "", 'f'),
+                    ("var/cache/new", "n", 'f'),
+                ]),
+            ],
+        );
+        let image = Image {
+            kind: 0,
+            uri: img.display().to_string(),
+        };
+        for overlay in [false, true] {
+            let st = store(t.path(), overlay, 1 << 30);
+            let id = format!("c-{overlay}");
+            let p = st.provision(&image, &id).expect("provision");
+            assert_eq!(
+                p.kind,
+                if overlay {
+                    RootfsKind::Overlay
+                } else {
+                    RootfsKind::Copy
+                }
+            );
+            assert_eq!(p.config.cmd, Some(vec!["/bin/sh".to_string()]));
+            let r = &p.rootfs;
+            assert!(!r.join("etc/motd").exists(), "whiteout ({overlay})");
+            assert_eq!(
+                fs::read_to_string(r.join("etc/keep")).expect("keep"),
+                "kept"
+            );
+            assert!(!r.join("var/cache/old").exists(), "opaque ({overlay})");
+            assert!(r.join("var/cache/new").exists());
+            assert_eq!(
+                fs::read_link(r.join("bin/sh")).expect("link"),
+                PathBuf::from("/bin/busybox")
+            );
+            st.release(&id).expect("release");
+            assert!(!st.container_dir(&id).exists());
+        }
+        // Both layers stay cached (within the bound)...
+        let layers = t.path().join("oci/layers");
+        assert_eq!(fs::read_dir(&layers).expect("layers").count(), 2);
+        // ...and go once the bound is tiny and no container uses them.
+        assert_eq!(store(t.path(), false, 0).evict(&HashSet::new()).len(), 2);
+        // A corrupt blob is refused, with nothing cached.
+        let man = fs::read_dir(img.join("blobs/sha256"))
+            .expect("blobs")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| fs::read_to_string(p).is_ok_and(|t| t.contains("layers")))
+            .expect("manifest blob");
+        let text = fs::read_to_string(&man).expect("manifest");
+        let last = text.rfind("sha256:").expect("layer digest") + 7;
+        let tampered = text[last..last + 64].to_string();
+        let layer_blob = img.join("blobs/sha256").join(&tampered);
+        fs::write(&layer_blob, b"tampered").expect("tamper");
+        let e = store(t.path(), false, 1 << 30)
+            .provision(&image, "c-bad")
+            .expect_err("corrupt");
+        assert!(e.to_string().contains("corrupt"), "{e}");
+        assert!(
+            !layers.join(&tampered).exists(),
+            "a corrupt layer was cached"
+        );
+        // An unknown image.
+        let e = store(t.path(), false, 1 << 30)
+            .provision(
+                &Image {
+                    kind: 0,
+                    uri: "/nonexistent/img".into(),
+                },
+                "c-x",
+            )
+            .expect_err("unknown");
+        assert!(matches!(e, ImageError::NotFound(_)), "{e}");
+    }
+
     #[test]
     fn copy_applies_whiteouts_and_opaque_dirs() {
         if !nix::unistd::geteuid().is_root() {
