@@ -246,6 +246,57 @@ fn scenario(c: &mut Cluster) {
     );
     assert!(!work.join("oci/pwned").exists());
 
+    // runc, by flag: it joins the task's brim cgroups itself (linux.cgroupsPath).
+    c.agents[0].kill9();
+    c.start_agent_with_flags(0, RES, &["--oci-runtime", "runc"]);
+    c.wait_agents_active(1);
+    let out = c.brim(&[
+        "run",
+        "--name",
+        "runc",
+        "--image",
+        &img,
+        "--",
+        "cat /etc/brim-image; cat /proc/self/cgroup",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("brim busybox image"), "{stdout}");
+    let mine = format!("{}-a0/", c.tag);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("0::") && l.contains(&mine))
+            && stdout
+                .lines()
+                .any(|l| l.contains(":memory:") && l.contains(&mine)),
+        "runc's container is not in the task's cgroups: {stdout}"
+    );
+    // runc creates the container's cgroup in every v1 hierarchy: none may be left.
+    let root = format!("{}-a0", c.tag);
+    let containers_left = || -> Vec<String> {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|h| std::fs::read_dir(h.path().join(&root)).ok())
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.path().display().to_string())
+            .filter(|p| !p.ends_with("/supervisors") && !p.ends_with("/revocable"))
+            .collect()
+    };
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = containers_left();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(left.is_empty(), "container cgroups left behind: {left:?}");
+
     c.agents[0].kill9();
     c.start_agent_with_flags(0, RES, &["--oci-runtime", "/nonexistent/crun"]);
     c.wait_agents_active(1);

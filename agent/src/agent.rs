@@ -208,6 +208,7 @@ impl Agent {
                     overlay: config.image_overlay,
                 },
                 hybrid_cgroups: cgroups.as_ref().is_some_and(|c| c.kind() == "hybrid"),
+                cgroup_roots: cgroups.as_ref().map(|c| c.root_paths()).unwrap_or_default(),
             },
             Arc::clone(&fetcher),
         ));

@@ -76,6 +76,10 @@ pub struct OciConfig {
     pub store: StoreConfig,
     /// cgroup2 is mounted at `/sys/fs/cgroup/unified` beside v1 controllers.
     pub hybrid_cgroups: bool,
+    /// The agent's root cgroup directories (`CgroupBackend::root_paths`): runc creates the
+    /// container's cgroup in every v1 hierarchy, and its empty parents are removed only in
+    /// the hierarchies the agent does not manage.
+    pub cgroup_roots: Vec<PathBuf>,
 }
 
 /// The OCI containerizer.
@@ -86,6 +90,7 @@ pub struct OciContainerizer {
     /// `--root` of the runtime (its state), `<work_dir>/oci/runtime`.
     state_dir: PathBuf,
     hybrid: bool,
+    cgroup_roots: Vec<PathBuf>,
 }
 
 impl OciContainerizer {
@@ -96,6 +101,7 @@ impl OciContainerizer {
             store: ImageStore::new(config.store, fetcher),
             state_dir,
             hybrid: config.hybrid_cgroups,
+            cgroup_roots: config.cgroup_roots,
         }
     }
 
@@ -224,8 +230,48 @@ impl OciContainerizer {
             }
             let _ = std::fs::remove_dir_all(self.state_dir.join(id));
         }
+        self.remove_runtime_cgroups(&self.store.container_dir(id));
         self.store.release(id)?;
         Ok(())
+    }
+
+    /// runc (`linux.cgroupsPath`) creates the container's cgroup in every v1 hierarchy, the
+    /// ones brim does not use included, and cannot remove them while it still sits in them:
+    /// removes the (empty) leaves everywhere, and their empty parents outside brim's roots.
+    fn remove_runtime_cgroups(&self, bundle: &Path) {
+        let Ok(text) = std::fs::read(bundle.join("config.json")) else {
+            return;
+        };
+        let Some(rel) = serde_json::from_slice::<Value>(&text)
+            .ok()
+            .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string))
+            .and_then(|p| {
+                super::layer::normalize(p.trim_start_matches('/').as_bytes())
+                    .ok()
+                    .flatten()
+            })
+        else {
+            return;
+        };
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for h in hierarchies.flatten().map(|e| e.path()) {
+            if std::fs::remove_dir(h.join(&rel)).is_err() {
+                continue;
+            }
+            let mut parent = rel.parent();
+            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                let dir = h.join(p);
+                if self.cgroup_roots.iter().any(|r| r.starts_with(&dir)) {
+                    break;
+                }
+                if std::fs::remove_dir(&dir).is_err() {
+                    break;
+                }
+                parent = p.parent();
+            }
+        }
     }
 
     /// Destroys the containers no live task owns (after an agent restart).
