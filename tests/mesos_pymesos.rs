@@ -118,6 +118,10 @@ fn pymesos_scheduler_launches_acks_declines_kills_and_tears_down() {
         "STEP update custom TASK_FINISHED - SOURCE_EXECUTOR uuid finished by the pymesos executor",
         "STEP update custom2 TASK_RUNNING - SOURCE_EXECUTOR uuid",
         "STEP update custom2 TASK_FINISHED - SOURCE_EXECUTOR uuid finished by the pymesos executor",
+        // MESSAGE both ways: scheduler -> master -> agent -> executor (MESSAGE event), and the
+        // executor's MESSAGE call -> agent -> master -> scheduler (MESSAGE event, base64 data).
+        "STEP message sent to executor e1",
+        "STEP message from executor e1 pong:ping",
         "STEP update echo TASK_FINISHED",
         "STEP kill sent sleeper",
         "STEP update sleeper TASK_KILLED",

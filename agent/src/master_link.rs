@@ -272,6 +272,11 @@ async fn session(
 }
 
 async fn send_updates(agent: &Agent, tx: &mpsc::Sender<AgentMessage>) -> Result<(), LinkError> {
+    for m in agent.executors.take_messages() {
+        tx.send(msg(agent_message::Message::ExecutorMessage(m)))
+            .await
+            .map_err(|_| LinkError::Closed)?;
+    }
     for status in agent.due_updates(Instant::now()) {
         tracing::debug!(task = %status.task_id, state = status.state, "sending status update");
         tx.send(msg(agent_message::Message::StatusUpdate(StatusUpdate {
@@ -299,6 +304,15 @@ fn handle(agent: &Arc<Agent>, m: MasterMessage) {
         }
         Some(FromMaster::Ping(_)) => {}
         Some(FromMaster::DestroyVolume(d)) => agent.destroy_volume(d.role, d.persistence_id),
+        Some(FromMaster::FrameworkMessage(m)) => {
+            if !agent
+                .executors
+                .message(&m.framework_id, &m.executor_id, &m.data)
+            {
+                tracing::info!(framework = %m.framework_id, executor = %m.executor_id,
+                    "framework message dropped: that executor is not subscribed on this agent");
+            }
+        }
         Some(FromMaster::Registered(r)) => {
             // A repeated `registered` (e.g. master failover handled in-stream): adopt it.
             if agent.registered(&r.agent_id, &r.master_id) {

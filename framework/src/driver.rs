@@ -412,6 +412,11 @@ impl Driver {
                 }
                 event::Event::Offers(o) => scheduler.offers(h, o.offers).await,
                 event::Event::Rescind(r) => scheduler.rescinded(h, r.offer_id).await,
+                event::Event::Message(m) => {
+                    scheduler
+                        .message(h, m.agent_id, m.executor_id, m.data)
+                        .await
+                }
                 event::Event::Update(u) => {
                     let Some(status) = u.status else { continue };
                     let ack = (!status.uuid.is_empty()).then(|| v1::AcknowledgeRequest {
@@ -657,6 +662,25 @@ impl DriverHandle {
         let (framework_id, mut client) = self.ready()?;
         let req = self.request(v1::ReviveRequest { framework_id });
         client.revive(req).await.map_err(self.fail("revive"))?;
+        Ok(())
+    }
+
+    /// Sends `data` to the framework's custom executor `executor_id` on `agent_id` (Mesos
+    /// MESSAGE; best effort: an executor that is not running there never gets it).
+    pub async fn message(
+        &self,
+        agent_id: &str,
+        executor_id: &str,
+        data: Vec<u8>,
+    ) -> Result<(), DriverError> {
+        let (framework_id, mut client) = self.ready()?;
+        let req = self.request(v1::MessageRequest {
+            framework_id,
+            agent_id: agent_id.into(),
+            executor_id: executor_id.into(),
+            data,
+        });
+        client.message(req).await.map_err(self.fail("message"))?;
         Ok(())
     }
 

@@ -71,6 +71,18 @@ pub trait Scheduler: Send {
         async {}
     }
 
+    /// A message from one of this framework's custom executors (Mesos MESSAGE; best effort).
+    fn message(
+        &mut self,
+        driver: &DriverHandle,
+        agent_id: String,
+        executor_id: String,
+        data: Vec<u8>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (driver, agent_id, executor_id, data);
+        async {}
+    }
+
     /// The connection to the master was lost; the driver is reconnecting.
     fn disconnected(&mut self, driver: &DriverHandle) -> impl Future<Output = ()> + Send {
         let _ = driver;

@@ -25,6 +25,7 @@ enum Call {
     Revive,
     Suppress,
     Teardown(v1::TeardownRequest),
+    Message(v1::MessageRequest),
 }
 
 type EventSender = mpsc::Sender<Result<Event, Status>>;
@@ -112,6 +113,9 @@ impl SchedulerService for FakeMaster {
     }
     async fn teardown(&self, r: Request<v1::TeardownRequest>) -> Reply {
         self.record(Call::Teardown(r.into_inner()))
+    }
+    async fn message(&self, r: Request<v1::MessageRequest>) -> Reply {
+        self.record(Call::Message(r.into_inner()))
     }
 }
 
@@ -395,6 +399,22 @@ async fn subscribes_then_offers_become_accepts_and_declines() {
         Call::Suppress
     ));
     assert!(matches!(next(&mut h.calls, "revive").await, Call::Revive));
+    h.handle
+        .message("agent-1", "exec-1", b"ping".to_vec())
+        .await
+        .expect("message");
+    match next(&mut h.calls, "message").await {
+        Call::Message(m) => assert_eq!(
+            (
+                m.framework_id.as_str(),
+                m.agent_id.as_str(),
+                m.executor_id.as_str(),
+                &m.data[..]
+            ),
+            ("fw-1", "agent-1", "exec-1", &b"ping"[..])
+        ),
+        other => panic!("expected message, got {other:?}"),
+    }
 
     h.handle.teardown().await.expect("teardown");
     match next(&mut h.calls, "teardown").await {

@@ -21,6 +21,7 @@ pub(crate) enum Call {
     Revive(String),
     Suppress(String),
     Teardown(String),
+    Message(v1::MessageRequest),
 }
 
 impl Call {
@@ -32,6 +33,7 @@ impl Call {
             Call::Kill(r) => &r.framework_id,
             Call::Acknowledge(r) => &r.framework_id,
             Call::Reconcile(r) => &r.framework_id,
+            Call::Message(r) => &r.framework_id,
             Call::Revive(id) | Call::Suppress(id) | Call::Teardown(id) => id,
         }
     }
@@ -254,6 +256,7 @@ fn handle(master: &mut Master, cmd: Command, now: Duration, started: f64, config
                 Call::Revive(id) => master.revive(&id),
                 Call::Suppress(id) => master.suppress(&id),
                 Call::Teardown(id) => master.teardown(&id, wall),
+                Call::Message(req) => master.message(req),
             };
             if r.is_err() {
                 master.record_call_error();

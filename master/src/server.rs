@@ -224,6 +224,17 @@ impl Scheduler for SchedulerApi {
             .await?;
         Ok(GrpcResponse::new(v1::CallResponse {}))
     }
+
+    async fn message(
+        &self,
+        r: Request<v1::MessageRequest>,
+    ) -> Result<GrpcResponse<v1::CallResponse>, Status> {
+        let caller = caller(&r);
+        let r = r.into_inner();
+        fw_id(&r.framework_id)?;
+        self.master.call_as(caller, Call::Message(r)).await?;
+        Ok(GrpcResponse::new(v1::CallResponse {}))
+    }
 }
 
 #[derive(Clone)]

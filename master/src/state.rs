@@ -841,6 +841,7 @@ impl Master {
                 }
             }
             agent_message::Message::Slack(s) => self.agent_slack(agent_id, s, now),
+            agent_message::Message::ExecutorMessage(m) => self.executor_message(agent_id, m),
         }
     }
 
@@ -1867,6 +1868,69 @@ impl Master {
         s.uuid = Vec::new();
         s.timestamp = wall;
         s
+    }
+
+    /// A framework message to one of its executors (Mesos MESSAGE): forwarded to the
+    /// agent, best effort (the agent drops it when the executor is not there).
+    pub fn message(&mut self, req: v1::MessageRequest) -> Result<(), Status> {
+        self.subscribed(&req.framework_id)?;
+        if req.executor_id.is_empty() {
+            return Err(Status::invalid_argument("message needs an executor_id"));
+        }
+        let agent = self.agents.get(&req.agent_id).ok_or_else(|| {
+            Status::not_found(format!(
+                "agent {:?} is unknown; send messages to agents from this framework's offers or updates",
+                req.agent_id
+            ))
+        })?;
+        let Some(tx) = agent
+            .tx
+            .as_ref()
+            .filter(|_| agent.link == AgentLink::Connected)
+        else {
+            return Err(Status::unavailable(format!(
+                "agent {} is not connected; the message was not delivered",
+                req.agent_id
+            )));
+        };
+        let msg = MasterMessage {
+            message: Some(master_message::Message::FrameworkMessage(
+                master_message::FrameworkMessage {
+                    framework_id: req.framework_id,
+                    executor_id: req.executor_id,
+                    data: req.data,
+                },
+            )),
+        };
+        tx.try_send(Ok(msg)).map_err(|_| {
+            Status::resource_exhausted(format!(
+                "agent {}'s queue is full; the message was not delivered",
+                req.agent_id
+            ))
+        })
+    }
+
+    /// An executor's message to its framework: a MESSAGE event when the framework is
+    /// subscribed, else dropped (best effort, as in Mesos).
+    fn executor_message(&mut self, agent_id: &str, m: agent_message::ExecutorMessage) {
+        let tx = self
+            .frameworks
+            .get(&m.framework_id)
+            .and_then(|f| f.tx.clone());
+        let delivered = tx.is_some_and(|tx| {
+            tx.try_send(Ok(Event {
+                event: Some(event::Event::Message(event::Message {
+                    agent_id: agent_id.to_string(),
+                    executor_id: m.executor_id.clone(),
+                    data: m.data,
+                })),
+            }))
+            .is_ok()
+        });
+        if !delivered {
+            tracing::debug!(agent_id, framework_id = %m.framework_id, executor_id = %m.executor_id,
+                "executor message dropped: the framework is not subscribed or not reading");
+        }
     }
 
     pub fn revive(&mut self, framework_id: &str) -> Result<(), Status> {

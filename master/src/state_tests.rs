@@ -1222,3 +1222,61 @@ fn volumes_are_created_offered_back_used_and_destroyed() {
         "the disk stays reserved"
     );
 }
+
+#[test]
+fn messages_go_both_ways_and_bad_ones_are_refused() {
+    let mut h = Harness::new();
+    let (agent, conn) = h.add_agent("cpus:1;mem:512");
+    let fw = h.subscribe("f", &[]);
+    let req = |agent_id: &str, executor_id: &str| v1::MessageRequest {
+        framework_id: fw.clone(),
+        agent_id: agent_id.into(),
+        executor_id: executor_id.into(),
+        data: b"ping".to_vec(),
+    };
+    h.m.message(req(&agent, "e1")).expect("message");
+    match h.next_agent(&agent) {
+        Some(master_message::Message::FrameworkMessage(m)) => {
+            assert_eq!((m.executor_id.as_str(), &m.data[..]), ("e1", &b"ping"[..]))
+        }
+        other => panic!("expected a framework message, got {other:?}"),
+    }
+    assert_eq!(
+        h.m.message(req("nope", "e1")).err().map(|s| s.code()),
+        Some(Code::NotFound)
+    );
+    assert_eq!(
+        h.m.message(req(&agent, "")).err().map(|s| s.code()),
+        Some(Code::InvalidArgument)
+    );
+    h.m.agent_message(
+        &agent,
+        conn,
+        agent_message::Message::ExecutorMessage(agent_message::ExecutorMessage {
+            framework_id: fw.clone(),
+            executor_id: "e1".into(),
+            data: b"pong".to_vec(),
+        }),
+        h.now,
+        1.0,
+    );
+    match h.next_event(&fw) {
+        Some(event::Event::Message(m)) => assert_eq!(
+            (m.agent_id.as_str(), m.executor_id.as_str(), &m.data[..]),
+            (agent.as_str(), "e1", &b"pong"[..])
+        ),
+        other => panic!("expected a message event, got {other:?}"),
+    }
+    // For an unknown framework: dropped, nothing breaks.
+    h.m.agent_message(
+        &agent,
+        conn,
+        agent_message::Message::ExecutorMessage(agent_message::ExecutorMessage {
+            framework_id: "gone".into(),
+            executor_id: "e1".into(),
+            data: vec![],
+        }),
+        h.now,
+        1.0,
+    );
+}

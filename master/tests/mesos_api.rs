@@ -39,6 +39,7 @@ enum AgentSaw {
     Kill(String),
     Ack(String, Vec<u8>),
     Shutdown(String),
+    Message(String, Vec<u8>),
 }
 
 /// Registers an agent with cpus:2;mem:1024;ports:[31000-31009] and attributes rack:r1,
@@ -130,6 +131,23 @@ async fn fake_agent(addr: SocketAddr) -> mpsc::UnboundedReceiver<AgentSaw> {
                 }
                 Some(master_message::Message::ShutdownFramework(s)) => {
                     let _ = saw_tx.send(AgentSaw::Shutdown(s.framework_id));
+                }
+                Some(master_message::Message::FrameworkMessage(m)) => {
+                    // The executor answers every framework message.
+                    let mut reply = b"pong:".to_vec();
+                    reply.extend_from_slice(&m.data);
+                    let _ = saw_tx.send(AgentSaw::Message(m.executor_id.clone(), m.data));
+                    let _ = tx
+                        .send(AgentMessage {
+                            message: Some(agent_message::Message::ExecutorMessage(
+                                agent_message::ExecutorMessage {
+                                    framework_id: m.framework_id,
+                                    executor_id: m.executor_id,
+                                    data: reply,
+                                },
+                            )),
+                        })
+                        .await;
                 }
                 _ => {}
             }
@@ -540,6 +558,31 @@ async fn mesos_doc_exchanges_round_trip() {
         let r = call(addr, &s.stream_id, body.clone()).await;
         assert_eq!(r.status, 202, "{body}: {}", r.body);
     }
+
+    // MESSAGE (scheduler-http-api.md body) reaches the executor's agent with the decoded
+    // bytes; the executor's answer comes back as a MESSAGE event with base64 `data`.
+    match agent_saw(&mut agent, "Message").await {
+        AgentSaw::Message(executor, data) => {
+            assert_eq!((executor.as_str(), &data[..]), ("e", &b"hello"[..]))
+        }
+        other => panic!("expected a framework message, got {other:?}"),
+    }
+    let ev = s.expect("MESSAGE").await;
+    assert_eq!(ev["message"]["agent_id"]["value"], agent_id.as_str());
+    assert_eq!(ev["message"]["executor_id"]["value"], "e");
+    assert_eq!(
+        ev["message"]["data"], "cG9uZzpoZWxsbw==",
+        "base64 of pong:hello"
+    );
+    // A MESSAGE whose data is not base64 is a 400; to an unknown agent it is dropped (202).
+    let bad = json!({"framework_id": fw(&framework_id), "type": "MESSAGE",
+        "message": {"agent_id": {"value": agent_id}, "executor_id": {"value": "e"}, "data": "%%%"}});
+    let r = call(addr, &s.stream_id, bad).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("base64"), "{}", r.body);
+    let lost = json!({"framework_id": fw(&framework_id), "type": "MESSAGE",
+        "message": {"agent_id": {"value": "nope"}, "executor_id": {"value": "e"}, "data": "aGk="}});
+    assert_eq!(call(addr, &s.stream_id, lost).await.status, 202);
 
     // Unsupported offer operations are refused clearly.
     let group = json!({"framework_id": fw(&framework_id), "type": "ACCEPT",

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from pymesos import MesosSchedulerDriver, Scheduler
+from pymesos import MesosSchedulerDriver, Scheduler, decode_data, encode_data
 
 TIMEOUT_S = 90
 EXECUTOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pymesos_executor.py")
@@ -44,6 +44,8 @@ class Probe(Scheduler):
         self.killed_sent = False
         self.reconciled = False
         self.reconcile_updates = 0
+        self.message_sent = False
+        self.message_back = False
         self.done = threading.Event()
         self.error = None
 
@@ -114,10 +116,22 @@ class Probe(Scheduler):
                 self.acked += 1
             if update.get("reason") == "REASON_RECONCILIATION":
                 self.reconcile_updates += 1
+            if tid == "custom" and state == "TASK_RUNNING" and not self.message_sent:
+                # Framework -> executor MESSAGE; the executor answers with its own MESSAGE.
+                self.message_sent = True
+                driver.sendFrameworkMessage({"value": "e1"}, update["agent_id"],
+                                            encode_data(b"ping"))
+                log("STEP message sent to executor e1")
             if tid == "sleeper" and state == "TASK_RUNNING" and not self.killed_sent:
                 self.killed_sent = True
                 driver.killTask({"value": "sleeper"})
                 log("STEP kill sent sleeper")
+            self.check_done(driver)
+
+    def frameworkMessage(self, driver, executor_id, agent_id, data):
+        with self.lock:
+            log("STEP message from executor", executor_id["value"], decode_data(data).decode())
+            self.message_back = True
             self.check_done(driver)
 
     def check_done(self, driver):
@@ -128,7 +142,8 @@ class Probe(Scheduler):
             self.reconciled = True
             driver.reconcileTasks([{"task_id": {"value": "echo"}}])
             log("STEP reconcile sent")
-        if self.reconciled and self.reconcile_updates >= 1 and self.declined >= 1:
+        if (self.reconciled and self.reconcile_updates >= 1 and self.declined >= 1
+                and self.message_back):
             self.done.set()
 
     def error(self, driver, message):

@@ -79,11 +79,46 @@ impl Executor {
 #[derive(Debug, Default)]
 pub(crate) struct Executors {
     inner: Mutex<HashMap<ExecutorKey, Executor>>,
+    /// Executor → framework messages waiting for the master link (best effort, bounded).
+    outgoing: Mutex<std::collections::VecDeque<v1::agent_message::ExecutorMessage>>,
 }
+
+/// Executor messages kept while the master link is busy or down; more are dropped.
+const MAX_OUTGOING_MESSAGES: usize = 1024;
 
 impl Executors {
     fn lock(&self) -> MutexGuard<'_, HashMap<ExecutorKey, Executor>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A framework message for executor `(framework_id, executor_id)`: a MESSAGE event.
+    /// False when that executor is not subscribed here (the message is dropped).
+    pub(crate) fn message(&self, framework_id: &str, executor_id: &str, data: &[u8]) -> bool {
+        let mut all = self.lock();
+        let key = (framework_id.to_string(), executor_id.to_string());
+        all.get_mut(&key).is_some_and(|e| {
+            e.send(&json!({"type": "MESSAGE", "message": {"data": json::base64_encode(data)}}))
+        })
+    }
+
+    /// Queues an executor's message for its framework; false when the queue is full.
+    fn queue_message(&self, framework_id: &str, executor_id: &str, data: Vec<u8>) -> bool {
+        let mut q = self.outgoing.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= MAX_OUTGOING_MESSAGES {
+            return false;
+        }
+        q.push_back(v1::agent_message::ExecutorMessage {
+            framework_id: framework_id.to_string(),
+            executor_id: executor_id.to_string(),
+            data,
+        });
+        true
+    }
+
+    /// The queued executor messages, for the master link to send.
+    pub(crate) fn take_messages(&self) -> Vec<v1::agent_message::ExecutorMessage> {
+        let mut q = self.outgoing.lock().unwrap_or_else(|p| p.into_inner());
+        q.drain(..).collect()
     }
 
     /// Whether `(framework, executor_id)` has a live executor (which then takes `task`).
@@ -362,8 +397,30 @@ pub(crate) async fn executor(
             StatusCode::ACCEPTED.into_response()
         }
         "MESSAGE" => {
-            // Executor → framework messages are not carried to the master yet (docs).
-            tracing::debug!(framework = fw, executor = eid, "executor MESSAGE dropped");
+            let Some(data) = call
+                .get("message")
+                .and_then(|m| m.get("data"))
+                .and_then(Value::as_str)
+            else {
+                return bad(
+                    "Failed to validate executor::Call: Expecting 'message.data' to be present",
+                );
+            };
+            let Some(data) = json::base64_decode(data) else {
+                return bad(
+                    "Failed to validate executor::Call: 'message.data' is not valid base64",
+                );
+            };
+            // Best effort, as in Mesos: carried to the master with the next link round.
+            if agent.executors.queue_message(fw, eid, data) {
+                agent.outbox.notify_one();
+            } else {
+                tracing::warn!(
+                    framework = fw,
+                    executor = eid,
+                    "executor MESSAGE dropped: too many queued for the master"
+                );
+            }
             StatusCode::ACCEPTED.into_response()
         }
         other => bad(format!(
@@ -421,6 +478,20 @@ mod tests {
         ex.acknowledged("f", "t1", &[1; 16]);
         let ack = decode(&rx.try_recv().expect("ack"));
         assert_eq!(ack["acknowledged"]["uuid"], json::base64_encode(&[1; 16]));
+        // Framework messages: a MESSAGE event with base64 data; none for unknown executors.
+        assert!(ex.message("f", "e", b"hi"));
+        let m = decode(&rx.try_recv().expect("message"));
+        assert_eq!(m["message"]["data"], json::base64_encode(b"hi"));
+        assert!(!ex.message("f", "other", b"hi"));
+        // Executor messages queue for the master link, bounded.
+        assert!(ex.queue_message("f", "e", b"up".to_vec()));
+        let out = ex.take_messages();
+        assert_eq!((out.len(), &out[0].data[..]), (1, &b"up"[..]));
+        for _ in 0..MAX_OUTGOING_MESSAGES {
+            assert!(ex.queue_message("f", "e", Vec::new()));
+        }
+        assert!(!ex.queue_message("f", "e", Vec::new()), "full: dropped");
+        assert_eq!(ex.take_messages().len(), MAX_OUTGOING_MESSAGES);
         ex.shutdown_framework("f", Duration::from_secs(1));
         assert_eq!(
             decode(&rx.try_recv().expect("shutdown"))["type"],

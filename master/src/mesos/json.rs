@@ -677,6 +677,20 @@ pub(crate) fn decode_uuid(text: &str) -> Result<Vec<u8>, MesosJsonError> {
     Err(shape("'uuid' is not valid base64"))
 }
 
+/// The bytes of a MESSAGE's `data` (base64, as Mesos's JSON for `bytes`).
+pub(crate) fn decode_data(text: &str) -> Result<Vec<u8>, MesosJsonError> {
+    let engines = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    engines
+        .iter()
+        .find_map(|e| e.decode(text).ok())
+        .ok_or_else(|| shape("'message.data' is not valid base64"))
+}
+
 /// Base64 of an update uuid, as Mesos sends it.
 pub(crate) fn encode_uuid(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -919,6 +933,14 @@ pub(crate) fn event_json(e: &v1::Event, ctx: &EventContext) -> Option<Value> {
             "error": {"message": e.message},
         }),
         event::Event::Heartbeat(_) => json!({"type": "HEARTBEAT"}),
+        event::Event::Message(m) => json!({
+            "type": "MESSAGE",
+            "message": {
+                "agent_id": id(&m.agent_id),
+                "executor_id": id(&m.executor_id),
+                "data": encode_uuid(&m.data),
+            },
+        }),
     })
 }
 

@@ -369,11 +369,23 @@ async fn dispatch(
             accepted()
         }
         "MESSAGE" => {
-            // brim has no custom executors, so there is nobody to deliver the message to;
-            // Mesos drops messages for unknown executors the same way.
             let m = need(call.message, "message")?;
-            tracing::debug!(executor_id = %m.executor_id.value, agent_id = %m.agent_id.value,
-                bytes = m.data.len(), "MESSAGE dropped: brim runs no custom executors");
+            let data = json::decode_data(&m.data).map_err(invalid)?;
+            let req = v1::MessageRequest {
+                framework_id: framework_id.to_string(),
+                agent_id: m.agent_id.value,
+                executor_id: m.executor_id.value,
+                data,
+            };
+            // Best effort, as in Mesos: a message to an unknown or disconnected agent is
+            // dropped (logged), not an error of the call.
+            match master.call(Call::Message(req)).await {
+                Err(s) if s.code() == Code::FailedPrecondition => {
+                    return Err(MesosApiError::from_status(&s))
+                }
+                Err(s) => tracing::info!("MESSAGE dropped: {}", s.message()),
+                Ok(()) => {}
+            }
             accepted()
         }
         // brim never sends inverse offers (no maintenance schedules yet); REQUEST is a no-op
