@@ -2511,6 +2511,11 @@ impl Master {
             .iter()
             .map(|(id, a)| {
                 let used = self.agent_used(id);
+                let reserved: BTreeMap<String, Resources> =
+                    self.allocator.agent_reservations(id).into_iter().collect();
+                let unreserved = reserved
+                    .values()
+                    .fold(a.total.clone(), |acc, r| acc.saturating_sub(r));
                 let pool = self.revocable.agent_view(id);
                 let revocable_used = self.agent_revocable_used(id);
                 json!({
@@ -2522,11 +2527,8 @@ impl Master {
                     "resources": a.total,
                     "used": used,
                     // Dynamic reservations: role -> reserved resources.
-                    "reserved": self
-                        .allocator
-                        .agent_reservations(id)
-                        .into_iter()
-                        .collect::<BTreeMap<_, _>>(),
+                    "reserved": reserved,
+                    "unreserved": unreserved,
                     "volumes": self
                         .known
                         .agents
