@@ -65,6 +65,10 @@ pub(crate) struct AddArgs {
     /// Environment variable (repeatable), NAME=value.
     #[arg(long = "env", value_name = "K=V")]
     pub(crate) env: Vec<String>,
+    /// Run in an OCI container of this image (an absolute path on the agents to an OCI image
+    /// layout directory or an OCI/`docker save` tarball, or an http:// URI of one).
+    #[arg(long, value_name = "PATH_OR_URI")]
+    pub(crate) image: Option<String>,
     /// The command: one argument runs with `/bin/sh -c`, several are executed directly.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, num_args = 1.., value_name = "CMD")]
     pub(crate) command: Vec<String>,
@@ -94,6 +98,7 @@ pub(crate) async fn run(a: CronArgs) -> anyhow::Result<u8> {
                 mem: add.mem,
                 env,
                 user: add.user,
+                image: add.image,
             };
             if let Err(problems) = spec.validate() {
                 let lines: Vec<String> = problems

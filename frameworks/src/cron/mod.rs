@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 pub use api::{router, JobView};
 pub use scheduler::{run_loop, CronScheduler};
 
-use crate::services::spec::{valid_id, valid_user, FieldProblem};
+use crate::services::spec::{valid_id, valid_image, valid_user, FieldProblem};
 use crate::store::{JsonStore, StoreError};
 use expr::Schedule;
 use policy::Concurrency;
@@ -59,6 +59,10 @@ pub struct JobSpec {
     /// Unix user to run as (default: `nobody`, the hosted frameworks' user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Run in an OCI container of this image (an absolute path on the agents or an
+    /// `http://`/`file://` URI of an OCI image layout or image tarball).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 fn utc() -> String {
@@ -100,6 +104,9 @@ impl JobSpec {
         };
         if let Some(Err(why)) = self.user.as_deref().map(valid_user) {
             bad("user", why);
+        }
+        if let Some(Err(why)) = self.image.as_deref().map(valid_image) {
+            bad("image", why);
         }
         if self.cmd.first().is_none_or(|c| c.trim().is_empty()) {
             bad("cmd", "must not be empty".into());

@@ -50,6 +50,9 @@ fn builder(job: &JobRecord, run: &Run) -> TaskBuilder {
     if let Some(u) = &spec.user {
         b = b.user(u);
     }
+    if let Some(i) = &spec.image {
+        b = b.image(i);
+    }
     b.env("BRIM_CRON_JOB", &spec.name)
         .env("BRIM_CRON_FIRE", run.fire.to_string())
         .env("BRIM_CRON_ATTEMPT", run.attempt.to_string())

@@ -138,6 +138,9 @@ impl ServicesScheduler {
                         if let Some(u) = &svc.spec.user {
                             b = b.user(u);
                         }
+                        if let Some(i) = &svc.spec.image {
+                            b = b.image(i);
+                        }
                         if let Some(hc) = &svc.spec.health_check {
                             b = b.health_check(hc.to_proto());
                         }

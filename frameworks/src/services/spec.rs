@@ -52,6 +52,11 @@ pub struct ServiceSpec {
     /// Unix user to run as (default: `nobody`, the hosted frameworks' user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Run each instance in an OCI container of this image (crun on the agent): an absolute
+    /// path on the agents to an OCI image layout directory or an OCI/`docker save` tarball,
+    /// or an `http://`/`file://` URI of one. `cmd` then runs in the image's root filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// What the agent checks on each instance.
@@ -324,6 +329,9 @@ impl ServiceSpec {
         if let Some(Err(why)) = self.user.as_deref().map(valid_user) {
             bad("user", why);
         }
+        if let Some(Err(why)) = self.image.as_deref().map(valid_image) {
+            bad("image", why);
+        }
         if !(self.cpus.is_finite() && self.cpus > 0.0 && self.cpus <= 1024.0) {
             bad("cpus", format!("must be in (0, 1024], got {}", self.cpus));
         }
@@ -428,6 +436,32 @@ impl ServiceSpec {
         let mut a = self.clone();
         a.instances = other.instances;
         a == *other
+    }
+}
+
+/// Image references the agent can provision: an absolute path on the agent, or an
+/// `http://`, `https://` or `file://` URI (no registry names: nothing pulls from a registry).
+pub fn valid_image(image: &str) -> Result<(), String> {
+    if image.is_empty() || image.len() > 4096 {
+        return Err("must be 1 to 4096 characters".into());
+    }
+    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "`{image}` contains whitespace or control characters"
+        ));
+    }
+    let ok = image.starts_with('/')
+        || ["http://", "https://", "file:///"]
+            .iter()
+            .any(|scheme| image.len() > scheme.len() && image.starts_with(scheme));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{image}` is neither an absolute path on the agents nor an http://, https:// or \
+             file:/// URI of an OCI image layout or image tarball (registry names like \
+             `busybox:latest` are not supported)"
+        ))
     }
 }
 
@@ -605,6 +639,7 @@ max_surge = 1
             health_check: None,
             kill_grace_seconds: 3.0,
             user: Some("a b".into()),
+            image: Some("busybox:latest".into()),
         };
         let problems = match spec.validate() {
             Err(SpecError::Invalid { problems }) => problems,
@@ -618,6 +653,7 @@ max_surge = 1
                 "instances",
                 "cmd",
                 "user",
+                "image",
                 "cpus",
                 "mem",
                 "ports",
@@ -629,12 +665,49 @@ max_surge = 1
                 "healthy_after_seconds"
             ]
         );
-        assert!(problems[8].problem.contains("regex"), "{:?}", problems[8]);
+        assert!(problems[9].problem.contains("regex"), "{:?}", problems[9]);
         assert!(
-            problems[9].problem.contains("unknown operator `SOMETIMES`"),
+            problems[4].problem.contains("registry names"),
             "{:?}",
-            problems[9]
+            problems[4]
         );
+        assert!(
+            problems[10]
+                .problem
+                .contains("unknown operator `SOMETIMES`"),
+            "{:?}",
+            problems[10]
+        );
+    }
+
+    #[test]
+    fn images_are_paths_or_uris_never_registry_names() {
+        for ok in [
+            "/var/lib/images/busybox-oci",
+            "/tmp/busybox.tar",
+            "http://127.0.0.1:8080/busybox.tar",
+            "https://images.example/app.tar",
+            "file:///srv/app.tar",
+        ] {
+            assert_eq!(valid_image(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "busybox:latest",
+            "docker.io/library/busybox",
+            "relative/dir",
+            "http://",
+            "/a b",
+            "/a\nb",
+            "ftp://host/x.tar",
+        ] {
+            assert!(valid_image(bad).is_err(), "{bad:?} should be refused");
+        }
+        let spec: ServiceSpec =
+            toml::from_str("id = \"web\"\ncmd = \"httpd -f\"\nimage = \"/srv/images/web-oci\"\n")
+                .unwrap_or_else(|e| panic!("spec: {e}"));
+        assert_eq!(spec.image.as_deref(), Some("/srv/images/web-oci"));
+        assert!(spec.validate().is_ok());
     }
 
     #[test]
