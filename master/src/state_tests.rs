@@ -937,7 +937,10 @@ fn reserve_launch_unreserve_and_survive_a_master_restart() {
     assert_eq!(state["agents"][0]["reserved"]["db"]["cpus"], 2.0);
     assert_eq!(state["agents"][0]["unreserved"]["cpus"], 2.0);
     let mesos = crate::mesos::mesos_state(&state);
-    assert_eq!(mesos["slaves"][0]["reserved_resources"]["db"]["mem"], 1024.0);
+    assert_eq!(
+        mesos["slaves"][0]["reserved_resources"]["db"]["mem"],
+        1024.0
+    );
     assert_eq!(mesos["slaves"][0]["unreserved_resources"]["mem"], 3072.0);
     // A framework of another role never sees the reservation.
     let web = subscribe_role(&mut h, "web", "web");
