@@ -151,10 +151,16 @@ fn scenario(c: &mut Cluster) {
         http_get(&agent, "/metrics").is_some_and(|(_, m)| m.contains("brim_agent_ebpf_enabled 1"));
     let busy = c.brim_spawn(&[
         "run", "--name", "busy", "--cpus", "0.5", "--image", &img, "--",
-        "i=0; end=$(( $(date +%s) + 6 )); while [ $(date +%s) -lt $end ]; do i=$((i+1)); done; echo busy-done",
+        "i=0; end=$(( $(date +%s) + 120 )); while [ ! -e /mnt/mesos/sandbox/stop ] && [ $(date +%s) -lt $end ]; do i=$((i+1)); done; cat /etc/brim-image; echo busy-done",
     ]);
     let t = wait_state(c, "busy", "TASK_RUNNING");
     let id = t["id"].as_str().expect("task id").to_string();
+    let fw = t["framework_id"]
+        .as_str()
+        .expect("framework id")
+        .to_string();
+    // The task spins until this file appears in its sandbox (/mnt/mesos/sandbox inside).
+    let stop = work.join("sandboxes").join(&fw).join(&id).join("stop");
     let oncpu = |agent: &str| -> Option<f64> {
         let (_, m) = http_get(agent, "/metrics")?;
         m.lines()
@@ -165,13 +171,13 @@ fn scenario(c: &mut Cluster) {
     if ebpf {
         let first = wait_for(
             "an eBPF sample of the OCI task",
-            Duration::from_secs(20),
+            Duration::from_secs(60),
             || oncpu(&agent).filter(|v| *v > 0.0),
         );
         let later = wait_for(
             "the OCI task's eBPF counter to grow",
-            Duration::from_secs(20),
-            || oncpu(&agent).filter(|v| *v > first + 0.2),
+            Duration::from_secs(60),
+            || oncpu(&agent).filter(|v| *v > first + 0.1),
         );
         assert!(later > first);
     } else {
@@ -184,15 +190,27 @@ fn scenario(c: &mut Cluster) {
     c.agents[0].kill9();
     std::thread::sleep(Duration::from_millis(500));
     c.start_agent(0, RES);
+    c.wait_agents_active(1);
+    // Re-attached, not cleaned up: the running container keeps its bundle and rootfs.
+    if task(c, "busy").is_some_and(|t| t["state"] == "TASK_RUNNING") {
+        let dirs: Vec<_> = std::fs::read_dir(work.join("oci/containers"))
+            .expect("containers dir")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        assert!(
+            dirs[0].join("rootfs/bin/busybox").exists(),
+            "rootfs gone while the task runs"
+        );
+    }
+    std::fs::write(&stop, "").expect("stop file");
     let out = busy.wait_with_output().expect("brim run");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(text(&out.stdout).contains("busy-done"));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    // Still in its image after the restart (the rootfs was not cleaned up under it).
+    assert!(stdout.contains("brim busybox image"), "{stdout}");
+    assert!(stdout.contains("busy-done"), "{stdout}");
 
     // 5. Cleaned up: no container directory, no mount, no runtime state left.
     wait_for("OCI containers removed", Duration::from_secs(10), || {
