@@ -31,6 +31,8 @@ pub enum ContainerizerError {
     NoImage,
     #[error("the task has no command and its image defines no entrypoint/cmd: set command.value")]
     NoCommand,
+    #[error("the command or an argument contains a NUL byte: remove it")]
+    Nul,
     #[error(transparent)]
     Image(#[from] store::ImageError),
     #[error(transparent)]

@@ -20,8 +20,10 @@ impl Containerizer for NativeContainerizer {
     }
 
     fn prepare(&self, req: &LaunchRequest<'_>) -> Result<Prepared, ContainerizerError> {
-        let (program, argv) =
-            launcher::argv(req.command).map_err(|_| ContainerizerError::NoCommand)?;
+        let (program, argv) = launcher::argv(req.command).map_err(|e| match e {
+            launcher::LaunchError::NulByte => ContainerizerError::Nul,
+            _ => ContainerizerError::NoCommand,
+        })?;
         let path = req
             .env
             .iter()

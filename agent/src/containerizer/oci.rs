@@ -318,7 +318,7 @@ pub fn process_args(
         return Err(ContainerizerError::NoCommand);
     }
     if args.iter().any(|a| a.contains('\0')) {
-        return Err(ContainerizerError::NoCommand);
+        return Err(ContainerizerError::Nul);
     }
     Ok(args)
 }
