@@ -379,50 +379,75 @@ async fn single(
     let per = Resources::parse(TASK_RESOURCES)?;
     let mut lat = Vec::with_capacity(k);
     for i in 0..k {
-        let o = offer(rx, h, &per).await?;
         let id = format!("single-{i}");
-        let task = TaskBuilder::new(&id, "single")
-            .command(["/bin/true"])
-            .resources(&per)
-            .build_for(&o)?;
-        let t0 = Instant::now();
-        h.accept(
-            vec![o.id.clone()],
-            vec![brim_framework::launch_operation(vec![task])],
-            brim_framework::v1::Filters {
-                refuse_seconds: Some(0.0),
-            },
-        )
-        .await
-        .context("accept")?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv())
-                .await
-                .with_context(|| format!("{id} did not start within 30 s"))?
-            {
-                Some(Event::Update(s)) if s.task_id == id => {
-                    use brim_framework::v1::TaskState::*;
-                    let st = s.state();
-                    if matches!(st, TaskFailed | TaskError | TaskLost | TaskDropped) {
-                        bail!("task {id} ended {st:?}: {}", s.message);
-                    }
-                    if st == TaskRunning || st.is_terminal() {
-                        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
-                        break;
-                    }
+        let b = TaskBuilder::new(&id, "single").command(["/bin/true"]);
+        lat.push(
+            time_one_launch(rx, h, &id, b, &per, Duration::from_secs(30), |st| {
+                use brim_framework::v1::TaskState::*;
+                if matches!(st, TaskFailed | TaskError | TaskLost | TaskDropped) {
+                    Reached::Failed
+                } else if st == TaskRunning || st.is_terminal() {
+                    Reached::Yes
+                } else {
+                    Reached::NotYet
                 }
-                Some(Event::Offers(offers)) => {
-                    let ids = offers.into_iter().map(|o| o.id).collect();
-                    let _ = h.decline(ids, Some(0.0)).await;
-                }
-                Some(_) => {}
-                None => bail!("framework driver stopped"),
-            }
-        }
+            })
+            .await?,
+        );
     }
     lat.sort_by(f64::total_cmp);
     Ok(lat)
+}
+
+/// Whether a task's update is the one a timed launch waits for.
+pub(crate) enum Reached {
+    Yes,
+    NotYet,
+    Failed,
+}
+
+/// Accepts the next offer holding `per` with the one task `b` (id `id`) and waits, declining
+/// other offers, for the update `reached` accepts; returns accept → that update (ms).
+pub(crate) async fn time_one_launch(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    h: &DriverHandle,
+    id: &str,
+    b: TaskBuilder,
+    per: &brim_framework::Resources,
+    within: Duration,
+    reached: impl Fn(brim_framework::v1::TaskState) -> Reached,
+) -> Result<f64> {
+    let o = offer(rx, h, per).await?;
+    let task = b.resources(per).build_for(&o)?;
+    let t0 = Instant::now();
+    h.accept(
+        vec![o.id.clone()],
+        vec![brim_framework::launch_operation(vec![task])],
+        brim_framework::v1::Filters {
+            refuse_seconds: Some(0.0),
+        },
+    )
+    .await
+    .context("accept")?;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .with_context(|| format!("{id} did not get there within {within:?}"))?
+        {
+            Some(Event::Update(s)) if s.task_id == id => match reached(s.state()) {
+                Reached::Yes => return Ok(t0.elapsed().as_secs_f64() * 1000.0),
+                Reached::Failed => bail!("task {id} ended {:?}: {}", s.state(), s.message),
+                Reached::NotYet => {}
+            },
+            Some(Event::Offers(offers)) => {
+                let ids = offers.into_iter().map(|o| o.id).collect();
+                let _ = h.decline(ids, Some(0.0)).await;
+            }
+            Some(_) => {}
+            None => bail!("framework driver stopped"),
+        }
+    }
 }
 
 /// Waits until `n` more tasks with `prefix` are terminal.

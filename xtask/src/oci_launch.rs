@@ -23,7 +23,7 @@ use brim_framework::{DriverHandle, Resources, TaskBuilder};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::launch::{offer, percentile, Event};
+use crate::launch::{percentile, time_one_launch, Event, Reached};
 
 const TASK_CPUS: f64 = 0.1;
 
@@ -98,46 +98,19 @@ async fn one(
     id: &str,
 ) -> Result<f64> {
     let per = Resources::parse(&format!("cpus:{TASK_CPUS};mem:32"))?;
-    let o = offer(rx, h, &per).await?;
-    let task = TaskBuilder::new(id, "oci")
+    let b = TaskBuilder::new(id, "oci")
         .command(["/bin/true"])
-        .image(image)
-        .resources(&per)
-        .build_for(&o)?;
-    let t0 = Instant::now();
-    h.accept(
-        vec![o.id.clone()],
-        vec![brim_framework::launch_operation(vec![task])],
-        brim_framework::v1::Filters {
-            refuse_seconds: Some(0.0),
-        },
-    )
-    .await
-    .context("accept")?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .with_context(|| format!("{id} did not finish within 60 s"))?
-        {
-            Some(Event::Update(s)) if s.task_id == id => {
-                use brim_framework::v1::TaskState::*;
-                let st = s.state();
-                if st == TaskFinished {
-                    return Ok(t0.elapsed().as_secs_f64() * 1000.0);
-                }
-                if st.is_terminal() {
-                    bail!("OCI task {id} ended {st:?}: {}", s.message);
-                }
-            }
-            Some(Event::Offers(offers)) => {
-                let ids = offers.into_iter().map(|o| o.id).collect();
-                let _ = h.decline(ids, Some(0.0)).await;
-            }
-            Some(_) => {}
-            None => bail!("framework driver stopped"),
+        .image(image);
+    time_one_launch(rx, h, id, b, &per, Duration::from_secs(60), |st| {
+        if st == brim_framework::v1::TaskState::TaskFinished {
+            Reached::Yes
+        } else if st.is_terminal() {
+            Reached::Failed
+        } else {
+            Reached::NotYet
         }
-    }
+    })
+    .await
 }
 
 /// `crun run` of a bundle of `image` (provisioned with brim's own store, same spec).
