@@ -6,27 +6,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-use support::{state, wait_for, Cluster};
+use support::{busybox_image, state, wait_for, Cluster};
 
 const AGENT: &str = "cpus:2;mem:1024;ports:[31000-31100]";
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn busybox_layout(dir: &Path) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-image.sh");
-    let out = dir.join("busybox-oci");
-    let st = Command::new(script)
-        .arg(&out)
-        .status()
-        .expect("run scripts/busybox-image.sh");
-    assert!(st.success(), "building the busybox image failed");
-    out
 }
 
 #[test]
@@ -57,7 +45,7 @@ fn services_and_cron_jobs_run_in_images() {
 }
 
 fn scenario(c: &mut Cluster) {
-    let image = busybox_layout(c.dir.path());
+    let image = busybox_image(c.dir.path(), false);
     let image = image.display().to_string();
 
     // A registry name is refused with the field and why.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::{http_get, state, wait_for, Cluster};
+use support::{busybox_image, http_get, state, wait_for, Cluster};
 
 const RES: &str = "cpus:2;mem:1024;ports:[31000-31099]";
 const MASTER: &[&str] = &[
@@ -24,25 +24,6 @@ const MASTER: &[&str] = &[
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn busybox_image(dir: &Path, docker: bool) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-image.sh");
-    let out = if docker {
-        dir.join("busybox.tar")
-    } else {
-        dir.join("busybox-oci")
-    };
-    let mut cmd = Command::new(script);
-    if docker {
-        cmd.arg("--docker");
-    }
-    let st = cmd
-        .arg(&out)
-        .status()
-        .expect("run scripts/busybox-image.sh");
-    assert!(st.success(), "building the busybox image failed");
-    out
 }
 
 /// The task (current or completed) whose name contains `name`.

@@ -434,3 +434,24 @@ impl Drop for Cluster {
         self.cleanup_cgroups();
     }
 }
+
+/// Builds the test busybox image in `dir` with scripts/busybox-image.sh: an OCI image layout
+/// directory, or with `docker` a `docker save` archive. Needs busybox-static, tar, gzip.
+pub fn busybox_image(dir: &Path, docker: bool) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-image.sh");
+    let out = if docker {
+        dir.join("busybox.tar")
+    } else {
+        dir.join("busybox-oci")
+    };
+    let mut cmd = Command::new(script);
+    if docker {
+        cmd.arg("--docker");
+    }
+    let st = cmd
+        .arg(&out)
+        .status()
+        .expect("run scripts/busybox-image.sh");
+    assert!(st.success(), "building the busybox image failed");
+    out
+}
