@@ -38,13 +38,90 @@ struct Agent {
     active: bool,
     /// What each framework holds here (offered or used by tasks) of the unreserved
     /// resources. Few entries per agent.
-    allocs: Vec<(u32, Resources)>,
+    allocs: Holdings<u32>,
     /// Dynamic reservations, one entry per role with something reserved here.
     reserved: Vec<Reserved>,
-    /// What frameworks hold of reservations: (framework, role, resources).
-    reserved_allocs: Vec<(u32, u32, Resources)>,
+    /// What frameworks hold of reservations, keyed by (framework, role).
+    reserved_allocs: Holdings<(u32, u32)>,
     /// Number of the last cycle that offered this agent.
     offered_in: u64,
+}
+
+impl Agent {
+    /// Whether `fw` holds anything here, reserved or not.
+    fn holds_anything(&self, fw: u32) -> bool {
+        self.allocs.iter().any(|(x, _)| *x == fw)
+            || self.reserved_allocs.iter().any(|((x, _), _)| *x == fw)
+    }
+}
+
+/// What frameworks hold of one pool of an agent, one entry per key: the framework for the
+/// unreserved pool, (framework, role) for reservations. Invariant: no entry is empty.
+#[derive(Clone, Debug)]
+struct Holdings<K>(Vec<(K, Resources)>);
+
+impl<K: Copy + PartialEq> Holdings<K> {
+    fn new() -> Self {
+        Holdings(Vec::new())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(K, Resources)> {
+        self.0.iter()
+    }
+
+    fn keys_mut(&mut self) -> impl Iterator<Item = &mut K> {
+        self.0.iter_mut().map(|(k, _)| k)
+    }
+
+    /// Adds `r` to `key`'s holding.
+    fn add(&mut self, key: K, r: &Resources) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, held)) => held.add(r),
+            None => self.0.push((key, r.clone())),
+        }
+    }
+
+    /// Takes all of `r` out of `key`'s holding; false (and nothing taken) when it does not
+    /// hold all of it.
+    fn take_all(&mut self, key: K, r: &Resources) -> bool {
+        let Some(pos) = self
+            .0
+            .iter()
+            .position(|(k, held)| *k == key && held.contains(r))
+        else {
+            return false;
+        };
+        self.release_at(pos, r);
+        true
+    }
+
+    /// Takes what `key` holds of `r` out of its holding and returns it (`None` when `key`
+    /// holds nothing).
+    fn release(&mut self, key: K, r: &Resources) -> Option<Resources> {
+        let pos = self.0.iter().position(|(k, _)| *k == key)?;
+        Some(self.release_at(pos, r))
+    }
+
+    fn release_at(&mut self, pos: usize, r: &Resources) -> Resources {
+        let held = &mut self.0[pos].1;
+        let kept = held.saturating_sub(r);
+        let released = held.saturating_sub(&kept);
+        if kept.is_empty() {
+            self.0.swap_remove(pos);
+        } else {
+            *held = kept;
+        }
+        released
+    }
+
+    /// Removes and returns every holding whose key `matches`.
+    fn remove_where(&mut self, matches: impl Fn(K) -> bool) -> Vec<(K, Resources)> {
+        let (gone, kept) = mem::take(&mut self.0)
+            .into_iter()
+            .partition(|(k, _)| matches(*k));
+        self.0 = kept;
+        gone
+    }
 }
 
 /// Resources of an agent reserved for one role: `free` is the part no framework holds.
@@ -227,9 +304,9 @@ impl Allocator {
             free: total.clone(),
             total,
             active: true,
-            allocs: Vec::new(),
+            allocs: Holdings::new(),
             reserved: Vec::new(),
-            reserved_allocs: Vec::new(),
+            reserved_allocs: Holdings::new(),
             offered_in: 0,
         }));
         self.agent_slots.insert(agent_id.to_string(), slot);
@@ -263,7 +340,7 @@ impl Allocator {
             .allocs
             .iter()
             .map(|(fw, r)| (fw, r))
-            .chain(agent.reserved_allocs.iter().map(|(fw, _, r)| (fw, r)));
+            .chain(agent.reserved_allocs.iter().map(|((fw, _), r)| (fw, r)));
         for (fw, resources) in held {
             if let Some(f) = self
                 .frameworks
@@ -322,12 +399,10 @@ impl Allocator {
         };
         for &a in &f.agents {
             if let Some(agent) = self.agents.get_mut(a as usize).and_then(Option::as_mut) {
-                if let Some(pos) = agent.allocs.iter().position(|(fw, _)| *fw == slot) {
-                    let (_, held) = agent.allocs.swap_remove(pos);
+                for (_, held) in agent.allocs.remove_where(|fw| fw == slot) {
                     agent.free.add(&held);
                 }
-                while let Some(pos) = agent.reserved_allocs.iter().position(|x| x.0 == slot) {
-                    let (_, role, held) = agent.reserved_allocs.swap_remove(pos);
+                for ((_, role), held) in agent.reserved_allocs.remove_where(|(fw, _)| fw == slot) {
                     if let Some(r) = agent.reserved.iter_mut().find(|r| r.role == role) {
                         r.free.add(&held);
                     }
@@ -505,16 +580,8 @@ impl Allocator {
             what: "unreserved",
         };
         let agent = self.agent_mut(a).ok_or_else(not_held)?;
-        let pos = agent
-            .allocs
-            .iter()
-            .position(|(x, held)| *x == fw && held.contains(resources))
-            .ok_or_else(not_held)?;
-        let kept = agent.allocs[pos].1.saturating_sub(resources);
-        if kept.is_empty() {
-            agent.allocs.swap_remove(pos);
-        } else {
-            agent.allocs[pos].1 = kept;
+        if !agent.allocs.take_all(fw, resources) {
+            return Err(not_held());
         }
         match agent.reserved.iter_mut().find(|x| x.role == role) {
             Some(x) => x.total.add(resources),
@@ -524,14 +591,7 @@ impl Allocator {
                 free: Resources::new(),
             }),
         }
-        match agent
-            .reserved_allocs
-            .iter_mut()
-            .find(|(x, r, _)| *x == fw && *r == role)
-        {
-            Some((_, _, held)) => held.add(resources),
-            None => agent.reserved_allocs.push((fw, role, resources.clone())),
-        }
+        agent.reserved_allocs.add((fw, role), resources);
         Ok(())
     }
 
@@ -553,16 +613,8 @@ impl Allocator {
             what: "reserved",
         };
         let agent = self.agent_mut(a).ok_or_else(not_held)?;
-        let pos = agent
-            .reserved_allocs
-            .iter()
-            .position(|(x, r, held)| *x == fw && *r == role && held.contains(resources))
-            .ok_or_else(not_held)?;
-        let kept = agent.reserved_allocs[pos].2.saturating_sub(resources);
-        if kept.is_empty() {
-            agent.reserved_allocs.swap_remove(pos);
-        } else {
-            agent.reserved_allocs[pos].2 = kept;
+        if !agent.reserved_allocs.take_all((fw, role), resources) {
+            return Err(not_held());
         }
         if let Some(i) = agent.reserved.iter().position(|x| x.role == role) {
             let pool = &mut agent.reserved[i];
@@ -571,10 +623,7 @@ impl Allocator {
                 agent.reserved.swap_remove(i);
             }
         }
-        match agent.allocs.iter_mut().find(|(x, _)| *x == fw) {
-            Some((_, held)) => held.add(resources),
-            None => agent.allocs.push((fw, resources.clone())),
-        }
+        agent.allocs.add(fw, resources);
         Ok(())
     }
 
@@ -643,12 +692,12 @@ impl Allocator {
         };
         for &a in &f.agents {
             if let Some(agent) = self.agent(a) {
-                for (fw, held) in &agent.allocs {
+                for (fw, held) in agent.allocs.iter() {
                     if *fw == slot {
                         out.add(held);
                     }
                 }
-                for (fw, _, held) in &agent.reserved_allocs {
+                for ((fw, _), held) in agent.reserved_allocs.iter() {
                     if *fw == slot {
                         out.add(held);
                     }
@@ -678,10 +727,10 @@ impl Allocator {
     pub fn allocated_total(&self) -> Resources {
         let mut out = Resources::new();
         for a in self.agents.iter().flatten() {
-            for (_, held) in &a.allocs {
+            for (_, held) in a.allocs.iter() {
                 out.add(held);
             }
-            for (_, _, held) in &a.reserved_allocs {
+            for (_, held) in a.reserved_allocs.iter() {
                 out.add(held);
             }
         }
@@ -906,10 +955,7 @@ impl Allocator {
         else {
             return;
         };
-        match agent.allocs.iter_mut().find(|(x, _)| *x == fw) {
-            Some((_, held)) => held.add(r),
-            None => agent.allocs.push((fw, r.clone())),
-        }
+        agent.allocs.add(fw, r);
         f.agents.insert(a);
         self.scalar_names.accumulate(&mut f.scalars, r, 1);
         let role = f.role as usize;
@@ -930,14 +976,7 @@ impl Allocator {
         else {
             return;
         };
-        match agent
-            .reserved_allocs
-            .iter_mut()
-            .find(|(x, y, _)| *x == fw && *y == role)
-        {
-            Some((_, _, held)) => held.add(r),
-            None => agent.reserved_allocs.push((fw, role, r.clone())),
-        }
+        agent.reserved_allocs.add((fw, role), r);
         f.agents.insert(a);
         self.scalar_names.accumulate(&mut f.scalars, r, 1);
         let role = f.role as usize;
@@ -957,23 +996,11 @@ impl Allocator {
         else {
             return;
         };
-        let Some(pos) = agent
-            .reserved_allocs
-            .iter()
-            .position(|(x, y, _)| *x == fw && *y == role)
-        else {
+        let Some(released) = agent.reserved_allocs.release((fw, role), r) else {
             return;
         };
-        let held = &mut agent.reserved_allocs[pos].2;
-        let kept = held.saturating_sub(r);
-        let released = held.saturating_sub(&kept);
-        if kept.is_empty() {
-            agent.reserved_allocs.swap_remove(pos);
-            if !agent.allocs.iter().any(|(x, _)| *x == fw) {
-                f.agents.remove(&a);
-            }
-        } else {
-            *held = kept;
+        if !agent.holds_anything(fw) {
+            f.agents.remove(&a);
         }
         if let Some(pool) = agent.reserved.iter_mut().find(|x| x.role == role) {
             pool.free.add(&released);
@@ -996,19 +1023,11 @@ impl Allocator {
         else {
             return;
         };
-        let Some(pos) = agent.allocs.iter().position(|(x, _)| *x == fw) else {
+        let Some(released) = agent.allocs.release(fw, r) else {
             return;
         };
-        let held = &mut agent.allocs[pos].1;
-        let kept = held.saturating_sub(r);
-        let released = held.saturating_sub(&kept);
-        if kept.is_empty() {
-            agent.allocs.swap_remove(pos);
-            if !agent.reserved_allocs.iter().any(|(x, _, _)| *x == fw) {
-                f.agents.remove(&a);
-            }
-        } else {
-            *held = kept;
+        if !agent.holds_anything(fw) {
+            f.agents.remove(&a);
         }
         agent.free.add(&released);
         self.scalar_names.accumulate(&mut f.scalars, &released, -1);
@@ -1167,10 +1186,10 @@ impl Allocator {
             *slot = remap[*slot as usize];
         }
         for a in self.agents.iter_mut().flatten() {
-            for (fw, _) in &mut a.allocs {
+            for fw in a.allocs.keys_mut() {
                 *fw = remap[*fw as usize];
             }
-            for (fw, _, _) in &mut a.reserved_allocs {
+            for (fw, _) in a.reserved_allocs.keys_mut() {
                 *fw = remap[*fw as usize];
             }
         }
