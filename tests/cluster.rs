@@ -23,14 +23,7 @@ fn cluster_end_to_end() {
     c.start_agent(0, "cpus:1;mem:512;ports:[31000-31099]");
     c.start_agent(1, "cpus:1;mem:512;ports:[32000-32099]");
     let s = c.wait_agents_active(2);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut c, s)));
-    if result.is_err() {
-        c.dump_logs();
-    }
-    c.cleanup_cgroups();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    scenario(&mut c, s);
 }
 
 fn scenario(c: &mut Cluster, s: serde_json::Value) {

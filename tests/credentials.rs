@@ -242,7 +242,6 @@ fn basic_auth_and_token_expiry() {
         .expect("run pymesos");
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || !stdout.contains("STEP update authed TASK_FINISHED") {
-        c.dump_logs();
         panic!(
             "pymesos with Basic auth failed:\n{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)

@@ -85,14 +85,7 @@ fn fetcher_health_checks_disk_quota_and_sandbox_paths() {
     c.start_agent(0, RES);
     let s = c.wait_agents_active(1);
     let agent = s["agents"][0]["id"].as_str().expect("agent id").to_string();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&c, &agent)));
-    if result.is_err() {
-        c.dump_logs();
-    }
-    c.cleanup_cgroups();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    scenario(&c, &agent);
 }
 
 fn scenario(c: &Cluster, agent: &str) {

@@ -21,42 +21,33 @@ fn restarted_scheduler_gets_its_tasks_back() {
     let agent = s["agents"][0]["id"].as_str().expect("agent").to_string();
     let master = c.master_addr.clone();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rt.block_on(async {
-            let nobody = |cfg: &mut brim_framework::DriverConfig| {
-                cfg.framework.user = "nobody".into();
-                cfg.framework.failover_timeout = 60.0;
-            };
-            let mut first = ProbeFramework::start_with(&master, "failover", nobody).await;
-            first.run_sleeper_on(&agent, "keeper").await;
-            let id = first.handle.framework_id().expect("framework id");
-            // The scheduler process dies (no teardown).
-            first.handle.stop();
-            drop(first);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let mut second = ProbeFramework::start_with(&master, "failover", |cfg| {
-                nobody(cfg);
-                cfg.framework.id = id.clone();
-            })
-            .await;
-            // Re-subscribing with the id triggers implicit reconciliation.
-            let status = second.wait_state("keeper", TaskState::TaskRunning).await;
-            assert_eq!(status.agent_id, agent);
-            assert_eq!(second.handle.framework_id().as_deref(), Some(id.as_str()));
-            second
-                .handle
-                .kill("keeper", &agent, Some(Duration::from_secs(1)))
-                .await
-                .expect("kill after failover");
-            second.wait_state("keeper", TaskState::TaskKilled).await;
-            second.handle.stop();
+    rt.block_on(async {
+        let nobody = |cfg: &mut brim_framework::DriverConfig| {
+            cfg.framework.user = "nobody".into();
+            cfg.framework.failover_timeout = 60.0;
+        };
+        let mut first = ProbeFramework::start_with(&master, "failover", nobody).await;
+        first.run_sleeper_on(&agent, "keeper").await;
+        let id = first.handle.framework_id().expect("framework id");
+        // The scheduler process dies (no teardown).
+        first.handle.stop();
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut second = ProbeFramework::start_with(&master, "failover", |cfg| {
+            nobody(cfg);
+            cfg.framework.id = id.clone();
         })
-    }));
-    if result.is_err() {
-        c.dump_logs();
-    }
-    c.cleanup_cgroups();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+        .await;
+        // Re-subscribing with the id triggers implicit reconciliation.
+        let status = second.wait_state("keeper", TaskState::TaskRunning).await;
+        assert_eq!(status.agent_id, agent);
+        assert_eq!(second.handle.framework_id().as_deref(), Some(id.as_str()));
+        second
+            .handle
+            .kill("keeper", &agent, Some(Duration::from_secs(1)))
+            .await
+            .expect("kill after failover");
+        second.wait_state("keeper", TaskState::TaskKilled).await;
+        second.handle.stop();
+    });
 }

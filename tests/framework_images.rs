@@ -34,14 +34,7 @@ fn services_and_cron_jobs_run_in_images() {
     let mut c = Cluster::new();
     c.start_agent(0, AGENT);
     c.wait_agents_active(1);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut c)));
-    if result.is_err() {
-        c.dump_logs();
-    }
-    c.cleanup_cgroups();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    scenario(&mut c);
 }
 
 fn scenario(c: &mut Cluster) {

@@ -136,7 +136,6 @@ fn pymesos_scheduler_launches_acks_declines_kills_and_tears_down() {
         .filter(|e| !out.contains(e))
         .collect();
     if !ok || !missing.is_empty() {
-        c.dump_logs();
         panic!("pymesos scheduler failed (missing {missing:?})\n--- stdout ---\n{out}\n--- stderr ---\n{err}");
     }
     // Updates from the agent carry a uuid and were acknowledged (none left unacked).
@@ -167,7 +166,6 @@ fn pymesos_scheduler_launches_acks_declines_kills_and_tears_down() {
             break;
         }
         if Instant::now() > deadline {
-            c.dump_logs();
             panic!("framework or tasks left after TEARDOWN: {s:#}\n--- stdout ---\n{out}");
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -209,7 +207,6 @@ fn avmesos_scheduler_launches_and_tears_down() {
         .filter(|e| !out.contains(e))
         .collect();
     if !ok || !missing.is_empty() {
-        c.dump_logs();
         panic!("avmesos scheduler failed (missing {missing:?})\n--- stdout ---\n{out}\n--- stderr ---\n{err}");
     }
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -222,7 +219,6 @@ fn avmesos_scheduler_launches_and_tears_down() {
             break;
         }
         if Instant::now() > deadline {
-            c.dump_logs();
             panic!("avmesos framework left after TEARDOWN: {s:#}\n--- stdout ---\n{out}");
         }
         std::thread::sleep(Duration::from_millis(200));

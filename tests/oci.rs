@@ -68,14 +68,7 @@ fn oci_tasks_with_crun() {
     let mut c = Cluster::new_with_master_flags(MASTER);
     c.start_agent(0, RES);
     c.wait_agents_active(1);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut c)));
-    if result.is_err() {
-        c.dump_logs();
-    }
-    c.cleanup_cgroups();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    scenario(&mut c);
 }
 
 fn scenario(c: &mut Cluster) {
@@ -391,16 +384,7 @@ fn lifecycle_hooks() {
         &["--hook-pre-launch", &pre, "--hook-post-stop", &post],
     );
     c.wait_agents_active(1);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        hooks_scenario(&mut c, &marks)
-    }));
-    if result.is_err() {
-        c.dump_logs();
-    }
-    c.cleanup_cgroups();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    hooks_scenario(&mut c, &marks);
 }
 
 fn hooks_scenario(c: &mut Cluster, marks: &Path) {

@@ -184,10 +184,7 @@ async fn revocable_work_fills_slack_and_is_evicted_when_the_service_needs_it() {
     while preempted.len() < 2 {
         let ev = tokio::time::timeout_at(deadline, batch.events.recv())
             .await
-            .unwrap_or_else(|_| {
-                c.dump_logs();
-                panic!("revocable tasks not evicted within 40 s: {preempted:?}")
-            });
+            .unwrap_or_else(|_| panic!("revocable tasks not evicted within 40 s: {preempted:?}"));
         match ev {
             Some(ProbeEvent::Update(s)) if s.state().is_terminal() => {
                 assert_eq!(s.state(), TaskState::TaskKilled, "{s:?}");

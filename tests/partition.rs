@@ -51,9 +51,6 @@ fn partitioned_agent_unreachable_then_back() {
             || signal(pid, libc::SIGCONT),
         )
     }));
-    if result.is_err() {
-        c.dump_logs();
-    }
     if let Some(a) = c.agents.first() {
         signal(a.child.id(), libc::SIGCONT);
     }
@@ -298,9 +295,6 @@ fn network_partition_with_netns_and_veth() {
             || ip(&["link", "set", &host_if, "up"]),
         )
     }));
-    if result.is_err() {
-        c.dump_logs();
-    }
     c.agents.clear();
     c.cleanup_cgroups();
     drop(net);

@@ -103,14 +103,7 @@ fn agent_crash_recovery_matrix() {
     }
     let mut c = Cluster::new_with_master_flags(MASTER);
     c.start_agent(0, RES);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut c)));
-    if result.is_err() {
-        c.dump_logs();
-    }
-    c.cleanup_cgroups();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    scenario(&mut c);
 }
 
 fn scenario(c: &mut Cluster) {

@@ -116,8 +116,7 @@ fn top_shows_tasks_and_agents_sorts_and_quits() {
             }
         }
         eprintln!("--- /state ---\n{:#}", state(&master));
-        c.dump_logs();
-        panic!("both tasks did not run within 30 s (logs above)");
+        panic!("both tasks did not run within 30 s (logs below)");
     }
 
     let tmux = Tmux {
@@ -280,8 +279,7 @@ fn run_shows_a_progress_bar_on_a_terminal_only() {
     }));
     let screen = ended.unwrap_or_else(|_| {
         eprintln!("--- /state ---\n{:#}", state(&master));
-        c.dump_logs();
-        panic!("the job did not end (logs above)");
+        panic!("the job did not end (logs below)");
     });
     assert!(screen.contains("exit=0"), "{screen}");
     for i in 0..3 {

@@ -325,6 +325,15 @@ impl Cluster {
                 }
             }
         }
+        // The agents' eBPF map pins (`/sys/fs/bpf/brim/<cgroup name>`) outlive them by
+        // design (a restarted agent keeps counting); a finished test's are garbage.
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf/brim") {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&self.tag) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
     }
 }
 
@@ -428,7 +437,13 @@ impl Cluster {
 impl Drop for Cluster {
     /// Stops agents (they kill their tasks and remove their cgroups), then the master, then
     /// removes whatever an agent killed with -9 left behind, so no test leaks cgroups.
+    ///
+    /// When the test is failing (panicking), the master's and agents' logs are printed first,
+    /// so scenarios need no wrapper of their own.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
         self.agents.clear();
         self.master.take();
         self.cleanup_cgroups();
