@@ -9,6 +9,7 @@ pub mod v1 {
     tonic::include_proto!("brim.v1");
 }
 
+pub mod mesos;
 pub mod recordio;
 pub mod resources;
 
