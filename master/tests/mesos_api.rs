@@ -727,8 +727,8 @@ async fn bad_requests_get_mesos_errors_and_the_master_survives() {
             b"\x08\x01",
         )
         .await,
-        415,
-        "application/x-protobuf",
+        400,
+        "Failed to parse body into Call protobuf",
     );
     check(
         send(addr, "POST", &[JSON], b"{\"type\": ").await,
@@ -782,7 +782,7 @@ async fn bad_requests_get_mesos_errors_and_the_master_survives() {
         send(
             addr,
             "POST",
-            &[JSON, ("Accept", "application/x-protobuf")],
+            &[JSON, ("Accept", "text/html")],
             sub.as_bytes(),
         )
         .await,

@@ -14,6 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use brim_proto::mesos::{self, ContentTypeError, MediaType, MesosMessage};
 use brim_proto::v1::{self, event, Event, TaskState, TaskStatusReason, TaskStatusSource};
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
@@ -58,44 +59,25 @@ fn need<T>(field: Option<T>, name: &str) -> Result<T, MesosApiError> {
     field.ok_or_else(|| invalid(format!("Expecting '{name}' to be present")))
 }
 
-fn media_type(v: &HeaderValue) -> String {
-    v.to_str()
-        .unwrap_or_default()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
+/// The request body's format (`Content-Type`), with Mesos's 400/415 for anything else.
+fn check_content_type(headers: &HeaderMap) -> Result<MediaType, MesosApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).map(header_str);
+    mesos::request_media_type(ct).map_err(|e| match e {
+        ContentTypeError::Missing => bad(e.to_string()),
+        ContentTypeError::Unsupported => MesosApiError::UnsupportedMediaType(e.to_string()),
+    })
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), MesosApiError> {
-    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
-        return Err(bad("Expecting 'Content-Type' to be present"));
-    };
-    match media_type(ct).as_str() {
-        "application/json" => Ok(()),
-        "application/x-protobuf" => Err(MesosApiError::UnsupportedMediaType(
-            "Expecting 'Content-Type' of application/json; brim does not accept application/x-protobuf yet".into(),
-        )),
-        _ => Err(MesosApiError::UnsupportedMediaType(
-            "Expecting 'Content-Type' of application/json or application/x-protobuf".into(),
-        )),
-    }
+fn header_str(v: &HeaderValue) -> &str {
+    v.to_str().unwrap_or_default()
 }
 
-/// True when the `Accept` header (absent = anything) allows JSON.
-fn accepts_json(headers: &HeaderMap) -> bool {
-    let Some(v) = headers.get(header::ACCEPT) else {
-        return true;
-    };
-    v.to_str().unwrap_or_default().split(',').any(|part| {
-        let t = part
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        matches!(t.as_str(), "application/json" | "application/*" | "*/*")
+/// The event stream's format (`Accept`), or Mesos's 406.
+fn response_format(headers: &HeaderMap) -> Result<MediaType, MesosApiError> {
+    mesos::response_media_type(headers.get(header::ACCEPT).map(header_str)).ok_or_else(|| {
+        MesosApiError::NotAcceptable(
+            "Expecting 'Accept' to allow 'application/json' or 'application/x-protobuf'".into(),
+        )
     })
 }
 
@@ -115,6 +97,15 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, MesosApiErr
     axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| too_large())
+}
+
+/// A protobuf call body (bounded by the caller): transcoded to the Mesos JSON it stands for,
+/// then shape-checked like a JSON body.
+pub(crate) fn decode_protobuf_call(bytes: &[u8]) -> Result<json::Call, MesosApiError> {
+    let value =
+        mesos::decode(MesosMessage::SchedulerCall, bytes).map_err(|e| bad(e.to_string()))?;
+    serde_json::from_value(value)
+        .map_err(|e| bad(format!("Failed to validate scheduler::Call: {e}")))
 }
 
 /// Parses and shape-checks a call body (bounded by the caller).
@@ -178,9 +169,12 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    check_content_type(&headers)?;
+    let format = check_content_type(&headers)?;
     let bytes = read_body(&headers, body).await?;
-    let call = decode_call(&bytes)?;
+    let call = match format {
+        MediaType::Json => decode_call(&bytes)?,
+        MediaType::Protobuf => decode_protobuf_call(&bytes)?,
+    };
     if call.kind == "SUBSCRIBE" {
         return subscribe(api, caller, &headers, call).await;
     }
@@ -657,11 +651,7 @@ async fn subscribe(
     headers: &HeaderMap,
     call: json::Call,
 ) -> ApiResult {
-    if !accepts_json(headers) {
-        return Err(MesosApiError::NotAcceptable(
-            "Expecting 'Accept' to allow 'application/json' (brim does not stream application/x-protobuf yet)".into(),
-        ));
-    }
+    let format = response_format(headers)?;
     if headers.contains_key(STREAM_ID_HEADER) {
         return Err(bad(
             "Subscribe calls should not include the 'Mesos-Stream-Id' header",
@@ -721,12 +711,13 @@ async fn subscribe(
         framework_id,
         stream_id: stream_id.clone(),
         conn,
+        format,
     };
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+        HeaderValue::from_static(format.as_str()),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Ok(v) = HeaderValue::from_str(&stream_id) {
@@ -744,6 +735,8 @@ struct EventStream {
     framework_id: String,
     stream_id: String,
     conn: u64,
+    /// Record encoding: Mesos JSON, or the protobuf `scheduler::Event` it transcodes to.
+    format: MediaType,
 }
 
 impl Stream for EventStream {
@@ -756,8 +749,20 @@ impl Stream for EventStream {
                     let Some(j) = json::event_json(&ev, &self.ctx) else {
                         continue;
                     };
-                    let text = j.to_string();
-                    return Poll::Ready(Some(Ok(Bytes::from(recordio::encode(text.as_bytes())))));
+                    let record = match self.format {
+                        MediaType::Json => j.to_string().into_bytes(),
+                        MediaType::Protobuf => {
+                            match mesos::encode(MesosMessage::SchedulerEvent, &j) {
+                                Ok(b) => b,
+                                Err(e) => {
+                                    tracing::error!(framework_id = %self.framework_id,
+                                        "mesos event not sent: {e}");
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    return Poll::Ready(Some(Ok(Bytes::from(recordio::encode(&record)))));
                 }
                 Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
@@ -796,11 +801,167 @@ mod tests {
             }
             check_content_type(&h).map_err(|e| e.status().as_u16())
         };
-        assert_eq!(check(Some("application/json")), Ok(()));
-        assert_eq!(check(Some("Application/JSON; charset=utf-8")), Ok(()));
+        assert_eq!(check(Some("application/json")), Ok(MediaType::Json));
+        assert_eq!(
+            check(Some("Application/JSON; charset=utf-8")),
+            Ok(MediaType::Json)
+        );
         assert_eq!(check(None), Err(400));
         assert_eq!(check(Some("text/plain")), Err(415));
-        assert_eq!(check(Some("application/x-protobuf")), Err(415));
+        assert_eq!(
+            check(Some("application/x-protobuf")),
+            Ok(MediaType::Protobuf)
+        );
+    }
+
+    /// Every event shape the JSON stream sends has an exact protobuf form: transcoding it to
+    /// `scheduler::Event` and back loses nothing (a key the Mesos protos lack would vanish).
+    #[test]
+    fn every_event_survives_protobuf_exactly() {
+        use brim_proto::v1::event::Event as E;
+        let resource = |value, role: &str, revocable, volume: Option<v1::Volume>| v1::Resource {
+            name: "r".into(),
+            value: Some(value),
+            revocable,
+            reservation_role: role.into(),
+            reservation_principal: if role.is_empty() { "" } else { "ops" }.into(),
+            volume,
+        };
+        let offer = v1::Offer {
+            id: "o1".into(),
+            framework_id: "f1".into(),
+            agent_id: "a1".into(),
+            hostname: "h".into(),
+            resources: vec![
+                resource(v1::resource::Value::Scalar(1.5), "", true, None),
+                resource(
+                    v1::resource::Value::Ranges(v1::Ranges {
+                        range: vec![v1::Range {
+                            begin: 31000,
+                            end: 31009,
+                        }],
+                    }),
+                    "ads",
+                    false,
+                    None,
+                ),
+                resource(
+                    v1::resource::Value::Set(v1::Set {
+                        item: vec!["gpu0".into()],
+                    }),
+                    "ads",
+                    false,
+                    Some(v1::Volume {
+                        persistence_id: "p".into(),
+                        container_path: "data".into(),
+                    }),
+                ),
+            ],
+            attributes: vec![
+                v1::Attribute {
+                    name: "rack".into(),
+                    value: "r1".into(),
+                },
+                v1::Attribute {
+                    name: "n".into(),
+                    value: "3".into(),
+                },
+            ],
+            agent_http_address: "127.0.0.1:5051".into(),
+            region: "eu".into(),
+            zone: "z1".into(),
+        };
+        let status = v1::TaskStatus {
+            task_id: "t1".into(),
+            state: TaskState::TaskFailed as i32,
+            source: TaskStatusSource::SourceExecutor as i32,
+            reason: TaskStatusReason::ReasonCommandExecutorFailed as i32,
+            agent_id: "a1".into(),
+            uuid: vec![7; 16],
+            timestamp: 1.5,
+            exit_code: Some(3),
+            ..Default::default()
+        };
+        let events = [
+            E::Subscribed(event::Subscribed {
+                framework_id: "f1".into(),
+                heartbeat_interval_seconds: 15.0,
+                master_id: "m1".into(),
+            }),
+            E::Offers(event::Offers {
+                offers: vec![offer],
+            }),
+            E::Rescind(event::Rescind {
+                offer_id: "o1".into(),
+            }),
+            E::Update(event::Update {
+                status: Some(status),
+            }),
+            E::Failure(event::Failure {
+                agent_id: "a1".into(),
+            }),
+            E::Error(event::Error {
+                message: "gone".into(),
+            }),
+            E::Heartbeat(event::Heartbeat {}),
+            E::Message(event::Message {
+                agent_id: "a1".into(),
+                executor_id: "e1".into(),
+                data: b"hi".to_vec(),
+            }),
+        ];
+        let ctx = EventContext {
+            revocable: true,
+            role: "ads".into(),
+            leader: "127.0.0.1:5050".into(),
+        };
+        for e in events {
+            let j = json::event_json(&Event { event: Some(e) }, &ctx).expect("event");
+            let bytes = mesos::encode(MesosMessage::SchedulerEvent, &j).expect("encode");
+            let back = mesos::decode(MesosMessage::SchedulerEvent, &bytes).expect("decode");
+            assert_eq!(back, without_empty_lists(j));
+        }
+    }
+
+    /// Protobuf has no "present but empty" repeated field.
+    fn without_empty_lists(v: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::Object(m) => Value::Object(
+                m.into_iter()
+                    .filter(|(_, v)| v.as_array().is_none_or(|a| !a.is_empty()))
+                    .map(|(k, v)| (k, without_empty_lists(v)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.into_iter().map(without_empty_lists).collect()),
+            other => other,
+        }
+    }
+
+    #[test]
+    fn protobuf_calls_decode_like_their_json() {
+        let text = r#"{"type":"ACCEPT","framework_id":{"value":"F1"},"accept":{"offer_ids":[{"value":"o1"}],
+            "operations":[{"type":"LAUNCH","launch":{"task_infos":[{"name":"t","task_id":{"value":"t1"},
+            "agent_id":{"value":"a1"},"command":{"value":"sleep 1"},
+            "resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":0.1}}]}]}}],
+            "filters":{"refuse_seconds":1.0}}}"#;
+        let value: serde_json::Value = serde_json::from_str(text).expect("json");
+        let bytes = mesos::encode(MesosMessage::SchedulerCall, &value).expect("encode");
+        let from_pb = decode_protobuf_call(&bytes).expect("protobuf call");
+        let from_json = decode_call(text.as_bytes()).expect("json call");
+        assert_eq!(format!("{from_pb:?}"), format!("{from_json:?}"));
+        let err = decode_protobuf_call(&[0x10, 0x01, 0xb8, 0x3e, 0x01]).expect_err("unknown");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            err.to_string().contains("unknown field number 999"),
+            "{err}"
+        );
+        let err = decode_protobuf_call(b"{\"type\":\"SUBSCRIBE\"}").expect_err("json as pb");
+        assert!(
+            err.to_string()
+                .starts_with("Failed to parse body into Call protobuf"),
+            "{err}"
+        );
     }
 
     #[test]
