@@ -28,6 +28,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use brim_proto::mesos::{self, ContentTypeError, MediaType, MesosMessage};
 use brim_proto::recordio;
 use brim_proto::v1;
 use serde_json::{json, Value};
@@ -304,25 +305,32 @@ pub(crate) async fn executor(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
-        return bad("Expecting 'Content-Type' to be present");
+    let format = match mesos::request_media_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or_default()),
+    ) {
+        Ok(f) => f,
+        Err(e @ ContentTypeError::Missing) => return bad(e.to_string()),
+        Err(e @ ContentTypeError::Unsupported) => {
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string())
+        }
     };
-    let ct = ct.to_str().unwrap_or_default();
-    if !ct.starts_with("application/json") {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Expecting 'Content-Type' of application/json (protobuf bodies are not supported by brim yet)",
-        );
-    }
     if body.len() > MAX_BODY_BYTES {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("Request body exceeds {MAX_BODY_BYTES} bytes"),
         );
     }
-    let call: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return bad(format!("Failed to parse body into JSON: {e}")),
+    let call: Value = match format {
+        MediaType::Json => match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return bad(format!("Failed to parse body into JSON: {e}")),
+        },
+        MediaType::Protobuf => match mesos::decode(MesosMessage::ExecutorCall, &body) {
+            Ok(v) => v,
+            Err(e) => return bad(e.to_string()),
+        },
     };
     let ids = (
         call.get("framework_id")
@@ -344,6 +352,15 @@ pub(crate) async fn executor(
     let agent_id = agent.state().agent_id.clone().unwrap_or_default();
     match call.get("type").and_then(Value::as_str).unwrap_or_default() {
         "SUBSCRIBE" => {
+            let accept = headers
+                .get(header::ACCEPT)
+                .map(|v| v.to_str().unwrap_or_default());
+            let Some(stream_format) = mesos::response_media_type(accept) else {
+                return error(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "Expecting 'Accept' to allow 'application/json' or 'application/x-protobuf'",
+                );
+            };
             let (host, port) = agent
                 .http_address
                 .rsplit_once(':')
@@ -363,14 +380,23 @@ pub(crate) async fn executor(
                 return bad("Executor is gone");
             };
             tracing::info!(framework = fw, executor = eid, "executor subscribed");
-            let stream = futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv()
-                    .await
-                    .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+            let stream = futures::stream::unfold(rx, move |mut rx| async move {
+                loop {
+                    let record = rx.recv().await?;
+                    match stream_format {
+                        MediaType::Json => {
+                            return Some((Ok::<_, std::convert::Infallible>(record), rx))
+                        }
+                        MediaType::Protobuf => match protobuf_record(&record) {
+                            Ok(b) => return Some((Ok(b), rx)),
+                            Err(e) => tracing::error!("executor event not sent: {e}"),
+                        },
+                    }
+                }
             });
             Response::builder()
                 .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_TYPE, stream_format.as_str())
                 .body(Body::from_stream(stream))
                 .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
         }
@@ -429,15 +455,112 @@ pub(crate) async fn executor(
     }
 }
 
+/// One RecordIO-framed JSON event (as queued for a stream) → the same event as a framed
+/// protobuf `executor::Event`, for executors that asked for `application/x-protobuf`.
+fn protobuf_record(framed_json: &[u8]) -> Result<Bytes, String> {
+    let mut decoder = recordio::Decoder::new(MAX_BODY_BYTES);
+    let records = decoder.feed(framed_json).map_err(|e| e.to_string())?;
+    let [record] = records.as_slice() else {
+        return Err(format!("expected one record, got {}", records.len()));
+    };
+    let event: Value = serde_json::from_slice(record).map_err(|e| e.to_string())?;
+    let bytes = mesos::encode(MesosMessage::ExecutorEvent, &event).map_err(|e| e.to_string())?;
+    Ok(Bytes::from(recordio::encode(&bytes)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Decodes one queued event, checking on the way that its protobuf form carries exactly
+    /// the same event (the stream an `application/x-protobuf` executor reads).
     fn decode(b: &Bytes) -> Value {
         let mut d = recordio::Decoder::new(1 << 20);
         let mut recs = d.feed(b).expect("recordio");
         assert_eq!(recs.len(), 1);
-        serde_json::from_slice(&recs.remove(0)).expect("json")
+        let event: Value = serde_json::from_slice(&recs.remove(0)).expect("json");
+        let pb = protobuf_record(b).expect("protobuf form");
+        let mut recs = d.feed(&pb).expect("recordio");
+        let back = mesos::decode(MesosMessage::ExecutorEvent, &recs.remove(0)).expect("decode");
+        assert_eq!(back, without_empty_lists(event.clone()));
+        event
+    }
+
+    /// Protobuf has no "present but empty" repeated field.
+    fn without_empty_lists(v: Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.into_iter()
+                    .filter(|(_, v)| v.as_array().is_none_or(|a| !a.is_empty()))
+                    .map(|(k, v)| (k, without_empty_lists(v)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.into_iter().map(without_empty_lists).collect()),
+            other => other,
+        }
+    }
+
+    /// SUBSCRIBED and LAUNCH as the agent builds them have exact protobuf forms.
+    #[test]
+    // `..Default::default()` stays so that fields added to the brim messages later still build.
+    #[allow(clippy::needless_update)]
+    fn full_events_have_exact_protobuf_forms() {
+        let command = v1::CommandInfo {
+            value: "exec ./run".into(),
+            shell: true,
+            arguments: vec!["a".into()],
+            environment: vec![v1::EnvironmentVariable {
+                name: "K".into(),
+                value: "V".into(),
+            }],
+            user: "nobody".into(),
+            ..Default::default()
+        };
+        let executor = v1::ExecutorInfo {
+            executor_id: "e".into(),
+            name: "ex".into(),
+            command: Some(command.clone()),
+            ..Default::default()
+        };
+        let framework = v1::FrameworkInfo {
+            id: "f".into(),
+            user: "u".into(),
+            name: "n".into(),
+            role: "*".into(),
+            failover_timeout: 60.0,
+            hostname: "h".into(),
+            principal: "p".into(),
+            capabilities: vec![brim_proto::CAPABILITY_PARTITION_AWARE.into()],
+            ..Default::default()
+        };
+        let task = v1::TaskInfo {
+            task_id: "t".into(),
+            name: "t".into(),
+            resources: vec![v1::Resource {
+                name: "cpus".into(),
+                value: Some(v1::resource::Value::Scalar(0.5)),
+                ..Default::default()
+            }],
+            executor: Some(executor.clone()),
+            command: Some(command),
+            kill_grace_period_seconds: 2.5,
+            labels: vec![v1::Label {
+                key: "k".into(),
+                value: "v".into(),
+            }],
+            ..Default::default()
+        };
+        let subscribed = json!({"type": "SUBSCRIBED", "subscribed": {
+            "executor_info": json::executor_info_json(&executor, "f"),
+            "framework_info": json::framework_info_json(&framework),
+            "agent_info": {"id": json::id("a"), "hostname": "h", "port": 5051},
+            "container_id": json::id("c"),
+        }});
+        let launch =
+            json!({"type": "LAUNCH", "launch": {"task": json::task_json(&task, "f", "a", "*")}});
+        for event in [subscribed, launch] {
+            decode(&Bytes::from(recordio::encode(event.to_string().as_bytes())));
+        }
     }
 
     #[test]
