@@ -63,6 +63,7 @@ fn protobuf_scheduler_and_executor_run_a_task() {
     std::fs::write(&fds, brim_proto::mesos::descriptor_set()).expect("write descriptors");
 
     let mut child = Command::new(&py)
+        .arg("-B")
         .arg(SCRIPT)
         .arg(&c.master_addr)
         .arg(&fds)

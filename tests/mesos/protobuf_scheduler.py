@@ -64,7 +64,7 @@ while not finished:
         task.executor.executor_id.value = "pb-executor"
         task.executor.framework_id.value = framework_id
         task.executor.command.shell = True
-        task.executor.command.value = "exec %s %s %s" % (
+        task.executor.command.value = "exec %s -B %s %s" % (
             shlex.quote(sys.executable), shlex.quote(EXECUTOR), shlex.quote(FDS))
         accept.accept.filters.refuse_seconds = 1.0
         status, body = post(MASTER, "/api/v1/scheduler", accept,
