@@ -13,6 +13,7 @@ pub mod registry;
 mod server;
 pub mod state;
 mod ui;
+pub mod zk;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub use auth::Guard;
 
 pub use registry::{MemoryRegistry, RedbRegistry, RegistryError, RegistryStore};
 pub use state::StateConfig;
+pub use zk::ZkUrl;
 
 /// Why the master could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +173,16 @@ pub struct HaConfig {
     pub etcd_tls: Option<brim_security::ClientTls>,
 }
 
+/// Publication of the leader to ZooKeeper for Mesos clients using `zk://` detection.
+#[derive(Debug, Clone)]
+pub struct ZkConfig {
+    /// Where (`zk://host:port[,…]/path`).
+    pub url: zk::ZkUrl,
+    /// The leader's `host:port` written into its `MasterInfo` (a single master's; in HA mode
+    /// the `HaConfig::advertise` of whichever master leads is used instead).
+    pub advertise: String,
+}
+
 /// How to run a master.
 #[derive(Debug, Clone)]
 pub struct MasterConfig {
@@ -186,6 +198,8 @@ pub struct MasterConfig {
     pub extra_routes: Option<axum::Router>,
     /// TLS, authentication and authorization; the default is plaintext and open.
     pub security: MasterSecurity,
+    /// `Some`: the leader publishes itself to ZooKeeper in Mesos's `json.info_` format.
+    pub zk: Option<ZkConfig>,
 }
 
 impl MasterConfig {
@@ -198,6 +212,7 @@ impl MasterConfig {
             ha: None,
             extra_routes: None,
             security: MasterSecurity::default(),
+            zk: None,
         }
     }
 }
@@ -339,6 +354,14 @@ async fn lead(
     } = role;
     let addr = listener.local_addr().map_err(MasterError::Serve)?;
     let master_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let zk_info = config.zk.as_ref().map(|zk| {
+        let advertise = if config.ha.is_some() {
+            &leader_address
+        } else {
+            &zk.advertise
+        };
+        (zk.url.clone(), zk::master_info(&master_id, advertise))
+    });
     let mut master = state::Master::new(
         config.state.clone(),
         master_id.clone(),
@@ -376,6 +399,9 @@ async fn lead(
         },
     ));
     tracing::info!(%addr, %master_id, "master leading (gRPC + HTTP)");
+    // Mesos clients with `zk://` find the leader there; the node goes when `stop_tx` fires.
+    let zk_publisher =
+        zk_info.map(|(url, info)| tokio::spawn(zk::publish(url, info, stop_tx.subscribe())));
     let _ = leading.send(true);
     let lost_leadership = async {
         match lost.as_mut() {
@@ -407,6 +433,10 @@ async fn lead(
         }
     };
     let _ = stop_tx.send(true);
+    if let Some(p) = zk_publisher {
+        // Closing the session removes the znode at once (else it expires with the session).
+        let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
+    }
     let _ = server.await;
     let _ = actor.await;
     outcome
