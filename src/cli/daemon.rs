@@ -219,7 +219,8 @@ pub(crate) struct MasterArgs {
     #[arg(long, value_delimiter = ',')]
     pub(crate) etcd: Vec<String>,
     /// Address other masters, agents and frameworks reach this master at (HA mode; default
-    /// the listen address, or the host name when listening on 0.0.0.0).
+    /// the listen address, or the host name when listening on 0.0.0.0). Also what `--zk`
+    /// publishes.
     #[arg(long)]
     pub(crate) advertise: Option<String>,
     /// Leader lease TTL in HA mode: a dead leader is replaced after about this long.
@@ -228,6 +229,11 @@ pub(crate) struct MasterArgs {
     /// Key prefix of this cluster in etcd.
     #[arg(long, default_value = "/brim")]
     pub(crate) etcd_prefix: String,
+    /// Publish the leading master to ZooKeeper for Mesos clients that detect their master
+    /// with `zk://` (an ephemeral `json.info_<seq>` znode with its MasterInfo JSON under
+    /// the path, as Mesos masters write), e.g. `zk://127.0.0.1:2181/mesos`.
+    #[arg(long, value_name = "zk://HOST:PORT[,…]/PATH", value_parser = parse_zk)]
+    pub(crate) zk: Option<brim_master::zk::ZkUrl>,
     /// Talk to etcd over TLS (`https://` endpoints), verifying its certificate with this CA.
     #[arg(long, value_name = "FILE")]
     pub(crate) etcd_ca: Option<PathBuf>,
@@ -485,17 +491,21 @@ pub(crate) async fn master(a: MasterArgs, security: &SecurityArgs) -> anyhow::Re
     let mut config = a.tuning.config(SocketAddr::new(a.ip, a.port), work_dir);
     config.security = a.policy.security(tls.clone());
     let loopback_security = super::security::loopback_client(tls.as_ref());
+    let advertise = a.advertise.unwrap_or_else(|| {
+        if a.ip.is_unspecified() {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "127.0.0.1".into());
+            format!("{host}:{}", a.port)
+        } else {
+            SocketAddr::new(a.ip, a.port).to_string()
+        }
+    });
+    config.zk = a.zk.map(|url| brim_master::ZkConfig {
+        url,
+        advertise: advertise.clone(),
+    });
     if !a.etcd.is_empty() {
-        let advertise = a.advertise.unwrap_or_else(|| {
-            if a.ip.is_unspecified() {
-                let host = std::fs::read_to_string("/etc/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_else(|_| "127.0.0.1".into());
-                format!("{host}:{}", a.port)
-            } else {
-                SocketAddr::new(a.ip, a.port).to_string()
-            }
-        });
         config.ha = Some(brim_master::HaConfig {
             etcd: a.etcd,
             advertise,
@@ -564,6 +574,11 @@ pub(crate) async fn agent(a: AgentArgs, security: &SecurityArgs) -> anyhow::Resu
         .await
         .context("agent failed")?;
     Ok(())
+}
+
+fn parse_zk(s: &str) -> Result<brim_master::zk::ZkUrl, String> {
+    s.parse()
+        .map_err(|e: brim_master::zk::ZkError| e.to_string())
 }
 
 #[cfg(test)]
