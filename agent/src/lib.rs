@@ -35,6 +35,11 @@ mod recovery;
 pub mod resources_detect;
 pub mod slack;
 pub mod supervisor;
+// Shared with the supervisor program (`agent/supervisor/main.rs`), whose crate it belongs to
+// as much (public items) and which uses the decoding half.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../supervisor/spec.rs"]
+mod supervisor_spec;
 mod sys;
 pub mod task;
 mod telemetry;

@@ -1,8 +1,12 @@
 //! Per-task supervisors: the process that outlives the agent.
 //!
 //! Launch protocol (see [`sys::spawn_supervisor`] for the child side):
-//! 1. the agent clones a supervisor (own session; with isolation, PID 1 of new PID, mount,
-//!    UTS and IPC namespaces). It joins the supervisors' cgroup and waits for a go byte;
+//! 1. the agent starts a supervisor: `brim-supervisor` (`agent/supervisor/main.rs`, a small
+//!    program compiled by `agent/build.rs` and embedded in the agent, exec'd from a sealed
+//!    memfd by a `CLONE_VM | CLONE_VFORK` child, so nothing of the agent's memory is copied),
+//!    in its own session, created in the supervisors' cgroup (with isolation, PID 1 of new
+//!    PID, mount, UTS and IPC namespaces). Its argv carries the launch
+//!    (`supervisor/spec.rs`); it waits for a go byte;
 //! 2. the agent checkpoints the supervisor's pid and start time, then sends the go byte —
 //!    so a task never runs without a durable record of who supervises it (an agent killed
 //!    before the go byte leaves a supervisor that exits without starting anything);
@@ -296,6 +300,7 @@ fn setup_result(buf: &[u8]) -> Result<(), SupervisorError> {
         Some(Stage::Exec) => "executing the command",
         Some(Stage::Fork) => "forking",
         Some(Stage::Stdio) => "redirecting stdio",
+        Some(Stage::Supervisor) => "starting its supervisor",
         None => "starting",
     };
     Err(SupervisorError::Setup {

@@ -135,52 +135,14 @@ fn format_pid(pid: i32, buf: &mut [u8; 24]) -> usize {
 
 // ------------------------------------------------------------------ task supervisors
 
-/// Where in the supervisor/task setup a launch failed (reported through the error pipe).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(i32)]
-pub(crate) enum Stage {
-    Session = 1,
-    Cgroup = 2,
-    Mounts = 3,
-    Rlimit = 4,
-    User = 5,
-    Chdir = 6,
-    Exec = 7,
-    Fork = 8,
-    Stdio = 9,
-}
-
-impl Stage {
-    pub(crate) fn from_i32(v: i32) -> Option<Stage> {
-        use Stage::*;
-        [
-            Session, Cgroup, Mounts, Rlimit, User, Chdir, Exec, Fork, Stdio,
-        ]
-        .into_iter()
-        .find(|s| *s as i32 == v)
-    }
-}
+pub(crate) use crate::supervisor_spec::{MountPlan, Stage, SupervisorArgs};
 
 /// Most persistent volumes one task can mount (the master refuses none: a task with more
 /// fails to start with a clear error from `supervisor::spawn`).
 pub(crate) const MAX_VOLUMES: usize = 16;
 
-/// Private mount namespace setup: hide the agent's work dir behind a tmpfs, bind the task's
-/// own sandbox back at the same path, mount a fresh `/proc` for the new PID namespace.
-#[derive(Debug)]
-pub(crate) struct MountPlan {
-    /// The agent's work dir (covered by a tmpfs).
-    pub work_dir: CString,
-    /// Directories to create in that tmpfs, parents first, ending with the sandbox path.
-    pub mkdirs: Vec<CString>,
-    pub sandbox: CString,
-    /// Persistent volumes: (directory under the work dir, mount point in the sandbox),
-    /// bind-mounted after the sandbox.
-    pub volumes: Vec<(CString, CString)>,
-}
-
-/// Everything a supervisor and its task need, allocated before the fork: the children only
-/// make raw syscalls on this data.
+/// Everything a supervisor and its task need, allocated before the clone: the clone's child
+/// only makes raw syscalls on this data until it execs `brim-supervisor`.
 #[derive(Debug)]
 pub(crate) struct SpawnSpec {
     pub program: CString,
@@ -226,16 +188,6 @@ pub(crate) fn escalate_signal() -> i32 {
     libc::SIGRTMAX() - 1
 }
 
-/// Signals a supervisor forwards to its task's process group.
-const FORWARDED: [i32; 6] = [
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
 fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0i32; 2];
     // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
@@ -255,37 +207,167 @@ fn dev_null() -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(f))
 }
 
-/// Starts a supervisor: a child of the agent in its own session (and, with
-/// `spec.namespaces`, PID 1 of new PID/mount/UTS/IPC namespaces) that outlives the agent,
-/// waits for the go byte, starts the task, forwards signals to it, reaps it and writes its
-/// wait status to `exit` in `spec.exit_dir` (write + fsync + rename).
+/// `brim-supervisor` (`agent/supervisor/main.rs`), compiled by `build.rs`.
+static SUPERVISOR_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/brim-supervisor"));
+
+/// `MFD_EXEC` (Linux 6.3): an executable memfd even where `vm.memfd_noexec` defaults to
+/// non-executable ones.
+const MFD_EXEC: libc::c_uint = 0x10;
+
+/// A read-only fd of a sealed memfd holding `brim-supervisor`, made once per process. Every
+/// supervisor execs this same copy (its pages are shared); no file on disk to find, keep
+/// in step with the agent, or have replaced under it.
+fn supervisor_exe() -> io::Result<i32> {
+    static EXE: std::sync::OnceLock<Result<OwnedFd, String>> = std::sync::OnceLock::new();
+    let exe = EXE.get_or_init(|| {
+        make_supervisor_exe().map_err(|e| {
+            format!("cannot put the embedded brim-supervisor in a memfd: {e} (check vm.memfd_noexec: supervisors are exec'd from a memfd)")
+        })
+    });
+    match exe {
+        Ok(fd) => Ok(fd.as_raw_fd()),
+        Err(e) => Err(io::Error::other(e.clone())),
+    }
+}
+
+fn make_supervisor_exe() -> io::Result<OwnedFd> {
+    use std::io::Write;
+    let name = c"brim-supervisor";
+    let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: a NUL-terminated name and flags; returns a new fd or -1.
+    let mut fd = unsafe { libc::memfd_create(name.as_ptr(), base | MFD_EXEC) };
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        // Kernels before 6.3 do not know MFD_EXEC (their memfds are executable).
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(name.as_ptr(), base) };
+    }
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a new fd nobody else owns.
+    let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(SUPERVISOR_ELF)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on an fd we own.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Exec'd through a read-only fd: no open writable file behind the supervisors (ETXTBSY).
+    let ro = std::fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    Ok(OwnedFd::from(ro))
+}
+
+/// What the clone's child needs to exec the supervisor (read through the shared memory of
+/// a `CLONE_VM` child, or from a copy after a fork-like clone).
+struct ExecStart<'a> {
+    exe: i32,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// fds the supervisor inherits (their close-on-exec flag is cleared in the child).
+    inherit: &'a [i32],
+    err_w: i32,
+    /// errno of a failed exec, for the parent (shared memory with `CLONE_VM`).
+    exec_errno: std::sync::atomic::AtomicI32,
+}
+
+/// The clone's child: a new session, the inherited fds, exec. Raw syscalls only.
+fn exec_supervisor(s: &ExecStart<'_>) -> ! {
+    // SAFETY: raw syscalls on data the parent keeps alive until this child exec'd or exited.
+    unsafe {
+        libc::setsid();
+        for &fd in s.inherit {
+            libc::fcntl(fd, libc::F_SETFD, 0);
+        }
+        libc::syscall(
+            libc::SYS_execveat,
+            s.exe,
+            c"".as_ptr(),
+            s.argv,
+            s.envp,
+            libc::AT_EMPTY_PATH,
+        );
+        let errno = *libc::__errno_location();
+        s.exec_errno
+            .store(errno, std::sync::atomic::Ordering::SeqCst);
+        let mut buf = [0u8; 8];
+        buf[..4].copy_from_slice(&(Stage::Supervisor as i32).to_ne_bytes());
+        buf[4..].copy_from_slice(&errno.to_ne_bytes());
+        libc::write(s.err_w, buf.as_ptr().cast(), buf.len());
+        libc::_exit(127);
+    }
+}
+
+/// First function of a `CLONE_VM` supervisor child, on its own stack.
+#[cfg(target_arch = "x86_64")]
+extern "C" fn exec_entry(arg: *const libc::c_void) -> ! {
+    // SAFETY: `arg` is the `ExecStart` of `spawn_supervisor`, alive until this child exec'd
+    // or exited (CLONE_VFORK suspends its parent until then).
+    exec_supervisor(unsafe { &*arg.cast::<ExecStart<'_>>() })
+}
+
+/// Size of the stack the clone's child runs on until it execs (raw syscalls only).
+#[cfg(target_arch = "x86_64")]
+const EXEC_STACK_SIZE: usize = 16 * 1024;
+
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(16))]
+struct ExecStack([u8; EXEC_STACK_SIZE]);
+
+/// Starts a supervisor: `brim-supervisor` exec'd by a child of the agent in its own session
+/// (and, with `spec.namespaces`, PID 1 of new PID/mount/UTS/IPC namespaces) that outlives the
+/// agent, waits for the go byte, starts the task, forwards signals to it, reaps it and writes
+/// its wait status to `exit` in `spec.exit_dir` (write + fsync + rename).
+///
+/// The child is a `clone3(CLONE_VM | CLONE_VFORK)` on a small stack of its own, created in
+/// the supervisors' cgroup2 directory (`CLONE_INTO_CGROUP`): nothing of the agent's memory
+/// map is copied (before, every supervisor was a fork of the whole agent: page-table copies,
+/// copy-on-write faults in the agent after each, and ~1.3 MiB PSS per supervisor). Kernels
+/// without `clone3`/`CLONE_INTO_CGROUP` and other architectures get a fork-like clone.
 pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
+    let exe = supervisor_exe()?;
     let (go_r, go_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
     let null = dev_null()?;
-    let argv_ptrs: Vec<*const libc::c_char> = spec
-        .argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp_ptrs: Vec<*const libc::c_char> = spec
-        .envp
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
     let task_procs: Vec<i32> = spec.task_procs.iter().map(AsRawFd::as_raw_fd).collect();
     let (task_dirs, task_files): (Vec<i32>, Vec<i32>) =
         task_procs.iter().partition(|&&fd| is_dir(fd));
-    let supervisor_dir = spec
-        .supervisor_procs
-        .as_ref()
-        .map(AsRawFd::as_raw_fd)
-        .filter(|&fd| is_dir(fd));
-    let groups: Vec<libc::gid_t> = spec.user.as_ref().map(|u| u.2.clone()).unwrap_or_default();
-    // The fds the supervisor keeps; everything else it inherited is closed at once.
-    let mut keep: Vec<i32> = vec![
+    let supervisor_fd = spec.supervisor_procs.as_ref().map(AsRawFd::as_raw_fd);
+    let supervisor_dir = supervisor_fd.filter(|&fd| is_dir(fd));
+    let mut args = SupervisorArgs {
+        go: go_r.as_raw_fd(),
+        err: err_w.as_raw_fd(),
+        null: null.as_raw_fd(),
+        stdout: spec.stdout.as_raw_fd(),
+        stderr: spec.stderr.as_raw_fd(),
+        exit_dir: spec.exit_dir.as_raw_fd(),
+        supervisor_tasks: supervisor_fd.filter(|_| supervisor_dir.is_none()),
+        supervisor_dir,
+        born_in_cgroup: supervisor_dir.is_some(),
+        task_dirs,
+        task_files,
+        user: spec.user.clone(),
+        rlimits: spec.rlimits.clone(),
+        escalate: escalate_signal(),
+        program: spec.program.clone(),
+        cwd: spec.cwd.clone(),
+        mounts: spec.namespaces.clone(),
+        argv: spec.argv.clone(),
+        envp: spec.envp.clone(),
+    };
+    let argv = args.encode();
+    // The same argv saying the supervisor was not created in its cgroup, for the fallback.
+    args.born_in_cgroup = false;
+    let argv_unborn = args.encode();
+    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let argv_ptrs = ptrs(&argv);
+    let argv_unborn_ptrs = ptrs(&argv_unborn);
+    let envp_ptrs: [*const libc::c_char; 1] = [std::ptr::null()];
+    let mut inherit: Vec<i32> = vec![
         go_r.as_raw_fd(),
         err_w.as_raw_fd(),
         null.as_raw_fd(),
@@ -293,25 +375,15 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
         spec.stderr.as_raw_fd(),
         spec.exit_dir.as_raw_fd(),
     ];
-    keep.extend(&task_procs);
-    if let Some(p) = &spec.supervisor_procs {
-        keep.push(p.as_raw_fd());
-    }
-    keep.sort_unstable();
-    keep.dedup();
-    let child = Child {
-        spec,
-        go_r: go_r.as_raw_fd(),
+    inherit.extend(&task_procs);
+    inherit.extend(supervisor_fd);
+    let mut start = ExecStart {
+        exe,
+        argv: argv_ptrs.as_ptr(),
+        envp: envp_ptrs.as_ptr(),
+        inherit: &inherit,
         err_w: err_w.as_raw_fd(),
-        null: null.as_raw_fd(),
-        argv: &argv_ptrs,
-        envp: &envp_ptrs,
-        task_files: &task_files,
-        task_dirs: &task_dirs,
-        supervisor_dir,
-        groups: &groups,
-        keep: &keep,
-        escalate: escalate_signal(),
+        exec_errno: std::sync::atomic::AtomicI32::new(0),
     };
     let mut flags: u64 = 0;
     if spec.namespaces.is_some() {
@@ -322,7 +394,8 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
         }
     }
     // Block every signal around the clone so the supervisor starts with them blocked (it
-    // takes them with sigwaitinfo) and no agent handler ever runs in it.
+    // takes them with sigwaitinfo; the mask survives the exec) and no agent handler ever
+    // runs in the child, which shares the agent's memory until it execs.
     // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask get valid pointers.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
@@ -332,21 +405,69 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    // SAFETY: a clone without CLONE_VM behaves like fork: the child gets a copy of this
-    // address space and runs on a copy of this stack. The child only makes raw syscalls on
-    // data allocated above (no allocation, no locks, no glibc fork handlers) and never
-    // returns: `supervisor_main` ends in `_exit`.
-    let (pid, born_in_cgroup) = unsafe { clone_fork(flags, supervisor_dir) };
-    if pid == 0 {
-        child.supervisor_main(born_in_cgroup);
+    #[cfg(not(target_arch = "x86_64"))]
+    let mut pid: libc::c_long = -(libc::ENOSYS as libc::c_long);
+    #[cfg(target_arch = "x86_64")]
+    let mut pid = {
+        let mut stack = Box::new(ExecStack([0; EXEC_STACK_SIZE]));
+        let mut args = CloneArgs {
+            flags: flags
+                | (libc::CLONE_VM | libc::CLONE_VFORK) as u64
+                | supervisor_dir.map_or(0, |_| CLONE_INTO_CGROUP),
+            exit_signal: libc::SIGCHLD as u64,
+            stack: stack.0.as_mut_ptr() as u64,
+            stack_size: EXEC_STACK_SIZE as u64,
+            cgroup: supervisor_dir.map_or(0, |d| d as u64),
+            ..CloneArgs::default()
+        };
+        // SAFETY: `args` describes a stack that stays alive (and untouched by this thread,
+        // which CLONE_VFORK suspends) until the child exec'd or exited; `exec_entry` never
+        // returns and only reads `start` (alive as long) and makes raw syscalls; every
+        // signal is blocked, so no handler runs on the shared memory.
+        unsafe { clone3_on_stack(&mut args, exec_entry, std::ptr::from_ref(&start).cast()) }
+    };
+    let mut clone_err = None;
+    if pid < 0 {
+        let errno = (-pid) as i32;
+        if errno == libc::ENOSYS || errno == libc::E2BIG {
+            // No clone3 (or no CLONE_INTO_CGROUP): a fork-like clone; the supervisor joins
+            // its cgroup itself.
+            start.argv = argv_unborn_ptrs.as_ptr();
+            // SAFETY: fork-like; the child only makes raw syscalls on data allocated above
+            // and never returns (`exec_supervisor` ends in exec or `_exit`).
+            pid = unsafe { clone_fork(flags) };
+            if pid == 0 {
+                exec_supervisor(&start);
+            }
+            if pid < 0 {
+                clone_err = Some(io::Error::last_os_error());
+            }
+        } else {
+            clone_err = Some(io::Error::from_raw_os_error(errno));
+        }
     }
-    let clone_err = io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
     unsafe {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
-    if pid < 0 {
-        return Err(clone_err);
+    if let Some(e) = clone_err {
+        return Err(e);
+    }
+    let exec_errno = start.exec_errno.load(std::sync::atomic::Ordering::SeqCst);
+    if exec_errno != 0 {
+        // The child exited: reap it.
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        unsafe {
+            let mut st = 0;
+            libc::waitpid(pid as i32, &mut st, 0);
+        }
+        return Err(io::Error::new(
+            io::Error::from_raw_os_error(exec_errno).kind(),
+            format!(
+                "cannot exec the embedded brim-supervisor: {}",
+                io::Error::from_raw_os_error(exec_errno)
+            ),
+        ));
     }
     drop(go_r);
     drop(err_w);
@@ -355,440 +476,6 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
         go: File::from(go_w),
         errors: File::from(err_r),
     })
-}
-
-/// The data the forked supervisor and task use, all allocated before the clone.
-struct Child<'a> {
-    spec: &'a SpawnSpec,
-    go_r: i32,
-    err_w: i32,
-    null: i32,
-    argv: &'a [*const libc::c_char],
-    envp: &'a [*const libc::c_char],
-    /// cgroup v1 `tasks` files the task writes `0` into.
-    task_files: &'a [i32],
-    /// cgroup2 directories: the task is created in the first.
-    task_dirs: &'a [i32],
-    /// The supervisors' cgroup2 directory (else `spec.supervisor_procs` is a `tasks` file).
-    supervisor_dir: Option<i32>,
-    groups: &'a [libc::gid_t],
-    keep: &'a [i32],
-    escalate: i32,
-}
-
-// Everything below runs in forked children: raw syscalls only, no allocation, no locks.
-impl Child<'_> {
-    fn report(&self, stage: Stage, errno: i32) {
-        let mut buf = [0u8; 8];
-        buf[..4].copy_from_slice(&(stage as i32).to_ne_bytes());
-        buf[4..].copy_from_slice(&errno.to_ne_bytes());
-        // SAFETY: writes 8 initialized bytes to a pipe fd we own.
-        unsafe {
-            libc::write(self.err_w, buf.as_ptr().cast(), buf.len());
-        }
-    }
-
-    fn errno() -> i32 {
-        // SAFETY: __errno_location returns this thread's errno slot.
-        unsafe { *libc::__errno_location() }
-    }
-
-    /// Writes `text` to `exit` in the exit dir: write to a temp file, fsync, rename, fsync
-    /// the directory.
-    fn write_exit(&self, text: &[u8]) {
-        let dir = self.spec.exit_dir.as_raw_fd();
-        // SAFETY: NUL-terminated literals, a valid dir fd, a buffer of `text.len()` bytes.
-        unsafe {
-            let fd = libc::openat(
-                dir,
-                c"exit.tmp".as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-                0o644,
-            );
-            if fd < 0 {
-                return;
-            }
-            libc::write(fd, text.as_ptr().cast(), text.len());
-            libc::fsync(fd);
-            libc::close(fd);
-            libc::renameat(dir, c"exit.tmp".as_ptr(), dir, c"exit".as_ptr());
-            libc::fsync(dir);
-        }
-    }
-
-    fn close_others(&self) {
-        let mut lo: u32 = 3;
-        for &fd in self.keep {
-            let fd = fd as u32;
-            if fd > lo {
-                // SAFETY: closes fds this process does not use.
-                unsafe { libc::syscall(libc::SYS_close_range, lo, fd - 1, 0u32) };
-            }
-            lo = lo.max(fd + 1);
-        }
-        // SAFETY: as above.
-        unsafe { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0u32) };
-    }
-
-    /// `born_in_cgroup`: the clone created this process in the supervisors' cgroup2
-    /// directory already.
-    fn supervisor_main(&self, born_in_cgroup: bool) -> ! {
-        // SAFETY: raw syscalls on pre-allocated data, see `spawn_supervisor`.
-        unsafe {
-            libc::setsid();
-            if let Some(p) = &self.spec.supervisor_procs {
-                if self.supervisor_dir.is_none() {
-                    libc::write(p.as_raw_fd(), b"0".as_ptr().cast(), 1);
-                } else if !born_in_cgroup {
-                    join_cgroup2(p.as_raw_fd());
-                }
-            }
-            self.close_others();
-            for fd in 0..3 {
-                libc::dup2(self.null, fd);
-            }
-            // Out of reach of the global OOM killer: the exit status must survive.
-            let adj = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
-            if adj >= 0 {
-                libc::write(adj, b"-1000".as_ptr().cast(), 5);
-                libc::close(adj);
-            }
-            let mut b = [0u8; 1];
-            let n = loop {
-                let n = libc::read(self.go_r, b.as_mut_ptr().cast(), 1);
-                if n < 0 && Self::errno() == libc::EINTR {
-                    continue;
-                }
-                break n;
-            };
-            libc::close(self.go_r);
-            if n != 1 {
-                // The agent went away (or gave up) before the launch was checkpointed.
-                self.write_exit(b"aborted\n");
-                libc::_exit(0);
-            }
-            if let Some(m) = &self.spec.namespaces {
-                if let Err(e) = self.setup_mounts(m) {
-                    self.report(Stage::Mounts, e);
-                    self.write_exit(b"aborted\n");
-                    libc::_exit(0);
-                }
-            }
-            let pid = self.start_task();
-            if pid < 0 {
-                let errno = Self::errno();
-                let stage = match errno {
-                    libc::EAGAIN | libc::ENOMEM => Stage::Fork,
-                    _ if !self.task_dirs.is_empty() => Stage::Cgroup,
-                    _ => Stage::Fork,
-                };
-                self.report(stage, errno);
-                self.write_exit(b"aborted\n");
-                libc::_exit(0);
-            }
-            let pid = pid as i32;
-            libc::close(self.err_w);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGCHLD);
-            libc::sigaddset(&mut set, self.escalate);
-            for s in FORWARDED {
-                libc::sigaddset(&mut set, s);
-            }
-            let status: i32;
-            'wait: loop {
-                let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
-                if sig == libc::SIGCHLD {
-                    loop {
-                        let mut st = 0;
-                        let r = libc::waitpid(-1, &mut st, libc::WNOHANG);
-                        if r <= 0 {
-                            break;
-                        }
-                        if r == pid {
-                            status = st;
-                            break 'wait;
-                        }
-                    }
-                } else if sig == self.escalate {
-                    libc::kill(-pid, libc::SIGKILL);
-                    if self.spec.namespaces.is_some() {
-                        // PID 1 of the namespace: every other process in it.
-                        libc::kill(-1, libc::SIGKILL);
-                    }
-                } else if sig > 0 {
-                    libc::kill(-pid, sig);
-                }
-            }
-            let mut buf = [0u8; 40];
-            buf[..5].copy_from_slice(b"exit ");
-            let mut num = [0u8; 24];
-            let len = format_pid(status, &mut num);
-            buf[5..5 + len].copy_from_slice(&num[..len]);
-            buf[5 + len] = b'\n';
-            self.write_exit(&buf[..6 + len]);
-            libc::_exit(0);
-        }
-    }
-
-    /// Returns the errno of the failed step.
-    fn setup_mounts(&self, m: &MountPlan) -> Result<(), i32> {
-        let check = |r: i32| if r == 0 { Ok(()) } else { Err(Self::errno()) };
-        // SAFETY: mount/mkdir/open on NUL-terminated strings allocated before the fork, or
-        // built in the stack buffer below.
-        unsafe {
-            check(libc::mount(
-                c"none".as_ptr(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ))?;
-            // Opened in this mount namespace (a bind source must belong to it), before the
-            // tmpfs hides the path.
-            let fd = libc::open(
-                m.sandbox.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            );
-            if fd < 0 {
-                return Err(Self::errno());
-            }
-            // The volumes too, before the tmpfs hides them (at most a few: a fixed array,
-            // no allocation after the fork).
-            let mut volume_fds = [-1i32; MAX_VOLUMES];
-            for (i, (dir, _)) in m.volumes.iter().take(MAX_VOLUMES).enumerate() {
-                volume_fds[i] = libc::open(
-                    dir.as_ptr(),
-                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                );
-                if volume_fds[i] < 0 {
-                    return Err(Self::errno());
-                }
-            }
-            check(libc::mount(
-                c"tmpfs".as_ptr(),
-                m.work_dir.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                c"mode=755,size=1m".as_ptr().cast(),
-            ))?;
-            for d in &m.mkdirs {
-                let r = libc::mkdir(d.as_ptr(), 0o755);
-                if r != 0 && Self::errno() != libc::EEXIST {
-                    return Err(Self::errno());
-                }
-            }
-            let mut src = [0u8; 48];
-            let prefix = b"/proc/self/fd/";
-            src[..prefix.len()].copy_from_slice(prefix);
-            let mut num = [0u8; 24];
-            let len = format_pid(fd, &mut num);
-            src[prefix.len()..prefix.len() + len].copy_from_slice(&num[..len]);
-            // src[prefix.len() + len] is already NUL.
-            check(libc::mount(
-                src.as_ptr().cast(),
-                m.sandbox.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            ))?;
-            libc::close(fd);
-            for (i, (_, target)) in m.volumes.iter().take(MAX_VOLUMES).enumerate() {
-                let mut num = [0u8; 24];
-                let len = format_pid(volume_fds[i], &mut num);
-                src[prefix.len()..prefix.len() + len].copy_from_slice(&num[..len]);
-                src[prefix.len() + len] = 0;
-                check(libc::mount(
-                    src.as_ptr().cast(),
-                    target.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ))?;
-                libc::close(volume_fds[i]);
-            }
-            check(libc::mount(
-                c"proc".as_ptr(),
-                c"/proc".as_ptr(),
-                c"proc".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                std::ptr::null(),
-            ))?;
-        }
-        Ok(())
-    }
-
-    /// Starts the task and returns its pid once it exec'd (or exited), -1 with errno when
-    /// it could not be created.
-    ///
-    /// The task is a `CLONE_VM | CLONE_VFORK` child on a small stack of its own: no copy of
-    /// this process's memory map (a copy of the agent's) at the clone and none to tear down
-    /// at exec, the two biggest costs of a launch before, the second one paid at the
-    /// task's own cpu share. It is created in its first cgroup2 directory
-    /// (`CLONE_INTO_CGROUP`). Kernels without `clone3` (< 5.3), without
-    /// `CLONE_INTO_CGROUP` (< 5.7) or other architectures get a fork-like clone.
-    fn start_task(&self) -> libc::c_long {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let dir = self.task_dirs.first().copied();
-            let mut stack = TaskStack([0; TASK_STACK_SIZE]);
-            let start = TaskStart {
-                child: self,
-                born_in: dir,
-            };
-            let mut args = CloneArgs {
-                flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64
-                    | dir.map_or(0, |_| CLONE_INTO_CGROUP),
-                exit_signal: libc::SIGCHLD as u64,
-                stack: stack.0.as_mut_ptr() as u64,
-                stack_size: TASK_STACK_SIZE as u64,
-                cgroup: dir.map_or(0, |d| d as u64),
-                ..CloneArgs::default()
-            };
-            // SAFETY: `args` describes a stack that stays alive (and untouched by this
-            // process, which CLONE_VFORK suspends) until the child exec'd or exited;
-            // `task_entry` never returns and only reads `start`, which outlives the child's
-            // use of it for the same reason.
-            let r = unsafe {
-                clone3_on_stack(&mut args, task_entry, std::ptr::from_ref(&start).cast())
-            };
-            if r >= 0 {
-                return r;
-            }
-            let errno = (-r) as i32;
-            if errno != libc::ENOSYS && errno != libc::E2BIG {
-                // SAFETY: this thread's errno slot.
-                unsafe { *libc::__errno_location() = errno };
-                return -1;
-            }
-        }
-        // SAFETY: fork-like (no CLONE_VM), see `spawn_supervisor`; `task_main` never returns.
-        unsafe {
-            let pid = libc::syscall(
-                libc::SYS_clone,
-                libc::SIGCHLD as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            );
-            if pid == 0 {
-                self.task_main(None);
-            }
-            pid
-        }
-    }
-
-    /// The task between clone and exec. `born_in`: the cgroup2 directory the clone created
-    /// it in. It joins its cgroups late (the cpu hierarchy last, see `cgroups::join_plan`)
-    /// so that little runs at the task's own cpu share, but before the user switch and
-    /// always before exec: the command never runs outside its limits.
-    fn task_main(&self, born_in: Option<i32>) -> ! {
-        let spec = self.spec;
-        // SAFETY: raw syscalls on pre-allocated data, see `spawn_supervisor`.
-        unsafe {
-            let fail = |stage: Stage| -> ! {
-                self.report(stage, Self::errno());
-                libc::_exit(127);
-            };
-            if libc::setsid() == -1 {
-                fail(Stage::Session);
-            }
-            for sig in 1..libc::SIGRTMAX() {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-            }
-            let adj = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
-            if adj >= 0 {
-                libc::write(adj, b"0".as_ptr().cast(), 1);
-                libc::close(adj);
-            }
-            for &(res, soft, hard) in &spec.rlimits {
-                let lim = libc::rlimit {
-                    rlim_cur: soft as libc::rlim_t,
-                    rlim_max: hard as libc::rlim_t,
-                };
-                if libc::setrlimit(res as _, &lim) != 0 {
-                    fail(Stage::Rlimit);
-                }
-            }
-            if libc::dup2(self.null, 0) < 0
-                || libc::dup2(spec.stdout.as_raw_fd(), 1) < 0
-                || libc::dup2(spec.stderr.as_raw_fd(), 2) < 0
-            {
-                fail(Stage::Stdio);
-            }
-            for &dir in self.task_dirs {
-                if Some(dir) != born_in && !join_cgroup2(dir) {
-                    fail(Stage::Cgroup);
-                }
-            }
-            for &fd in self.task_files {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    fail(Stage::Cgroup);
-                }
-            }
-            if let Some((uid, gid, _)) = &spec.user {
-                // Raw syscalls, not glibc's wrappers: in a child cloned from the
-                // multi-threaded agent, glibc's set*id broadcast to "all threads" can wait
-                // forever on a lock another agent thread held at clone time. The kernel
-                // calls change only this process, which is all we want here.
-                if libc::syscall(
-                    libc::SYS_setgroups,
-                    self.groups.len() as libc::c_long,
-                    self.groups.as_ptr(),
-                ) != 0
-                    || libc::syscall(
-                        libc::SYS_setresgid,
-                        *gid as libc::c_long,
-                        *gid as libc::c_long,
-                        *gid as libc::c_long,
-                    ) != 0
-                    || libc::syscall(
-                        libc::SYS_setresuid,
-                        *uid as libc::c_long,
-                        *uid as libc::c_long,
-                        *uid as libc::c_long,
-                    ) != 0
-                {
-                    fail(Stage::User);
-                }
-            }
-            if libc::chdir(spec.cwd.as_ptr()) != 0 {
-                fail(Stage::Chdir);
-            }
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            libc::execve(
-                spec.program.as_ptr(),
-                self.argv.as_ptr(),
-                self.envp.as_ptr(),
-            );
-            fail(Stage::Exec);
-        }
-    }
-}
-
-/// Size of the stack a task runs on between its clone and exec (raw syscalls only).
-const TASK_STACK_SIZE: usize = 32 * 1024;
-
-#[repr(C, align(16))]
-struct TaskStack([u8; TASK_STACK_SIZE]);
-
-/// What `task_entry` gets.
-struct TaskStart<'a> {
-    child: &'a Child<'a>,
-    born_in: Option<i32>,
-}
-
-/// First function of a `CLONE_VM` task child, on its own stack.
-extern "C" fn task_entry(arg: *const libc::c_void) -> ! {
-    // SAFETY: `arg` is the `TaskStart` of `start_task`, alive until this child exec'd or
-    // exited (its parent is suspended until then).
-    let start: &TaskStart<'_> = unsafe { &*arg.cast() };
-    start.child.task_main(start.born_in)
 }
 
 /// `struct clone_args` of `clone3(2)`, up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
@@ -819,57 +506,16 @@ fn is_dir(fd: i32) -> bool {
     }
 }
 
-/// Moves the calling process into the cgroup2 directory `dir` (its `cgroup.procs`).
-/// Async-signal-safe. False (errno set) on failure.
-fn join_cgroup2(dir: i32) -> bool {
-    // SAFETY: a NUL-terminated literal, an fd the caller owns, a 1-byte buffer.
-    unsafe {
-        let fd = libc::openat(
-            dir,
-            c"cgroup.procs".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return false;
-        }
-        let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-        libc::close(fd);
-        ok
-    }
-}
-
-/// A fork-like clone with the namespace `flags`: created in the cgroup2 directory `cgroup`
-/// (`clone3` with `CLONE_INTO_CGROUP`) when given and the kernel can. Returns what the
-/// syscall returns (pid, 0 in the child, -1 with errno) and whether the child was created
-/// in `cgroup`.
+/// A fork-like clone with the namespace `flags`. Returns what the syscall returns (pid, 0 in
+/// the child, -1 with errno).
 ///
 /// # Safety
 /// As for fork in a multi-threaded process: the child may only make async-signal-safe
 /// calls and must end in `_exit` or exec.
-unsafe fn clone_fork(flags: u64, cgroup: Option<i32>) -> (libc::c_long, bool) {
-    if let Some(fd) = cgroup {
-        let mut args = CloneArgs {
-            flags: flags | CLONE_INTO_CGROUP,
-            exit_signal: libc::SIGCHLD as u64,
-            cgroup: fd as u64,
-            ..CloneArgs::default()
-        };
-        // SAFETY: without CLONE_VM and with no stack given, clone3 is fork-like: the child
-        // returns here on a copy of this stack (the caller's contract covers the rest).
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                std::ptr::from_mut(&mut args),
-                std::mem::size_of::<CloneArgs>(),
-            )
-        };
-        let errno = io::Error::last_os_error().raw_os_error();
-        if pid >= 0 || !matches!(errno, Some(libc::ENOSYS | libc::E2BIG)) {
-            return (pid, true);
-        }
-    }
-    // SAFETY: fork-like, as above.
-    let pid = unsafe {
+unsafe fn clone_fork(flags: u64) -> libc::c_long {
+    // SAFETY: without CLONE_VM, clone is fork-like: the child returns here on a copy of this
+    // stack (the caller's contract covers the rest).
+    unsafe {
         libc::syscall(
             libc::SYS_clone,
             (flags | libc::SIGCHLD as u64) as libc::c_ulong,
@@ -878,8 +524,7 @@ unsafe fn clone_fork(flags: u64, cgroup: Option<i32>) -> (libc::c_long, bool) {
             0usize,
             0usize,
         )
-    };
-    (pid, false)
+    }
 }
 
 /// `clone3(args)` whose child starts on `args.stack` (16-byte aligned top) by calling
@@ -1136,6 +781,87 @@ mod tests {
         check(10, "10");
         check(4194304, "4194304");
         check(i32::MAX, "2147483647");
+    }
+
+    fn sample_args() -> SupervisorArgs {
+        let c = |s: &str| CString::new(s).expect("no NUL");
+        SupervisorArgs {
+            go: 5,
+            err: 6,
+            null: 7,
+            stdout: 8,
+            stderr: 9,
+            exit_dir: 10,
+            supervisor_tasks: None,
+            supervisor_dir: Some(11),
+            born_in_cgroup: true,
+            task_dirs: vec![12, 13],
+            task_files: vec![14],
+            user: Some((1000, 100, vec![100, 27])),
+            rlimits: vec![(4, 0, 0), (7, 65536, u64::MAX)],
+            escalate: 63,
+            program: c("/bin/sh"),
+            cwd: c("/w/sandboxes/fw/t=1"),
+            mounts: Some(MountPlan {
+                work_dir: c("/w"),
+                mkdirs: vec![c("/w/sandboxes"), c("/w/sandboxes/fw")],
+                sandbox: c("/w/sandboxes/fw/t=1"),
+                volumes: vec![(c("/w/volumes/v"), c("/w/sandboxes/fw/t=1/data"))],
+            }),
+            argv: vec![c("sh"), c("-c"), c("echo a=b --; exit 3"), c("")],
+            envp: vec![c("PATH=/bin"), c("LD_PRELOAD=/x.so"), c("EMPTY=")],
+        }
+    }
+
+    fn os(v: Vec<CString>) -> Vec<std::ffi::OsString> {
+        use std::os::unix::ffi::OsStringExt;
+        v.into_iter()
+            .map(|c| std::ffi::OsString::from_vec(c.into_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn supervisor_args_round_trip() {
+        let a = sample_args();
+        let argv = os(a.encode());
+        assert_eq!(SupervisorArgs::error_fd(&argv), Some(6));
+        assert_eq!(SupervisorArgs::decode(argv).expect("decodes"), a);
+        let mut plain = sample_args();
+        plain.user = None;
+        plain.mounts = None;
+        plain.supervisor_dir = None;
+        plain.supervisor_tasks = Some(11);
+        plain.born_in_cgroup = false;
+        plain.envp.clear();
+        assert_eq!(
+            SupervisorArgs::decode(os(plain.encode())).expect("decodes"),
+            plain
+        );
+    }
+
+    #[test]
+    fn bad_supervisor_args_are_errors() {
+        let good = os(sample_args().encode());
+        let decode = |v: Vec<std::ffi::OsString>| SupervisorArgs::decode(v);
+        assert!(decode(Vec::new()).is_err());
+        let mut wrong0 = good.clone();
+        wrong0[0] = "sh".into();
+        assert!(decode(wrong0).is_err());
+        let mut short = good.clone();
+        short.pop();
+        assert!(decode(short).expect_err("must fail").contains("expected"));
+        let mut unknown = good.clone();
+        unknown.insert(2, "bogus=1".into());
+        assert!(decode(unknown).expect_err("must fail").contains("bogus"));
+        let mut bad_fd = good.clone();
+        bad_fd[2] = "go=-3".into();
+        assert!(decode(bad_fd).is_err());
+        let missing: Vec<_> = good
+            .iter()
+            .filter(|a| !a.to_string_lossy().starts_with("program="))
+            .cloned()
+            .collect();
+        assert!(decode(missing).is_err());
     }
 
     #[test]
