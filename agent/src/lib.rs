@@ -237,6 +237,11 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         source,
     })?;
     let total = resources_detect::detect(&wd, config.resources.as_ref())?;
+    // The embedded supervisor program, ready before the first launch (and a problem with it,
+    // a `vm.memfd_noexec = 2` say, told at once rather than at every launch).
+    if let Err(e) = sys::prepare_supervisor() {
+        tracing::error!(error = %e, "tasks cannot be launched on this agent");
+    }
     let tls = config
         .tls
         .as_ref()

@@ -230,6 +230,11 @@ fn supervisor_exe() -> io::Result<i32> {
     }
 }
 
+/// Puts the embedded supervisor program in its memfd now (else the first launch does).
+pub(crate) fn prepare_supervisor() -> io::Result<()> {
+    supervisor_exe().map(drop)
+}
+
 fn make_supervisor_exe() -> io::Result<OwnedFd> {
     use std::io::Write;
     let name = c"brim-supervisor";
