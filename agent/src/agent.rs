@@ -35,7 +35,8 @@ pub(crate) fn now_secs() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The command of a task's custom executor, when it has one (it stands in for the task's).
+/// The command of a task's custom executor, when it has one (its process, in place of the
+/// task's command, which the executor receives with the task).
 fn custom_executor_command(info: &TaskInfo) -> Option<&v1::CommandInfo> {
     info.executor.as_ref().and_then(|e| e.command.as_ref())
 }
@@ -455,27 +456,30 @@ impl Agent {
             );
         }
         let oci = crate::containerizer::is_oci(info);
-        let command = match info.command.as_ref().or(custom_executor_command(info)) {
+        // With a custom executor the executor is the process (the task's command is the
+        // executor's to interpret, as in Mesos).
+        let command = match custom_executor_command(info).or(info.command.as_ref()) {
             Some(c) => c.clone(),
             // An image may say what to run.
             None if oci => v1::CommandInfo::default(),
             None => return Err("task has no command: set task.command".into()),
         };
-        if oci {
-            if info.executor.is_some() {
-                return Err("a custom executor cannot run in an OCI container yet: drop the executor or the container".into());
-            }
-            if info
-                .container
-                .as_ref()
+        if oci
+            && crate::containerizer::container_of(info)
                 .and_then(|c| c.image.as_ref())
                 .is_none_or(|i| i.uri.is_empty())
-            {
-                return Err(
-                    "the task asks for an OCI container but names no image: set container.image.uri"
-                        .into(),
-                );
-            }
+        {
+            return Err(format!(
+                "the task asks for an OCI container but names no image: set {}.image.uri",
+                crate::containerizer::container_field(info)
+            ));
+        }
+        let binds = self.volume_binds(info, &self.sandbox_dir(framework_id, &info.task_id))?;
+        if !binds.is_empty() && !oci && !self.namespaces() {
+            return Err(format!(
+                "{}.volumes need task mount namespaces: this agent has none (run it as root, with isolation and namespaces on)",
+                crate::containerizer::container_field(info)
+            ));
         }
         if info
             .executor
@@ -970,6 +974,26 @@ impl Agent {
             && crate::sys::is_root()
     }
 
+    /// The task's container volumes, validated against `--allowed-host-paths` (host paths
+    /// resolved now). Refusals name the field.
+    fn volume_binds(
+        &self,
+        info: &TaskInfo,
+        sandbox: &std::path::Path,
+    ) -> Result<Vec<crate::volumes::Bind>, String> {
+        let Some(c) = crate::containerizer::container_of(info) else {
+            return Ok(Vec::new());
+        };
+        crate::volumes::plan(
+            &c.volumes,
+            crate::containerizer::is_oci(info),
+            &self.config.allowed_host_paths,
+            sandbox,
+            &format!("{}.volumes", crate::containerizer::container_field(info)),
+            &|p| p.canonicalize(),
+        )
+    }
+
     /// Creates the sandbox and cgroup, starts the supervisor, checkpoints it, then lets it
     /// start the task. `Ok(None)`: killed meanwhile. On error after the supervisor started,
     /// its pid and pidfd come back so the caller can wait for it to go away.
@@ -982,11 +1006,8 @@ impl Agent {
         (launcher::LaunchError, Option<(i32, std::os::fd::OwnedFd)>),
     > {
         let t0 = std::time::Instant::now();
-        let command = v
-            .info
-            .command
-            .as_ref()
-            .or(custom_executor_command(&v.info))
+        let command = custom_executor_command(&v.info)
+            .or(v.info.command.as_ref())
             .cloned()
             .unwrap_or_default();
         let oci = crate::containerizer::is_oci(&v.info);
@@ -1019,8 +1040,8 @@ impl Agent {
         }
         // Persistent volumes: created on first use, linked into the sandbox.
         let owner = user.as_ref().map(|u| (u.uid, u.gid));
-        let bind_volumes = self.namespaces() && !oci;
-        let volume_mounts = crate::volumes::attach(
+        let bind_volumes = self.namespaces() || oci;
+        let persistent = crate::volumes::attach(
             &self.config.work_dir,
             &v.info,
             &v.sandbox,
@@ -1028,6 +1049,39 @@ impl Agent {
             bind_volumes,
         )
         .map_err(|(path, source)| (launcher::LaunchError::Sandbox { path, source }, None))?;
+        // Container volumes: host paths resolved again now, sandbox directories made.
+        let binds = self.volume_binds(&v.info, &v.sandbox).map_err(|why| {
+            (
+                launcher::LaunchError::Sandbox {
+                    path: v.sandbox.clone(),
+                    source: std::io::Error::other(why),
+                },
+                None,
+            )
+        })?;
+        crate::volumes::prepare_binds(&binds, &v.sandbox, owner)
+            .map_err(|(path, source)| (launcher::LaunchError::Sandbox { path, source }, None))?;
+        let mut oci_volumes = Vec::new();
+        let mut volume_mounts = Vec::new();
+        for (dir, link) in persistent {
+            if oci {
+                let rel = link.strip_prefix(&v.sandbox).unwrap_or(&link).to_path_buf();
+                oci_volumes.push(crate::volumes::Bind {
+                    source: dir,
+                    target: crate::volumes::Target::Sandbox(rel),
+                    readonly: false,
+                });
+            } else {
+                volume_mounts.push((dir, link, false));
+            }
+        }
+        for b in binds {
+            if oci {
+                oci_volumes.push(b);
+            } else if let crate::volumes::Target::Sandbox(rel) = &b.target {
+                volume_mounts.push((b.source, v.sandbox.join(rel), b.readonly));
+            }
+        }
         let agent_id = self.agent_id();
         let host = self
             .http_address
@@ -1067,12 +1121,13 @@ impl Agent {
             let prepared = if oci {
                 // Unpacking an image takes a while: off the event loop.
                 let containerizer = Arc::clone(&self.oci);
-                let (id, info, cmd, sandbox, u) = (
+                let (id, info, cmd, sandbox, u, volumes) = (
                     v.container_id.clone(),
                     v.info.clone(),
                     command.clone(),
                     v.sandbox.clone(),
                     user.clone(),
+                    oci_volumes,
                 );
                 tokio::task::spawn_blocking(move || {
                     containerizer.prepare(&LaunchRequest {
@@ -1083,6 +1138,7 @@ impl Agent {
                         sandbox: &sandbox,
                         user: u.as_ref(),
                         cgroup_path,
+                        volumes,
                     })
                 })
                 .await
@@ -1099,6 +1155,7 @@ impl Agent {
                     sandbox: &v.sandbox,
                     user: user.as_ref(),
                     cgroup_path,
+                    volumes: Vec::new(),
                 })
             };
             prepared.map_err(|e| (e.into(), None))?
@@ -1182,8 +1239,7 @@ impl Agent {
         if !spec.volumes.is_empty() && !spec.namespaces {
             return Err((
                 launcher::LaunchError::Internal(
-                    "persistent volumes were prepared for a mount namespace the task does not get"
-                        .into(),
+                    "volumes were prepared for a mount namespace the task does not get".into(),
                 ),
                 None,
             ));

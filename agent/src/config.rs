@@ -97,6 +97,8 @@ pub struct AgentConfig {
     pub image_cache_bytes: u64,
     /// Assemble container root filesystems with overlayfs (else by copying layers).
     pub image_overlay: bool,
+    /// Host directories tasks may mount (`--allowed-host-paths`), canonical; empty = none.
+    pub allowed_host_paths: Vec<PathBuf>,
     /// Operator hooks around every task (`--hook-pre-launch`, `--hook-post-stop`,
     /// `--hook-timeout`).
     pub hooks: crate::containerizer::hooks::HookConfig,
@@ -141,6 +143,7 @@ impl AgentConfig {
             oci_runtime: "crun".to_string(),
             image_cache_bytes: 2 << 30,
             image_overlay: true,
+            allowed_host_paths: Vec::new(),
             hooks: crate::containerizer::hooks::HookConfig {
                 pre_launch: None,
                 post_stop: None,

@@ -143,9 +143,9 @@ pub struct TaskSpec {
     pub namespaces: bool,
     /// A private network namespace (with `namespaces`; see `network`).
     pub network_namespace: bool,
-    /// Persistent volumes to bind-mount (with `namespaces`): (volume directory, mount point
-    /// inside the sandbox). See `volumes`.
-    pub volumes: Vec<(PathBuf, PathBuf)>,
+    /// Volumes to bind-mount (with `namespaces`): (persistent volume or container volume
+    /// source, mount point inside the sandbox, read-only). See `volumes`.
+    pub volumes: Vec<(PathBuf, PathBuf, bool)>,
 }
 
 /// A supervisor that waits for [`Pending::go`].
@@ -205,13 +205,14 @@ pub fn spawn(t: TaskSpec) -> Result<Pending, SupervisorError> {
                 action: "mount",
                 path: t.sandbox.clone(),
                 source: io::Error::other(format!(
-                    "a task may use at most {} persistent volumes",
+                    "a task may use at most {} volumes",
                     crate::sys::MAX_VOLUMES
                 )),
             });
         }
         let mut volumes = Vec::new();
-        for (dir, target) in &t.volumes {
+        let mut readonly_targets = Vec::new();
+        for (dir, target, readonly) in &t.volumes {
             let dir = dir.canonicalize().map_err(io_err("resolve", dir))?;
             let target = target.canonicalize().map_err(io_err("resolve", target))?;
             if !target.starts_with(&sandbox) {
@@ -221,16 +222,18 @@ pub fn spawn(t: TaskSpec) -> Result<Pending, SupervisorError> {
                     source: io::Error::other("a volume's mount point is not inside the sandbox"),
                 });
             }
-            volumes.push((
-                cstr(&dir.display().to_string())?,
-                cstr(&target.display().to_string())?,
-            ));
+            let target = cstr(&target.display().to_string())?;
+            if *readonly {
+                readonly_targets.push(target.clone());
+            }
+            volumes.push((cstr(&dir.display().to_string())?, target));
         }
         Some(MountPlan {
             work_dir: cstr(&work_dir.display().to_string())?,
             mkdirs,
             sandbox: cstr(&sandbox.display().to_string())?,
             volumes,
+            readonly: readonly_targets,
         })
     } else {
         None

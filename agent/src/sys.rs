@@ -812,6 +812,7 @@ mod tests {
                 mkdirs: vec![c("/w/sandboxes"), c("/w/sandboxes/fw")],
                 sandbox: c("/w/sandboxes/fw/t=1"),
                 volumes: vec![(c("/w/volumes/v"), c("/w/sandboxes/fw/t=1/data"))],
+                readonly: vec![c("/w/sandboxes/fw/t=1/data")],
             }),
             argv: vec![c("sh"), c("-c"), c("echo a=b --; exit 3"), c("")],
             envp: vec![c("PATH=/bin"), c("LD_PRELOAD=/x.so"), c("EMPTY=")],

@@ -77,10 +77,12 @@ const O_PATH: c_int = 0o10000000;
 const O_DIRECTORY: c_int = 0o40000;
 #[cfg(not(any(target_arch = "aarch64", target_arch = "arm")))]
 const O_DIRECTORY: c_int = 0o200000;
+const MS_RDONLY: c_ulong = 1;
 const MS_NOSUID: c_ulong = 2;
 const MS_NODEV: c_ulong = 4;
 const MS_NOEXEC: c_ulong = 8;
 const MS_BIND: c_ulong = 4096;
+const MS_REMOUNT: c_ulong = 32;
 const MS_REC: c_ulong = 16384;
 const MS_PRIVATE: c_ulong = 1 << 18;
 const F_SETFD: c_int = 2;
@@ -448,6 +450,16 @@ impl Supervisor {
                     std::ptr::null(),
                 ))?;
                 close(vfd);
+            }
+            // A bind mount takes `ro` only on a remount of itself.
+            for target in &m.readonly {
+                check(mount(
+                    std::ptr::null(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    MS_BIND | MS_REMOUNT | MS_RDONLY,
+                    std::ptr::null(),
+                ))?;
             }
             check(mount(
                 c"proc".as_ptr(),

@@ -53,6 +53,8 @@ pub struct MountPlan {
     /// Persistent volumes: (directory under the work dir, mount point in the sandbox),
     /// bind-mounted after the sandbox.
     pub volumes: Vec<(CString, CString)>,
+    /// Mount points of `volumes` remounted read-only after their bind.
+    pub readonly: Vec<CString>,
 }
 
 /// Everything an exec'd supervisor needs.
@@ -151,6 +153,9 @@ impl SupervisorArgs {
             for (dir, target) in &m.volumes {
                 a.push(kv_bytes("volume_dir", dir));
                 a.push(kv_bytes("volume_target", target));
+            }
+            for target in &m.readonly {
+                a.push(kv_bytes("volume_ro", target));
             }
         }
         a.push(kv("argc", self.argv.len()));
@@ -260,6 +265,11 @@ impl SupervisorArgs {
                         .ok_or("volume_target without volume_dir")?;
                     let mut m = plan(&mut mounts);
                     m.volumes.push((dir, cstr()?));
+                    mounts = Some(m);
+                }
+                "volume_ro" => {
+                    let mut m = plan(&mut mounts);
+                    m.readonly.push(cstr()?);
                     mounts = Some(m);
                 }
                 "argc" => argc = Some(num()? as usize),

@@ -43,6 +43,29 @@ pub enum TaskError {
     },
 }
 
+fn mode(readonly: bool) -> i32 {
+    use brim_proto::v1::container_volume::Mode;
+    if readonly {
+        Mode::Ro as i32
+    } else {
+        Mode::Rw as i32
+    }
+}
+
+/// A host-path container volume (for [`TaskBuilder::volume`] or an executor's container).
+pub fn host_volume(
+    host_path: impl Into<String>,
+    container_path: impl Into<String>,
+    readonly: bool,
+) -> brim_proto::v1::ContainerVolume {
+    use brim_proto::v1::{container_volume, ContainerVolume};
+    ContainerVolume {
+        container_path: container_path.into(),
+        mode: mode(readonly),
+        source: Some(container_volume::Source::HostPath(host_path.into())),
+    }
+}
+
 /// Builds a [`TaskInfo`]:
 /// `TaskBuilder::new("web-1", "web").shell("./serve").cpus(0.5).mem(128.0).ports(1).build_for(&offer)`.
 ///
@@ -96,7 +119,46 @@ impl TaskBuilder {
                 kind: 0,
                 uri: image.into(),
             }),
+            volumes: self.container.take().map(|c| c.volumes).unwrap_or_default(),
         });
+        self
+    }
+
+    /// Mounts the agent's directory `host_path` at `container_path` (relative = inside the
+    /// sandbox; absolute = in the image, OCI tasks only), read-only when `readonly`. The
+    /// agent allows only paths under its `--allowed-host-paths` (else TASK_ERROR).
+    pub fn host_volume(
+        self,
+        host_path: impl Into<String>,
+        container_path: impl Into<String>,
+        readonly: bool,
+    ) -> Self {
+        self.volume(host_volume(host_path, container_path, readonly))
+    }
+
+    /// Mounts the sandbox directory `sandbox_path` (relative, created if missing) at
+    /// `container_path` too, read-only when `readonly`.
+    pub fn sandbox_volume(
+        self,
+        sandbox_path: impl Into<String>,
+        container_path: impl Into<String>,
+        readonly: bool,
+    ) -> Self {
+        use brim_proto::v1::{container_volume, ContainerVolume};
+        self.volume(ContainerVolume {
+            container_path: container_path.into(),
+            mode: mode(readonly),
+            source: Some(container_volume::Source::SandboxPath(sandbox_path.into())),
+        })
+    }
+
+    /// Adds a container volume (`ContainerInfo.volumes`); a task without a container gets a
+    /// native one.
+    pub fn volume(mut self, volume: brim_proto::v1::ContainerVolume) -> Self {
+        self.container
+            .get_or_insert_with(Default::default)
+            .volumes
+            .push(volume);
         self
     }
 

@@ -288,6 +288,10 @@ pub(crate) struct AgentTuning {
     /// Size bound of the unpacked image layer cache (MiB); layers in use are kept.
     #[arg(long, value_name = "MB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
     pub(crate) image_cache_mb: u64,
+    /// Host directories tasks may mount as volumes (`container.volumes[].host_path`),
+    /// comma-separated; each is resolved (symlinks followed) at start-up. Default: none.
+    #[arg(long, value_name = "DIR,...", value_delimiter = ',')]
+    pub(crate) allowed_host_paths: Vec<std::path::PathBuf>,
     /// Shell command run (as the agent's user, in the task's sandbox, with BRIM_TASK_ID,
     /// BRIM_CONTAINER_ID, BRIM_SANDBOX, BRIM_ROOTFS… set) before every task starts; a
     /// failure or timeout fails the launch.
@@ -418,6 +422,22 @@ impl AgentTuning {
         c.fetcher_max_bytes = self.fetcher_max_download_mb << 20;
         c.oci_runtime = self.oci_runtime.clone();
         c.image_cache_bytes = self.image_cache_mb << 20;
+        c.allowed_host_paths = self
+            .allowed_host_paths
+            .iter()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(|p| {
+                if !p.is_absolute() {
+                    anyhow::bail!("--allowed-host-paths: `{}` is not absolute", p.display());
+                }
+                p.canonicalize().map_err(|e| {
+                    anyhow::anyhow!(
+                        "--allowed-host-paths: cannot resolve `{}`: {e} (create it or drop it)",
+                        p.display()
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
         if !(self.hook_timeout.is_finite()
             && self.hook_timeout > 0.0
             && self.hook_timeout <= 86_400.0)

@@ -143,6 +143,7 @@ fn plain_crun(work: &Path, image: &Path, k: usize) -> Result<Vec<f64>> {
         sandbox,
         hostname: "crun-bench".into(),
         cgroups_path: None,
+        volumes: Vec::new(),
     });
     let bundle = st.container_dir("bundle");
     std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use brim_proto::v1::{container_info, CommandInfo, TaskInfo};
+use brim_proto::v1::{container_info, CommandInfo, ContainerInfo, TaskInfo};
 
 use crate::supervisor::TaskUser;
 
@@ -61,6 +61,9 @@ pub struct LaunchRequest<'a> {
     /// The task's cgroup relative to the hierarchy roots (`/brim/<id>`), for runtimes that
     /// place the container themselves.
     pub cgroup_path: Option<String>,
+    /// Volumes to mount (validated: `volumes::plan`, persistent volumes); OCI only, native
+    /// tasks get theirs from the supervisor.
+    pub volumes: Vec<crate::volumes::Bind>,
 }
 
 /// What the supervisor execs for the task.
@@ -105,9 +108,29 @@ impl Containerizer for oci::OciContainerizer {
     }
 }
 
+/// The container a task's process runs in: its custom executor's when that names one
+/// (Mesos `ExecutorInfo.container`), else the task's own.
+pub fn container_of(info: &TaskInfo) -> Option<&ContainerInfo> {
+    info.executor
+        .as_ref()
+        .and_then(|e| e.container.as_ref())
+        .or(info.container.as_ref())
+}
+
+/// The field [`container_of`] comes from, for messages.
+pub fn container_field(info: &TaskInfo) -> &'static str {
+    if info
+        .executor
+        .as_ref()
+        .is_some_and(|e| e.container.is_some())
+    {
+        "executor.container"
+    } else {
+        "container"
+    }
+}
+
 /// Whether a task runs in an OCI container.
 pub fn is_oci(info: &TaskInfo) -> bool {
-    info.container
-        .as_ref()
-        .is_some_and(|c| c.r#type == container_info::Type::Oci as i32)
+    container_of(info).is_some_and(|c| c.r#type == container_info::Type::Oci as i32)
 }

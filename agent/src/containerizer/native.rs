@@ -71,6 +71,7 @@ mod tests {
             sandbox: Path::new("/"),
             user: None,
             cgroup_path: None,
+            volumes: Vec::new(),
         };
         let p = NativeContainerizer { namespaces: true }
             .prepare(&req)

@@ -156,10 +156,7 @@ impl OciContainerizer {
     /// Prepares the bundle of one container and the supervisor's command (blocking).
     pub fn prepare(&self, req: &LaunchRequest<'_>) -> Result<Prepared, ContainerizerError> {
         let rt = self.runtime()?.clone();
-        let image = req
-            .info
-            .container
-            .as_ref()
+        let image = super::container_of(req.info)
             .and_then(|c| c.image.clone())
             .filter(|i| !i.uri.is_empty())
             .ok_or(ContainerizerError::NoImage)?;
@@ -186,6 +183,7 @@ impl OciContainerizer {
                 &req.container_id[..req.container_id.len().min(12)]
             ),
             cgroups_path,
+            volumes: req.volumes.iter().map(spec_volume).collect(),
         });
         let bundle = self.store.container_dir(req.container_id);
         let config = bundle.join("config.json");
@@ -359,6 +357,20 @@ pub fn container_env(
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// A validated volume as the runtime spec's mount: (source on the host, destination in the
+/// container, read-only). Sandbox targets land under [`SANDBOX_IN_CONTAINER`].
+pub fn spec_volume(b: &crate::volumes::Bind) -> (String, String, bool) {
+    let destination = match &b.target {
+        crate::volumes::Target::Sandbox(rel) => Path::new(SANDBOX_IN_CONTAINER).join(rel),
+        crate::volumes::Target::Container(abs) => abs.clone(),
+    };
+    (
+        b.source.display().to_string(),
+        destination.display().to_string(),
+        b.readonly,
+    )
+}
+
 /// Everything the runtime spec depends on.
 #[derive(Clone, Debug)]
 pub struct SpecInput {
@@ -372,6 +384,8 @@ pub struct SpecInput {
     pub hostname: String,
     /// `linux.cgroupsPath` (runc only).
     pub cgroups_path: Option<String>,
+    /// Volumes (source, destination, read-only), mounted after the sandbox.
+    pub volumes: Vec<(String, String, bool)>,
 }
 
 /// The OCI runtime spec (`config.json`) of a task container (pure). Host network (like
@@ -407,7 +421,7 @@ pub fn runtime_spec(s: &SpecInput) -> Value {
     if let Some(p) = &s.cgroups_path {
         linux["cgroupsPath"] = json!(p);
     }
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -436,7 +450,15 @@ pub fn runtime_spec(s: &SpecInput) -> Value {
              "source": s.sandbox.display().to_string(), "options": ["rbind", "rw"]},
         ],
         "linux": linux,
-    })
+    });
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for (source, destination, readonly) in &s.volumes {
+            let mode = if *readonly { "ro" } else { "rw" };
+            mounts.push(json!({"destination": destination, "type": "bind",
+                "source": source, "options": ["rbind", "rprivate", mode]}));
+        }
+    }
+    spec
 }
 
 #[cfg(test)]
@@ -501,7 +523,32 @@ mod tests {
             sandbox: "/w/s".into(),
             hostname: "brim-x".into(),
             cgroups_path: None,
+            volumes: vec![
+                spec_volume(&crate::volumes::Bind {
+                    source: "/data/ro".into(),
+                    target: crate::volumes::Target::Container("/opt/ro".into()),
+                    readonly: true,
+                }),
+                spec_volume(&crate::volumes::Bind {
+                    source: "/w/volumes/db/v".into(),
+                    target: crate::volumes::Target::Sandbox("data/pg".into()),
+                    readonly: false,
+                }),
+            ],
         });
+        let mounts = s["mounts"].as_array().expect("mounts");
+        let n = mounts.len();
+        assert_eq!(mounts[n - 3]["destination"], SANDBOX_IN_CONTAINER);
+        assert_eq!(
+            mounts[n - 2],
+            json!({"destination": "/opt/ro", "type": "bind", "source": "/data/ro",
+                "options": ["rbind", "rprivate", "ro"]})
+        );
+        assert_eq!(
+            mounts[n - 1]["destination"],
+            "/mnt/mesos/sandbox/data/pg",
+            "after the sandbox, so it is not hidden by it"
+        );
         assert_eq!(s["process"]["user"]["uid"], 65534);
         assert_eq!(s["root"]["path"], "rootfs");
         assert!(s["linux"].get("cgroupsPath").is_none());

@@ -574,6 +574,7 @@ pub(crate) fn task_info(t: &TaskInfo) -> Result<v1::TaskInfo, MesosJsonError> {
                 executor_id: e.executor_id.value.clone(),
                 name: e.name.clone().unwrap_or_default(),
                 command: Some(command_info(cmd)?),
+                container: None,
             })
         }
         (None, Some(_)) => None,
