@@ -1,5 +1,6 @@
 //! Volumes for every task kind and custom executors in OCI containers (issue [G] parts 3-4),
 //! with the real `brim` binary, crun and the busybox image, as root:
+//! - `brim run --image … --volume SRC:DST:ro` mounts an allowed host directory read-only;
 //! - host-path volumes inside `--allowed-host-paths` are visible in OCI and native tasks, a
 //!   read-only one refuses writes with EROFS, a read-write one is written through;
 //! - a sandbox-path volume shares a sandbox directory at another path (OCI and native);
@@ -163,6 +164,27 @@ fn volumes_for_oci_and_native_tasks_and_an_executor_in_an_image() {
     let a = |p: &str| allowed.join(p).display().to_string();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // 0. The CLI: `brim run --image … --volume SRC:DST:ro`.
+        let out = c.brim(&[
+            "run",
+            "--name",
+            "cli-volume",
+            "--image",
+            &img,
+            "--volume",
+            &format!("{}:/cli:ro", a("ro")),
+            "--",
+            "cat /cli/hello; touch /cli/x 2>&1 | grep -o 'Read-only file system'",
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("from-host"), "{stdout}");
+        assert!(stdout.contains("Read-only file system"), "{stdout}");
         rt.block_on(async {
             let mut fw = ProbeFramework::start_with(&master, "volumes", |cfg| {
                 cfg.framework.role = "db".into();

@@ -81,6 +81,12 @@ pub(crate) struct RunArgs {
     /// layout directory or an OCI/`docker save` tarball, or an http:// URI of one).
     #[arg(long, value_name = "PATH_OR_URI")]
     pub(crate) image: Option<String>,
+    /// Mount a directory into the task (repeatable): `SOURCE:TARGET[:ro|:rw]`. An absolute
+    /// SOURCE is the agent's (allowed by its --allowed-host-paths), a relative one a
+    /// directory of the sandbox; TARGET relative = in the sandbox, absolute = in the image
+    /// (with --image).
+    #[arg(long = "volume", value_name = "SRC:DST[:ro]", value_parser = parse_volume)]
+    pub(crate) volumes: Vec<brim_framework::v1::ContainerVolume>,
     /// The command: one argument runs with `/bin/sh -c`, several are executed directly.
     #[arg(
         trailing_var_arg = true,
@@ -94,6 +100,37 @@ pub(crate) struct RunArgs {
 
 fn parse_devices(s: &str) -> Result<String, String> {
     brim_agent::ebpf::DeviceRule::check_list_syntax(s).map(|()| s.trim().to_string())
+}
+
+fn parse_volume(s: &str) -> Result<brim_framework::v1::ContainerVolume, String> {
+    use brim_framework::v1::{container_volume, ContainerVolume};
+    let (rest, readonly) = match s.rsplit_once(':') {
+        Some((r, "ro")) => (r, true),
+        Some((r, "rw")) => (r, false),
+        _ => (s, false),
+    };
+    let Some((src, dst)) = rest
+        .split_once(':')
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains(':'))
+    else {
+        return Err(format!(
+            "`{s}` must look like SOURCE:TARGET or SOURCE:TARGET:ro"
+        ));
+    };
+    let source = if src.starts_with('/') {
+        container_volume::Source::HostPath(src.to_string())
+    } else {
+        container_volume::Source::SandboxPath(src.to_string())
+    };
+    Ok(ContainerVolume {
+        container_path: dst.to_string(),
+        mode: if readonly {
+            container_volume::Mode::Ro as i32
+        } else {
+            container_volume::Mode::Rw as i32
+        },
+        source: Some(source),
+    })
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -116,6 +153,7 @@ struct Job {
     devices: Option<String>,
     env: Vec<(String, String)>,
     image: Option<String>,
+    volumes: Vec<brim_framework::v1::ContainerVolume>,
     run_id: String,
     timeout: Duration,
     revocable: bool,
@@ -153,6 +191,7 @@ impl Job {
             devices: a.devices.clone(),
             env: a.env.clone(),
             image: a.image.clone(),
+            volumes: a.volumes.clone(),
             run_id: run_id(),
             timeout: Duration::from_secs_f64(a.timeout),
             revocable: a.revocable,
@@ -184,6 +223,9 @@ impl Job {
         }
         if let Some(i) = &self.image {
             b = b.image(i);
+        }
+        for v in &self.volumes {
+            b = b.volume(v.clone());
         }
         b.env("BRIM_INSTANCE", instance.to_string())
             .env("BRIM_INSTANCES", self.instances.to_string())
@@ -904,6 +946,26 @@ mod tests {
         assert_eq!(default_name(&["/bin/ls".into(), "-l".into()]), "ls");
         assert_eq!(default_name(&["$(x)".into()]), "x");
         assert_eq!(default_name(&["!!".into()]), "brim-run");
+    }
+
+    #[test]
+    fn volumes_parse() {
+        use brim_framework::v1::container_volume::{Mode, Source};
+        let v = parse_volume("/srv/a:/data:ro").expect("host ro");
+        assert_eq!(v.source, Some(Source::HostPath("/srv/a".into())));
+        assert_eq!(
+            (v.container_path.as_str(), v.mode),
+            ("/data", Mode::Ro as i32)
+        );
+        let v = parse_volume("out:view").expect("sandbox rw");
+        assert_eq!(v.source, Some(Source::SandboxPath("out".into())));
+        assert_eq!(
+            (v.container_path.as_str(), v.mode),
+            ("view", Mode::Rw as i32)
+        );
+        for bad in ["/srv", ":x", "/a:", "/a:b:c", "/a:b:c:ro"] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
