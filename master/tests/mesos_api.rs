@@ -36,6 +36,8 @@ async fn start() -> (brim_master::RunningMaster, tempfile::TempDir) {
 #[allow(dead_code)] // fields are read through Debug in `agent_saw`
 enum AgentSaw {
     Run(String),
+    /// A task's brim container (task id, its `ContainerInfo`), after its `Run`.
+    Container(String, v1::ContainerInfo),
     Kill(String),
     Ack(String, Vec<u8>),
     Shutdown(String),
@@ -106,6 +108,9 @@ async fn fake_agent(addr: SocketAddr) -> mpsc::UnboundedReceiver<AgentSaw> {
                     let task = r.task.unwrap_or_default();
                     let fw = r.framework.unwrap_or_default().id;
                     let _ = saw_tx.send(AgentSaw::Run(task.task_id.clone()));
+                    if let Some(c) = &task.container {
+                        let _ = saw_tx.send(AgentSaw::Container(task.task_id.clone(), c.clone()));
+                    }
                     let _ = tx
                         .send(status(
                             &fw,
@@ -1226,5 +1231,106 @@ async fn persistent_volume_doc_exchanges_round_trip() {
     .await;
     assert_eq!(r.status, 400);
     assert!(r.body.contains("Expecting 'create'"), "{}", r.body);
+    m.stop().await.expect("master stops");
+}
+
+/// Mesos `ContainerInfo` with `type: MESOS`, a `mesos.image` naming an image on the agent and
+/// `volumes` (HOST_PATH, SANDBOX_PATH, RO/RW), as the Mesos docs (container-image.md,
+/// host_path and sandbox_path volumes) write them: the agent is asked to run the task in that
+/// image with those volumes; a registry image and the Docker containerizer are refused per
+/// task with TASK_ERROR.
+#[tokio::test]
+async fn container_doc_exchanges_round_trip() {
+    let (m, _dir) = start().await;
+    let addr = m.addr();
+    let mut agent = fake_agent(addr).await;
+    let mut s = EventStream::open(addr, subscribe_body(json!({})))
+        .await
+        .unwrap_or_else(|r| panic!("subscribe failed: {}", r.body));
+    let sub = s.expect("SUBSCRIBED").await;
+    let fid = sub["subscribed"]["framework_id"]["value"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let offer = s.expect("OFFERS").await["offers"]["offers"][0].clone();
+    let task = |id: &str, container: Value| {
+        json!({"name": id, "task_id": {"value": id},
+            "agent_id": offer["agent_id"].clone(),
+            "command": {"value": "ls /data"},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                          {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}],
+            "container": container})
+    };
+    let ok = task(
+        "in-image",
+        json!({"type": "MESOS",
+            "mesos": {"image": {"type": "DOCKER", "docker": {"name": "/srv/busybox-oci"}}},
+            "volumes": [
+                {"container_path": "/data", "mode": "RO",
+                 "source": {"type": "HOST_PATH", "host_path": {"path": "/srv/data"}}},
+                {"container_path": "/scratch", "mode": "RW",
+                 "source": {"type": "SANDBOX_PATH",
+                            "sandbox_path": {"type": "SELF", "path": "scratch"}}}]}),
+    );
+    let registry = task(
+        "registry",
+        json!({"type": "MESOS",
+            "mesos": {"image": {"type": "DOCKER", "docker": {"name": "library/busybox"}}}}),
+    );
+    let docker = task(
+        "docker",
+        json!({"type": "DOCKER", "docker": {"image": "busybox"}}),
+    );
+    let accept = json!({"framework_id": fw(&fid), "type": "ACCEPT",
+        "accept": {"offer_ids": [offer["id"].clone()], "operations": [
+            {"type": "LAUNCH", "launch": {"task_infos": [ok, registry, docker]}}]}});
+    let r = call(addr, &s.stream_id, accept).await;
+    assert_eq!((r.status, r.body.as_str()), (202, ""));
+    let AgentSaw::Container(id, c) = agent_saw(&mut agent, "Container").await else {
+        unreachable!("agent_saw matched Container")
+    };
+    assert_eq!(id, "in-image");
+    assert_eq!(c.r#type, v1::container_info::Type::Oci as i32);
+    assert_eq!(c.image.map(|i| i.uri).as_deref(), Some("/srv/busybox-oci"));
+    use v1::container_volume::{Mode, Source};
+    assert_eq!(c.volumes.len(), 2);
+    assert_eq!(
+        (
+            c.volumes[0].container_path.as_str(),
+            c.volumes[0].mode,
+            c.volumes[0].source.clone()
+        ),
+        (
+            "/data",
+            Mode::Ro as i32,
+            Some(Source::HostPath("/srv/data".into()))
+        )
+    );
+    assert_eq!(
+        c.volumes[1].source,
+        Some(Source::SandboxPath("scratch".into()))
+    );
+    let mut errors = HashMap::new();
+    while errors.len() < 2 {
+        let up = s.expect("UPDATE").await;
+        let st = &up["update"]["status"];
+        if st["state"] == "TASK_ERROR" {
+            errors.insert(
+                st["task_id"]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                st["message"].as_str().unwrap_or_default().to_string(),
+            );
+        }
+    }
+    assert!(
+        errors["registry"].contains("pulls from no registry"),
+        "{errors:?}"
+    );
+    assert!(
+        errors["docker"].contains("container type DOCKER"),
+        "{errors:?}"
+    );
     m.stop().await.expect("master stops");
 }

@@ -538,23 +538,147 @@ fn grace_seconds(k: Option<&KillPolicy>) -> Option<f64> {
         .map(|g| g.nanoseconds.max(0) as f64 / 1e9)
 }
 
+/// Mesos `ContainerInfo` → brim's: `type` MESOS (or absent) with an optional `mesos.image`
+/// (`type: DOCKER`, `docker.name` = an absolute path on the agent or a file:// / http(s)://
+/// URI of an OCI layout or archive: brim pulls from no registry) and `volumes` (HOST_PATH
+/// and SANDBOX_PATH sources, the legacy top-level `host_path`, mode RW/RO). `None` when it
+/// asks for nothing brim does (no image, no volumes).
+pub(crate) fn container_info(c: &Value) -> Result<Option<v1::ContainerInfo>, MesosJsonError> {
+    match c.get("type").and_then(Value::as_str) {
+        None | Some("MESOS") => {}
+        Some("DOCKER") => {
+            return Err(unsupported(
+                "container type DOCKER (the Docker containerizer) is not supported by brim: use type MESOS with mesos.image",
+            ))
+        }
+        Some(other) => {
+            return Err(shape(format!(
+                "container.type `{other}` is unknown: use MESOS"
+            )))
+        }
+    }
+    let image = match c.get("mesos").and_then(|m| m.get("image")) {
+        None => None,
+        Some(i) => {
+            if i.get("type").and_then(Value::as_str) != Some("DOCKER") {
+                return Err(unsupported(
+                    "container.mesos.image: only type DOCKER with docker.name is supported (APPC is not)",
+                ));
+            }
+            let name = i
+                .get("docker")
+                .and_then(|d| d.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| shape("container.mesos.image needs 'docker.name'"))?;
+            let local = name.starts_with('/')
+                || ["file://", "http://", "https://"]
+                    .iter()
+                    .any(|p| name.starts_with(p));
+            if !local {
+                return Err(unsupported(format!(
+                    "container.mesos.image.docker.name `{name}`: brim pulls from no registry; name an OCI image layout or archive by an absolute path on the agent or an http:// URI"
+                )));
+            }
+            Some(v1::Image {
+                kind: v1::image::Kind::Auto as i32,
+                uri: name.to_string(),
+            })
+        }
+    };
+    let mut volumes = Vec::new();
+    for (i, v) in c
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let f = format!("container.volumes[{i}]");
+        let container_path = v
+            .get("container_path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| shape(format!("{f} needs 'container_path'")))?;
+        let mode = match v.get("mode").and_then(Value::as_str) {
+            Some("RW") => v1::container_volume::Mode::Rw,
+            Some("RO") => v1::container_volume::Mode::Ro,
+            _ => return Err(shape(format!("{f}.mode must be RW or RO"))),
+        };
+        let src = v.get("source");
+        let path_of = |o: Option<&Value>, what: &str| {
+            o.and_then(|p| p.get("path"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| shape(format!("{f}.source needs '{what}.path'")))
+        };
+        let source = match (
+            src.and_then(|s| s.get("type")).and_then(Value::as_str),
+            v.get("host_path"),
+        ) {
+            (None, Some(h)) => v1::container_volume::Source::HostPath(
+                h.as_str()
+                    .ok_or_else(|| shape(format!("{f}.host_path must be a string")))?
+                    .to_string(),
+            ),
+            (Some("HOST_PATH"), _) => v1::container_volume::Source::HostPath(path_of(
+                src.and_then(|s| s.get("host_path")),
+                "host_path",
+            )?),
+            (Some("SANDBOX_PATH"), _) => {
+                let sp = src.and_then(|s| s.get("sandbox_path"));
+                if sp.and_then(|p| p.get("type")).and_then(Value::as_str) == Some("PARENT") {
+                    return Err(unsupported(format!(
+                        "{f}: SANDBOX_PATH of type PARENT needs task groups; use SELF"
+                    )));
+                }
+                v1::container_volume::Source::SandboxPath(path_of(sp, "sandbox_path")?)
+            }
+            (Some(other), _) => {
+                return Err(unsupported(format!(
+                    "{f}.source.type {other} is not supported: use HOST_PATH or SANDBOX_PATH"
+                )))
+            }
+            (None, None) => {
+                return Err(unsupported(format!(
+                    "{f} has no host_path or source (image volumes are not supported)"
+                )))
+            }
+        };
+        volumes.push(v1::ContainerVolume {
+            container_path: container_path.to_string(),
+            mode: mode as i32,
+            source: Some(source),
+        });
+    }
+    if image.is_none() && volumes.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(v1::ContainerInfo {
+        r#type: if image.is_some() {
+            v1::container_info::Type::Oci as i32
+        } else {
+            v1::container_info::Type::Native as i32
+        },
+        image,
+        volumes,
+    }))
+}
+
 /// Mesos TaskInfo → brim TaskInfo. Errors are per task: the caller turns them into a
 /// TASK_ERROR update (Mesos semantics), so one bad task does not fail the whole call.
 pub(crate) fn task_info(t: &TaskInfo) -> Result<v1::TaskInfo, MesosJsonError> {
-    if let Some(c) = t
+    let container = t
         .container
         .as_ref()
-        .or(t.executor.as_ref().and_then(|e| e.container.as_ref()))
-    {
-        let has_image = c.get("docker").is_some()
-            || c.get("mesos").and_then(|m| m.get("image")).is_some()
-            || c.get("type").and_then(Value::as_str) == Some("DOCKER");
-        if has_image {
-            return Err(unsupported(
-                "container images are not supported by the Mesos API of brim yet; run a command",
-            ));
-        }
-    }
+        .map(container_info)
+        .transpose()?
+        .flatten();
+    let executor_container = t
+        .executor
+        .as_ref()
+        .and_then(|e| e.container.as_ref())
+        .map(container_info)
+        .transpose()?
+        .flatten();
     let executor = match (&t.executor, &t.command) {
         (Some(_), Some(_)) => return Err(shape(
             "Task should have at least one (but not both) of CommandInfo or ExecutorInfo present",
@@ -574,7 +698,7 @@ pub(crate) fn task_info(t: &TaskInfo) -> Result<v1::TaskInfo, MesosJsonError> {
                 executor_id: e.executor_id.value.clone(),
                 name: e.name.clone().unwrap_or_default(),
                 command: Some(command_info(cmd)?),
-                container: None,
+                container: executor_container,
             })
         }
         (None, Some(_)) => None,
@@ -607,6 +731,7 @@ pub(crate) fn task_info(t: &TaskInfo) -> Result<v1::TaskInfo, MesosJsonError> {
             .collect(),
         ..Default::default()
     };
+    task.container = container;
     task.executor = executor;
     Ok(task)
 }
@@ -1051,6 +1176,65 @@ mod tests {
     }
 
     #[test]
+    fn containers_map_images_and_volumes() {
+        let t: TaskInfo = serde_json::from_value(json!({
+            "name": "t", "task_id": {"value": "t"}, "command": {"value": "x"},
+            "container": {"type": "MESOS",
+                "mesos": {"image": {"type": "DOCKER", "docker": {"name": "/srv/busybox-oci"}}},
+                "volumes": [
+                    {"container_path": "/data", "mode": "RO",
+                     "source": {"type": "HOST_PATH", "host_path": {"path": "/srv/data"}}},
+                    {"container_path": "/legacy", "mode": "RW", "host_path": "/srv/l"},
+                    {"container_path": "view", "mode": "RW",
+                     "source": {"type": "SANDBOX_PATH",
+                                "sandbox_path": {"type": "SELF", "path": "out"}}}]}
+        }))
+        .expect("shape ok");
+        let c = task_info(&t).expect("valid").container.expect("container");
+        assert_eq!(c.r#type, v1::container_info::Type::Oci as i32);
+        assert_eq!(c.image.expect("image").uri, "/srv/busybox-oci");
+        use v1::container_volume::{Mode, Source};
+        let got: Vec<_> = c
+            .volumes
+            .iter()
+            .map(|v| (v.container_path.as_str(), v.mode, v.source.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "/data",
+                    Mode::Ro as i32,
+                    Some(Source::HostPath("/srv/data".into()))
+                ),
+                (
+                    "/legacy",
+                    Mode::Rw as i32,
+                    Some(Source::HostPath("/srv/l".into()))
+                ),
+                (
+                    "view",
+                    Mode::Rw as i32,
+                    Some(Source::SandboxPath("out".into()))
+                ),
+            ]
+        );
+        // An executor's container goes to the executor; an empty one is no container.
+        let t: TaskInfo = serde_json::from_value(json!({
+            "name": "t", "task_id": {"value": "t"},
+            "container": {"type": "MESOS"},
+            "executor": {"executor_id": {"value": "e"}, "command": {"value": "./ex"},
+                "container": {"type": "MESOS", "mesos": {"image": {"type": "DOCKER",
+                    "docker": {"name": "http://h/img.tar"}}}}}
+        }))
+        .expect("shape ok");
+        let b = task_info(&t).expect("valid");
+        assert!(b.container.is_none());
+        let e = b.executor.expect("executor").container.expect("container");
+        assert_eq!(e.image.expect("image").uri, "http://h/img.tar");
+    }
+
+    #[test]
     fn unsupported_task_features_are_named() {
         for (json, needle) in [
             (
@@ -1067,7 +1251,19 @@ mod tests {
             ),
             (
                 r#"{"name":"t","task_id":{"value":"t"},"container":{"type":"DOCKER","docker":{"image":"x"}},"command":{"value":"x"}}"#,
-                "container images",
+                "container type DOCKER",
+            ),
+            (
+                r#"{"name":"t","task_id":{"value":"t"},"container":{"type":"MESOS","mesos":{"image":{"type":"DOCKER","docker":{"name":"busybox:latest"}}}},"command":{"value":"x"}}"#,
+                "pulls from no registry",
+            ),
+            (
+                r#"{"name":"t","task_id":{"value":"t"},"container":{"volumes":[{"container_path":"x","mode":"RW","source":{"type":"SANDBOX_PATH","sandbox_path":{"type":"PARENT","path":"p"}}}]},"command":{"value":"x"}}"#,
+                "PARENT",
+            ),
+            (
+                r#"{"name":"t","task_id":{"value":"t"},"container":{"volumes":[{"container_path":"x","mode":"RX","host_path":"/h"}]},"command":{"value":"x"}}"#,
+                "container.volumes[0].mode",
             ),
             (
                 r#"{"name":"t","task_id":{"value":"t"},"command":{"value":"x"},"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":1},"reservations":[{"type":"DYNAMIC","role":"r"},{"type":"DYNAMIC","role":"r/x"}]}]}"#,
