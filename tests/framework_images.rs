@@ -2,7 +2,8 @@
 //! service whose instances and a cron job whose runs read `/etc/brim-image`, a file that
 //! exists only in the locally built busybox image (scripts/busybox-image.sh), so they keep
 //! running / exit 0 only when crun really ran them in the image's root filesystem. A
-//! registry-style image name is refused at `apply`/`add` with the field and the reason.
+//! registry-style image name is refused at `apply`/`add` with the field and the reason. The
+//! service's instances also need their `volumes` entry (an allowed host directory, RO).
 
 mod support;
 
@@ -32,7 +33,12 @@ fn services_and_cron_jobs_run_in_images() {
         "/etc/brim-image exists on this host: the test could not tell the image's root apart"
     );
     let mut c = Cluster::new();
-    c.start_agent(0, AGENT);
+    // The service also mounts an allowed host directory (`volumes`).
+    let shared = c.dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap_or_else(|e| panic!("shared dir: {e}"));
+    std::fs::write(shared.join("marker"), "shared\n").unwrap_or_else(|e| panic!("marker: {e}"));
+    let allow = shared.display().to_string();
+    c.start_agent_with_flags(0, AGENT, &["--allowed-host-paths", &allow]);
     c.wait_agents_active(1);
     scenario(&mut c);
 }
@@ -59,13 +65,16 @@ fn scenario(c: &mut Cluster) {
         "{err}"
     );
 
-    // Two instances that stay up only inside the image.
+    // Two instances that stay up only inside the image, with the host directory mounted.
     let app = c.dir.path().join("web.toml");
+    let shared = c.dir.path().join("shared").display().to_string();
     std::fs::write(
         &app,
         format!(
-            "id = \"imgweb\"\ninstances = 2\ncmd = \"cat /etc/brim-image && exec sleep 600\"\n\
-             cpus = 0.1\nmem = 32\nimage = \"{image}\"\nhealthy_after_seconds = 2\n"
+            "id = \"imgweb\"\ninstances = 2\n\
+             cmd = \"cat /etc/brim-image && grep -qx shared /shared/marker && exec sleep 600\"\n\
+             cpus = 0.1\nmem = 32\nimage = \"{image}\"\nhealthy_after_seconds = 2\n\
+             volumes = [\"{shared}:/shared:ro\"]\n"
         ),
     )
     .unwrap_or_else(|e| panic!("write spec: {e}"));

@@ -56,4 +56,6 @@ pub use driver::{
 };
 pub use error::DriverError;
 pub use scheduler::Scheduler;
-pub use task::{exit_code_of, host_volume, pick_ports, OfferPacker, TaskBuilder, TaskError};
+pub use task::{
+    exit_code_of, host_volume, parse_volume, pick_ports, OfferPacker, TaskBuilder, TaskError,
+};

@@ -66,6 +66,36 @@ pub fn host_volume(
     }
 }
 
+/// Parses `SOURCE:TARGET[:ro|:rw]` (`brim run --volume`, services' `volumes`): an absolute
+/// SOURCE is a directory of the agent (allowed by its `--allowed-host-paths`), a relative one
+/// a directory of the sandbox; TARGET relative = in the sandbox, absolute = in the image.
+pub fn parse_volume(s: &str) -> Result<brim_proto::v1::ContainerVolume, String> {
+    use brim_proto::v1::{container_volume, ContainerVolume};
+    let (rest, readonly) = match s.rsplit_once(':') {
+        Some((r, "ro")) => (r, true),
+        Some((r, "rw")) => (r, false),
+        _ => (s, false),
+    };
+    let Some((src, dst)) = rest
+        .split_once(':')
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains(':'))
+    else {
+        return Err(format!(
+            "`{s}` must look like SOURCE:TARGET or SOURCE:TARGET:ro"
+        ));
+    };
+    let source = if src.starts_with('/') {
+        container_volume::Source::HostPath(src.to_string())
+    } else {
+        container_volume::Source::SandboxPath(src.to_string())
+    };
+    Ok(ContainerVolume {
+        container_path: dst.to_string(),
+        mode: mode(readonly),
+        source: Some(source),
+    })
+}
+
 /// Builds a [`TaskInfo`]:
 /// `TaskBuilder::new("web-1", "web").shell("./serve").cpus(0.5).mem(128.0).ports(1).build_for(&offer)`.
 ///

@@ -103,34 +103,7 @@ fn parse_devices(s: &str) -> Result<String, String> {
 }
 
 fn parse_volume(s: &str) -> Result<brim_framework::v1::ContainerVolume, String> {
-    use brim_framework::v1::{container_volume, ContainerVolume};
-    let (rest, readonly) = match s.rsplit_once(':') {
-        Some((r, "ro")) => (r, true),
-        Some((r, "rw")) => (r, false),
-        _ => (s, false),
-    };
-    let Some((src, dst)) = rest
-        .split_once(':')
-        .filter(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains(':'))
-    else {
-        return Err(format!(
-            "`{s}` must look like SOURCE:TARGET or SOURCE:TARGET:ro"
-        ));
-    };
-    let source = if src.starts_with('/') {
-        container_volume::Source::HostPath(src.to_string())
-    } else {
-        container_volume::Source::SandboxPath(src.to_string())
-    };
-    Ok(ContainerVolume {
-        container_path: dst.to_string(),
-        mode: if readonly {
-            container_volume::Mode::Ro as i32
-        } else {
-            container_volume::Mode::Rw as i32
-        },
-        source: Some(source),
-    })
+    brim_framework::parse_volume(s)
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

@@ -141,6 +141,15 @@ impl ServicesScheduler {
                         if let Some(i) = &svc.spec.image {
                             b = b.image(i);
                         }
+                        // Validated with the spec; a bad one cannot get here.
+                        for v in svc
+                            .spec
+                            .volumes
+                            .iter()
+                            .filter_map(|v| brim_framework::parse_volume(v).ok())
+                        {
+                            b = b.volume(v);
+                        }
                         if let Some(hc) = &svc.spec.health_check {
                             b = b.health_check(hc.to_proto());
                         }

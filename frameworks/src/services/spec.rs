@@ -57,6 +57,11 @@ pub struct ServiceSpec {
     /// or an `http://`/`file://` URI of one. `cmd` then runs in the image's root filesystem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Directories mounted into each instance, `SOURCE:TARGET[:ro]` as `brim run --volume`:
+    /// an absolute SOURCE is the agent's (under its `--allowed-host-paths`), a relative one
+    /// a sandbox directory; TARGET relative = in the sandbox, absolute = in the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
 }
 
 /// What the agent checks on each instance.
@@ -331,6 +336,11 @@ impl ServiceSpec {
         }
         if let Some(Err(why)) = self.image.as_deref().map(valid_image) {
             bad("image", why);
+        }
+        for v in &self.volumes {
+            if let Err(why) = brim_framework::parse_volume(v) {
+                bad("volumes", why);
+            }
         }
         if !(self.cpus.is_finite() && self.cpus > 0.0 && self.cpus <= 1024.0) {
             bad("cpus", format!("must be in (0, 1024], got {}", self.cpus));
@@ -640,6 +650,7 @@ max_surge = 1
             kill_grace_seconds: 3.0,
             user: Some("a b".into()),
             image: Some("busybox:latest".into()),
+            volumes: vec!["/srv/data:/data:ro".into(), "nocolon".into()],
         };
         let problems = match spec.validate() {
             Err(SpecError::Invalid { problems }) => problems,
@@ -654,6 +665,7 @@ max_surge = 1
                 "cmd",
                 "user",
                 "image",
+                "volumes",
                 "cpus",
                 "mem",
                 "ports",
@@ -665,18 +677,23 @@ max_surge = 1
                 "healthy_after_seconds"
             ]
         );
-        assert!(problems[9].problem.contains("regex"), "{:?}", problems[9]);
+        assert!(problems[10].problem.contains("regex"), "{:?}", problems[10]);
+        assert!(
+            problems[5].problem.contains("SOURCE:TARGET"),
+            "{:?}",
+            problems[5]
+        );
         assert!(
             problems[4].problem.contains("registry names"),
             "{:?}",
             problems[4]
         );
         assert!(
-            problems[10]
+            problems[11]
                 .problem
                 .contains("unknown operator `SOMETIMES`"),
             "{:?}",
-            problems[10]
+            problems[11]
         );
     }
 
