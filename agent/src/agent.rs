@@ -1235,6 +1235,7 @@ impl Agent {
             namespaces: prepared.namespaces,
             network_namespace: network.private(),
             volumes: volume_mounts,
+            private_unmounts: prepared.private_unmounts,
         };
         if !spec.volumes.is_empty() && !spec.namespaces {
             return Err((

@@ -146,6 +146,9 @@ pub struct TaskSpec {
     /// Volumes to bind-mount (with `namespaces`): (persistent volume or container volume
     /// source, mount point inside the sandbox, read-only). See `volumes`.
     pub volumes: Vec<(PathBuf, PathBuf, bool)>,
+    /// Without `namespaces`: mounts detached in a private mount namespace of the supervisor
+    /// before the task starts (`Prepared::private_unmounts`).
+    pub private_unmounts: Vec<PathBuf>,
 }
 
 /// A supervisor that waits for [`Pending::go`].
@@ -255,6 +258,14 @@ pub fn spawn(t: TaskSpec) -> Result<Pending, SupervisorError> {
         user: t.user.map(|u| (u.uid, u.gid, u.groups)),
         rlimits: t.rlimits,
         network_namespace: t.network_namespace && namespaces.is_some(),
+        private_unmounts: if namespaces.is_none() {
+            t.private_unmounts
+                .iter()
+                .map(|p| cstr(&p.display().to_string()))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        },
         namespaces,
     };
     let s = sys::spawn_supervisor(&spec).map_err(SupervisorError::Spawn)?;

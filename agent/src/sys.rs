@@ -169,6 +169,9 @@ pub(crate) struct SpawnSpec {
     pub namespaces: Option<MountPlan>,
     /// A new network namespace too (with `namespaces`).
     pub network_namespace: bool,
+    /// Without `namespaces`: a private mount namespace in which the supervisor detaches
+    /// these mounts before it starts the task.
+    pub private_unmounts: Vec<CString>,
 }
 
 /// A supervisor waiting for the go byte.
@@ -356,6 +359,7 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
         program: spec.program.clone(),
         cwd: spec.cwd.clone(),
         mounts: spec.namespaces.clone(),
+        unmounts: spec.private_unmounts.clone(),
         argv: spec.argv.clone(),
         envp: spec.envp.clone(),
     };
@@ -397,6 +401,8 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
         if spec.network_namespace {
             flags |= libc::CLONE_NEWNET as u64;
         }
+    } else if !spec.private_unmounts.is_empty() {
+        flags |= libc::CLONE_NEWNS as u64;
     }
     // Block every signal around the clone so the supervisor starts with them blocked (it
     // takes them with sigwaitinfo; the mask survives the exec) and no agent handler ever
@@ -814,6 +820,7 @@ mod tests {
                 volumes: vec![(c("/w/volumes/v"), c("/w/sandboxes/fw/t=1/data"))],
                 readonly: vec![c("/w/sandboxes/fw/t=1/data")],
             }),
+            unmounts: Vec::new(),
             argv: vec![c("sh"), c("-c"), c("echo a=b --; exit 3"), c("")],
             envp: vec![c("PATH=/bin"), c("LD_PRELOAD=/x.so"), c("EMPTY=")],
         }
@@ -839,6 +846,7 @@ mod tests {
         plain.supervisor_tasks = Some(11);
         plain.born_in_cgroup = false;
         plain.envp.clear();
+        plain.unmounts = vec![CString::new("/sys/fs/cgroup/unified").expect("no NUL")];
         assert_eq!(
             SupervisorArgs::decode(os(plain.encode())).expect("decodes"),
             plain

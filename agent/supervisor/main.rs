@@ -46,6 +46,7 @@ extern "C" {
         flags: c_ulong,
         data: *const c_void,
     ) -> c_int;
+    fn umount2(target: *const c_char, flags: c_int) -> c_int;
     fn mkdir(path: *const c_char, mode: u32) -> c_int;
     fn chdir(path: *const c_char) -> c_int;
     fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char)
@@ -85,6 +86,7 @@ const MS_BIND: c_ulong = 4096;
 const MS_REMOUNT: c_ulong = 32;
 const MS_REC: c_ulong = 16384;
 const MS_PRIVATE: c_ulong = 1 << 18;
+const MNT_DETACH: c_int = 2;
 const F_SETFD: c_int = 2;
 const FD_CLOEXEC: c_int = 1;
 const SIG_SETMASK: c_int = 2;
@@ -327,6 +329,13 @@ impl Supervisor {
                 self.write_exit(b"aborted\n");
                 _exit(0);
             }
+            if self.a.mounts.is_none() && !self.a.unmounts.is_empty() {
+                if let Err(e) = self.detach_mounts() {
+                    self.report(Stage::Mounts, e);
+                    self.write_exit(b"aborted\n");
+                    _exit(0);
+                }
+            }
             if let Some(m) = &self.a.mounts {
                 if let Err(e) = self.setup_mounts(m) {
                     self.report(Stage::Mounts, e);
@@ -390,6 +399,29 @@ impl Supervisor {
             self.write_exit(&buf[..6 + len]);
             _exit(0);
         }
+    }
+
+    /// In the private mount namespace the agent's clone made: stops propagation, then
+    /// detaches `unmounts` (`umount -l`; one that is not mounted is no error). Returns the
+    /// errno of the failed step.
+    fn detach_mounts(&self) -> Result<(), c_int> {
+        // SAFETY: mount/umount2 on NUL-terminated strings.
+        unsafe {
+            if mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                MS_REC | MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(errno());
+            }
+            for u in &self.a.unmounts {
+                umount2(u.as_ptr(), MNT_DETACH);
+            }
+        }
+        Ok(())
     }
 
     /// Returns the errno of the failed step.

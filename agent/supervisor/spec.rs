@@ -89,6 +89,9 @@ pub struct SupervisorArgs {
     pub cwd: CString,
     /// Set up this mount namespace (the supervisor is PID 1 of new namespaces).
     pub mounts: Option<MountPlan>,
+    /// Without `mounts`: mounts to detach (`umount -l`) in the supervisor's own private
+    /// mount namespace before the task starts.
+    pub unmounts: Vec<CString>,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
 }
@@ -157,6 +160,9 @@ impl SupervisorArgs {
             for target in &m.readonly {
                 a.push(kv_bytes("volume_ro", target));
             }
+        }
+        for u in &self.unmounts {
+            a.push(kv_bytes("unmount", u));
         }
         a.push(kv("argc", self.argv.len()));
         a.push(kv("envc", self.envp.len()));
@@ -272,6 +278,7 @@ impl SupervisorArgs {
                     m.readonly.push(cstr()?);
                     mounts = Some(m);
                 }
+                "unmount" => s.unmounts.push(cstr()?),
                 "argc" => argc = Some(num()? as usize),
                 "envc" => {
                     envc = Some(num()? as usize);
@@ -292,6 +299,9 @@ impl SupervisorArgs {
         if let Some(m) = &mounts {
             if m.work_dir.is_empty() || m.sandbox.is_empty() {
                 return Err("mount plan without work_dir or sandbox".into());
+            }
+            if !s.unmounts.is_empty() {
+                return Err("unmount comes without a mount plan".into());
             }
         }
         s.user = match (uid, gid) {

@@ -79,6 +79,10 @@ pub struct Prepared {
     /// The supervisor's own namespaces (native, when the agent isolates); an OCI runtime
     /// makes the container's.
     pub namespaces: bool,
+    /// Without `namespaces`: mount points the supervisor detaches (`umount -l`) in a private
+    /// mount namespace of its own before it starts the task (crun on a hybrid cgroup host:
+    /// the cgroup2 mount at `/sys/fs/cgroup/unified`, see docs/CONTAINERIZERS.md).
+    pub private_unmounts: Vec<PathBuf>,
 }
 
 /// A way to contain tasks. Blocking methods: call them from a blocking thread.

@@ -36,6 +36,7 @@ impl Containerizer for NativeContainerizer {
             env: req.env.clone(),
             run_as_task_user: true,
             namespaces: self.namespaces,
+            private_unmounts: Vec::new(),
         })
     }
 
