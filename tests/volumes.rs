@@ -379,6 +379,7 @@ fn volumes_for_oci_and_native_tasks_and_an_executor_in_an_image() {
             let executor = v1::ExecutorInfo {
                 executor_id: "in-image".into(),
                 name: "oci-executor".into(),
+                r#type: v1::executor_info::Type::Custom as i32,
                 command: Some(v1::CommandInfo {
                     shell: true,
                     value: "exec /usr/bin/python3 /opt/exec/oci_executor.py".into(),

@@ -38,7 +38,15 @@ pub(crate) fn now_secs() -> f64 {
 /// The command of a task's custom executor, when it has one (its process, in place of the
 /// task's command, which the executor receives with the task).
 fn custom_executor_command(info: &TaskInfo) -> Option<&v1::CommandInfo> {
-    info.executor.as_ref().and_then(|e| e.command.as_ref())
+    crate::pods::custom_executor(info).and_then(|e| e.command.as_ref())
+}
+
+/// The executor a task runs under (its custom executor's or its group's id), for updates.
+fn executor_id_of(info: &TaskInfo) -> String {
+    info.executor
+        .as_ref()
+        .map(|e| e.executor_id.clone())
+        .unwrap_or_default()
 }
 
 /// A task as `/state` shows it.
@@ -94,6 +102,11 @@ pub(crate) struct State {
     /// Frameworks of the tasks the agent holds (sent on re-registration so a failed-over
     /// master learns them).
     frameworks: HashMap<String, FrameworkInfo>,
+    /// Why the agent killed a task with its group (the message of its TASK_KILLED).
+    group_kills: HashMap<TaskKey, String>,
+    /// Tasks of a group that failed to start: their end kills no other task (the group's
+    /// start gate fails those).
+    quiet_ends: std::collections::HashSet<TaskKey>,
 }
 
 /// A run_task request that passed validation.
@@ -108,6 +121,8 @@ pub(crate) struct ValidatedTask {
     revocable: Resources,
     sandbox: PathBuf,
     container_id: String,
+    /// The task group being launched with this task (default executor).
+    pod: Option<Arc<crate::pods::PodLaunch>>,
 }
 
 #[derive(Debug)]
@@ -230,6 +245,8 @@ impl Agent {
                 killers: HashMap::new(),
                 oneshot: VecDeque::new(),
                 frameworks: HashMap::new(),
+                group_kills: HashMap::new(),
+                quiet_ends: Default::default(),
             }),
             outbox: Notify::new(),
             supervisors: Mutex::new(Vec::new()),
@@ -387,6 +404,7 @@ impl Agent {
             uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
             exit_code,
             healthy: None,
+            executor_id: String::new(),
         }
     }
 
@@ -411,6 +429,7 @@ impl Agent {
             return false;
         }
         status.healthy = t.healthy;
+        status.executor_id = executor_id_of(&t.info);
         tracing::info!(framework = %key.0, task = %key.1, state = state.name(), %message, "task update");
         t.state = state;
         t.message = message;
@@ -529,6 +548,7 @@ impl Agent {
             resources,
             revocable,
             container_id,
+            pod: None,
         })
     }
 
@@ -571,36 +591,9 @@ impl Agent {
             return;
         }
         let validated = self.validate(&st, &framework.id, &info);
-        let now = now_secs();
-        let (resources, sandbox, container_id) = match &validated {
-            Ok(v) => (
-                v.resources.clone(),
-                v.sandbox.clone(),
-                v.container_id.clone(),
-            ),
-            Err(_) => (Resources::new(), PathBuf::new(), String::new()),
-        };
         st.tasks.insert(
             key.clone(),
-            Task {
-                info: info.clone(),
-                framework_id: framework.id.clone(),
-                container_id,
-                resources,
-                sandbox,
-                state: TaskState::TaskStaging,
-                message: String::new(),
-                exit_code: None,
-                pid: None,
-                supervisor: None,
-                seq: 0,
-                durable_seq: 0,
-                kill_requested: None,
-                healthy: None,
-                updates: Default::default(),
-                started_time: now,
-                updated_time: now,
-            },
+            Self::staging_task(&info, &framework.id, &validated),
         );
         st.frameworks
             .insert(framework.id.clone(), framework.clone());
@@ -620,7 +613,7 @@ impl Agent {
             }
         };
         let agent_id = st.agent_id.clone().unwrap_or_default();
-        if let Some(e) = &info.executor {
+        if let Some(e) = crate::pods::custom_executor(&info) {
             let ekey = (framework.id.clone(), e.executor_id.clone());
             if self.executors.is_live(&ekey) {
                 // The executor already runs: it gets the task, no process of its own.
@@ -633,7 +626,7 @@ impl Agent {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        if let Some(e) = &info.executor {
+        if let Some(e) = crate::pods::custom_executor(&info) {
             self.executors.start(
                 framework.clone(),
                 e.clone(),
@@ -654,6 +647,282 @@ impl Agent {
         sups.push(handle);
     }
 
+    /// Handles the master's `run_task_group`: a task group (pod). A custom executor gets
+    /// the group's tasks like any of its tasks (each with a LAUNCH_GROUP event, see
+    /// `executor_api`); the default executor (the agent) launches them as one unit (see
+    /// `pods`): all valid or all refused, started together.
+    pub(crate) fn run_task_group(
+        self: &Arc<Self>,
+        framework: FrameworkInfo,
+        executor: v1::ExecutorInfo,
+        tasks: Vec<TaskInfo>,
+    ) {
+        let tasks: Vec<TaskInfo> = tasks
+            .into_iter()
+            .map(|mut t| {
+                t.executor = Some(executor.clone());
+                t
+            })
+            .collect();
+        if executor.r#type != v1::executor_info::Type::Default as i32 {
+            for t in tasks {
+                self.run_task(framework.clone(), t);
+            }
+            return;
+        }
+        let pod_key: crate::pods::PodKey = (framework.id.clone(), executor.executor_id.clone());
+        let mut st = self.state();
+        let agent_id = st.agent_id.clone().unwrap_or_default();
+        if let Some(dup) = tasks.iter().find(|t| {
+            st.tasks
+                .contains_key(&(framework.id.clone(), t.task_id.clone()))
+        }) {
+            let why = format!(
+                "task group refused: task id `{}` is already in use on this agent: use unique task ids",
+                dup.task_id
+            );
+            drop(st);
+            for t in &tasks {
+                let key = (framework.id.clone(), t.task_id.clone());
+                self.send_oneshot(self.status(
+                    &agent_id,
+                    &key,
+                    TaskState::TaskError,
+                    TaskStatusReason::ReasonTaskInvalid,
+                    why.clone(),
+                    None,
+                ));
+            }
+            return;
+        }
+        let mut refused = crate::pods::check_group(&tasks).err();
+        if refused.is_none()
+            && st.tasks.values().any(|t| {
+                t.framework_id == pod_key.0
+                    && t.is_live()
+                    && crate::pods::default_executor(&t.info)
+                        .is_some_and(|e| e.executor_id == pod_key.1)
+            })
+        {
+            refused = Some(format!(
+                "a task group with executor id `{}` already runs here: give each group its own executor id",
+                pod_key.1
+            ));
+        }
+        let mode = crate::pods::check_group(&tasks).unwrap_or_default();
+        st.frameworks
+            .insert(framework.id.clone(), framework.clone());
+        let mut validated = Vec::with_capacity(tasks.len());
+        for info in &tasks {
+            let key: TaskKey = (framework.id.clone(), info.task_id.clone());
+            let v = self.validate(&st, &framework.id, info);
+            let task = Self::staging_task(info, &framework.id, &v);
+            st.tasks.insert(key.clone(), task);
+            if refused.is_none() {
+                if let Err(why) = &v {
+                    refused = Some(format!("task {}: {why}", info.task_id));
+                }
+            }
+            validated.push((key, v));
+        }
+        if let Some(why) = refused {
+            drop(st);
+            tracing::warn!(framework = %pod_key.0, executor = %pod_key.1, %why, "refusing task group");
+            for (key, v) in validated {
+                let message = match v {
+                    Err(own) => own,
+                    Ok(_) => format!("task group refused: {why}"),
+                };
+                self.update(
+                    &key,
+                    TaskState::TaskError,
+                    TaskStatusReason::ReasonTaskInvalid,
+                    message,
+                    None,
+                );
+            }
+            return;
+        }
+        tracing::info!(framework = %pod_key.0, executor = %pod_key.1, tasks = validated.len(), "launching task group");
+        let pod = Arc::new(crate::pods::PodLaunch {
+            key: pod_key,
+            gate: crate::pods::StartGate::new(validated.len()),
+            mode,
+            netns: tokio::sync::OnceCell::new(),
+        });
+        let mut handles = Vec::new();
+        for (key, v) in validated {
+            let Ok(mut v) = v else { continue };
+            v.pod = Some(Arc::clone(&pod));
+            let (tx, rx) = mpsc::unbounded_channel();
+            st.killers.insert(key, tx);
+            let agent = Arc::clone(self);
+            handles.push(tokio::spawn(async move { agent.supervise(v, rx).await }));
+        }
+        drop(st);
+        let mut sups = self.supervisors.lock().unwrap_or_else(|p| p.into_inner());
+        sups.retain(|h| !h.is_finished());
+        sups.extend(handles);
+    }
+
+    /// A task as the table holds it while it is staged.
+    fn staging_task(
+        info: &TaskInfo,
+        framework_id: &str,
+        validated: &Result<ValidatedTask, String>,
+    ) -> Task {
+        let now = now_secs();
+        let (resources, sandbox, container_id) = match validated {
+            Ok(v) => (
+                v.resources.clone(),
+                v.sandbox.clone(),
+                v.container_id.clone(),
+            ),
+            Err(_) => (Resources::new(), PathBuf::new(), String::new()),
+        };
+        Task {
+            info: info.clone(),
+            framework_id: framework_id.to_string(),
+            container_id,
+            resources,
+            sandbox,
+            state: TaskState::TaskStaging,
+            message: String::new(),
+            exit_code: None,
+            pid: None,
+            supervisor: None,
+            seq: 0,
+            durable_seq: 0,
+            kill_requested: None,
+            healthy: None,
+            updates: Default::default(),
+            started_time: now,
+            updated_time: now,
+        }
+    }
+
+    /// After a task of a group ended: the default executor's kill policy (`pods`), and the
+    /// group's network namespace released once every task of it is terminal.
+    async fn pod_task_ended(&self, key: &TaskKey) {
+        let (after, pod_key) = {
+            let mut st = self.state();
+            let Some(t) = st.tasks.get(key) else {
+                return;
+            };
+            let Some(e) = crate::pods::default_executor(&t.info) else {
+                return;
+            };
+            let pod_key: crate::pods::PodKey = (key.0.clone(), e.executor_id.clone());
+            let state = t.state;
+            let members: Vec<crate::pods::Member> = st
+                .tasks
+                .iter()
+                .filter(|(k, t)| {
+                    k.0 == pod_key.0
+                        && crate::pods::default_executor(&t.info)
+                            .is_some_and(|e| e.executor_id == pod_key.1)
+                })
+                .map(|(k, t)| crate::pods::Member {
+                    task_id: k.1.clone(),
+                    state: t.state,
+                    killing: t.kill_requested.is_some(),
+                })
+                .collect();
+            let mut after = crate::pods::after_task_end(&key.1, state, &members);
+            if st.quiet_ends.remove(key) {
+                after.kill.clear();
+            }
+            for id in &after.kill {
+                st.group_kills
+                    .insert((key.0.clone(), id.clone()), after.message.clone());
+            }
+            (after, pod_key)
+        };
+        for id in &after.kill {
+            tracing::info!(framework = %key.0, task = %id, "{}", after.message);
+            self.kill_task(&key.0, id, None);
+        }
+        if after.release {
+            self.release_pod(&pod_key).await;
+        }
+    }
+
+    /// Releases a finished group's network namespace.
+    async fn release_pod(&self, pod_key: &crate::pods::PodKey) {
+        let path = crate::pods::netns_path(&self.config.work_dir, pod_key);
+        match tokio::task::spawn_blocking(move || crate::sys::remove_netns(&path)).await {
+            Ok(Ok(())) => {
+                tracing::info!(framework = %pod_key.0, executor = %pod_key.1, "task group ended")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(executor = %pod_key.1, error = %e, "cannot release the task group's network namespace")
+            }
+            Err(e) => tracing::warn!(error = %e, "network namespace release panicked"),
+        }
+    }
+
+    /// After recovery: releases the network namespaces of groups none of whose tasks is
+    /// live any more (they ended, or were forgotten, while the agent was down).
+    pub(crate) async fn release_idle_pods(&self) {
+        let root = self.config.work_dir.join("pods");
+        let Ok(frameworks) = std::fs::read_dir(&root) else {
+            return;
+        };
+        let mut idle = Vec::new();
+        for fw in frameworks.flatten() {
+            let Ok(groups) = std::fs::read_dir(fw.path()) else {
+                continue;
+            };
+            for g in groups.flatten() {
+                let key: crate::pods::PodKey = (
+                    fw.file_name().to_string_lossy().into_owned(),
+                    g.file_name().to_string_lossy().into_owned(),
+                );
+                let live = self.state().tasks.iter().any(|(k, t)| {
+                    k.0 == key.0
+                        && t.is_live()
+                        && crate::pods::default_executor(&t.info)
+                            .is_some_and(|e| e.executor_id == key.1)
+                });
+                if !live && crate::pods::netns_path(&self.config.work_dir, &key).exists() {
+                    idle.push(key);
+                }
+            }
+        }
+        for key in idle {
+            self.release_pod(&key).await;
+        }
+    }
+
+    /// The network namespace of a group being launched (`none` network), made once.
+    async fn pod_netns(&self, pod: &crate::pods::PodLaunch) -> Result<PathBuf, String> {
+        pod.netns
+            .get_or_init(|| async {
+                let path = crate::pods::netns_path(&self.config.work_dir, &pod.key);
+                let net = Arc::clone(&self.network);
+                tokio::task::spawn_blocking(move || {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)
+                            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                    }
+                    // A leftover of an earlier group with the same id.
+                    let _ = crate::sys::remove_netns(&path);
+                    crate::sys::create_netns(&path).map_err(|e| {
+                        format!(
+                            "cannot create the group's network namespace at {}: {e}",
+                            path.display()
+                        )
+                    })?;
+                    net.loopback_at(&path).map_err(|e| e.to_string())?;
+                    Ok(path)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            })
+            .await
+            .clone()
+    }
+
     /// Launches one task and follows it to its end.
     async fn supervise(
         self: Arc<Self>,
@@ -662,7 +931,7 @@ impl Agent {
     ) {
         let key = v.key.clone();
         // A custom executor reports its tasks' states itself (Mesos).
-        let starting = if v.info.executor.is_some() {
+        let starting = if crate::pods::custom_executor(&v.info).is_some() {
             TaskState::TaskStaging
         } else {
             TaskState::TaskStarting
@@ -674,7 +943,18 @@ impl Agent {
             String::new(),
             None,
         );
-        let outcome = match self.launch(&v).await {
+        let launched = self.launch(&v).await;
+        if let (Some(pod), Err(_) | Ok(None)) = (&v.pod, &launched) {
+            let why = match &launched {
+                Err((e, _)) => format!("task {} could not start: {e}", key.1),
+                _ => format!("task {} was killed before it started", key.1),
+            };
+            if pod.gate.fail(why) {
+                // The gate fails the rest of the group; no kills needed.
+                self.state().quiet_ends.insert(key.clone());
+            }
+        }
+        let outcome = match launched {
             Err((e, started)) => {
                 let msg = e.to_string();
                 tracing::warn!(task = %key.1, error = %msg, "launch failed");
@@ -714,7 +994,12 @@ impl Agent {
     }
 
     /// Removes the container's cgroup and records the task's end.
-    async fn finish(&self, key: &TaskKey, container_id: &str, outcome: Outcome) {
+    async fn finish(&self, key: &TaskKey, container_id: &str, mut outcome: Outcome) {
+        if let Some(why) = self.state().group_kills.remove(key) {
+            if outcome.state == TaskState::TaskKilled {
+                outcome.message = why;
+            }
+        }
         if !container_id.is_empty() && self.config.hooks.post_stop.is_some() {
             let (sandbox, oci) = {
                 let st = self.state();
@@ -788,6 +1073,7 @@ impl Agent {
             outcome.message,
             outcome.exit_code,
         );
+        self.pod_task_ended(key).await;
     }
 
     /// A status update from a custom executor (`executor_api`): recorded and queued for the
@@ -838,6 +1124,7 @@ impl Agent {
         if t.state != TaskState::TaskRunning {
             return;
         }
+        status.executor_id = executor_id_of(&t.info);
         tracing::info!(framework = %key.0, task = %key.1, healthy, "task health changed");
         t.healthy = Some(healthy);
         t.updated_time = status.timestamp;
@@ -1082,6 +1369,25 @@ impl Agent {
                 volume_mounts.push((b.source, v.sandbox.join(rel), b.readonly));
             }
         }
+        let mut pod_netns = None;
+        if let Some(pod) = &v.pod {
+            let shared = crate::pods::shared_dir(&self.config.work_dir, &pod.key);
+            let link = v.sandbox.join(crate::pods::SHARED_IN_SANDBOX);
+            let bind = self.namespaces();
+            crate::pods::attach_shared(&shared, &link, bind).map_err(|(path, source)| {
+                (launcher::LaunchError::Sandbox { path, source }, None)
+            })?;
+            if bind {
+                volume_mounts.push((shared, link, false));
+            }
+            if pod.mode.private() {
+                pod_netns = Some(
+                    self.pod_netns(pod)
+                        .await
+                        .map_err(|e| (launcher::LaunchError::Pod(e), None))?,
+                );
+            }
+        }
         let agent_id = self.agent_id();
         let host = self
             .http_address
@@ -1098,7 +1404,7 @@ impl Agent {
                 host,
             },
         );
-        if let Some(e) = &v.info.executor {
+        if let Some(e) = crate::pods::custom_executor(&v.info) {
             env.extend(crate::executor_api::environment(
                 &self.http_address,
                 &e.executor_id,
@@ -1236,6 +1542,7 @@ impl Agent {
             network_namespace: network.private(),
             volumes: volume_mounts,
             private_unmounts: prepared.private_unmounts,
+            join_netns: pod_netns,
         };
         if !spec.volumes.is_empty() && !spec.namespaces {
             return Err((
@@ -1283,7 +1590,7 @@ impl Agent {
                 ));
             }
         };
-        if network.private() {
+        if network.private() && v.pod.is_none() {
             if let Err(e) = self.setup_network(v, network, pid).await {
                 // Dropping the go pipe makes the supervisor exit without starting the task.
                 drop(pending);
@@ -1296,6 +1603,13 @@ impl Agent {
             tracing::error!(task = %v.key.1, error = %e, "checkpoint failed: this task will not survive an agent restart");
         }
         let t_durable = t0.elapsed();
+        if let Some(pod) = &v.pod {
+            // A group starts together: none runs until every task is ready.
+            if let Err(why) = pod.gate.arrive().await {
+                drop(pending);
+                return Err((launcher::LaunchError::Pod(why), Some((pid, pidfd))));
+            }
+        }
         if let Err(e) = pending.go().await {
             return Err((e.into(), Some((pid, pidfd))));
         }
@@ -1308,7 +1622,7 @@ impl Agent {
             exec_ms = ms(t0.elapsed()),
             "launch timings (cumulative)"
         );
-        if v.info.executor.is_none() {
+        if crate::pods::custom_executor(&v.info).is_none() {
             self.update(
                 &v.key,
                 TaskState::TaskRunning,
@@ -1774,7 +2088,7 @@ impl Agent {
             _ => self.config.default_kill_grace,
         };
         t.kill_requested = Some(grace);
-        let custom = t.info.executor.is_some();
+        let custom = crate::pods::custom_executor(&t.info).is_some();
         let no_container = t.container_id.is_empty();
         // A custom executor is asked to kill the task (KILL); its container is killed only
         // when the executor cannot be asked.
@@ -1849,7 +2163,7 @@ impl Agent {
             tracing::debug!(task = task_id, "ack does not match the update in flight");
             return;
         }
-        if t.info.executor.is_some() {
+        if crate::pods::custom_executor(&t.info).is_some() {
             self.executors.acknowledged(framework_id, task_id, uuid);
         }
         let finished = t.is_finished();

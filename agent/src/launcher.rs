@@ -36,6 +36,8 @@ pub enum LaunchError {
     Cgroup(#[from] CgroupError),
     #[error("cannot set up the task's network: {0}")]
     Network(#[from] crate::network::NetworkError),
+    #[error("cannot launch the task group: {0}")]
+    Pod(String),
     #[error("internal error while launching ({0}); see the agent log")]
     Internal(String),
     #[error(transparent)]

@@ -30,6 +30,7 @@ mod master_link;
 mod metrics;
 pub mod network;
 pub mod oversubscription;
+mod pods;
 pub mod qos;
 mod recovery;
 pub mod resources_detect;

@@ -294,6 +294,14 @@ fn handle(agent: &Arc<Agent>, m: MasterMessage) {
             Some(task) => agent.run_task(r.framework.unwrap_or_default(), task),
             None => tracing::warn!("master sent run_task without a task; ignoring"),
         },
+        Some(FromMaster::RunTaskGroup(g)) => match g.executor {
+            Some(executor) if !g.tasks.is_empty() => {
+                agent.run_task_group(g.framework.unwrap_or_default(), executor, g.tasks)
+            }
+            _ => {
+                tracing::warn!("master sent run_task_group without an executor or tasks; ignoring")
+            }
+        },
         Some(FromMaster::KillTask(k)) => {
             agent.kill_task(&k.framework_id, &k.task_id, k.grace_period_seconds)
         }

@@ -172,6 +172,12 @@ impl Network {
         ip_in(pid, &["link", "set", "lo", "up"]).map(drop)
     }
 
+    /// Brings `lo` up in the network namespace held at `path` (a task group's). Blocking.
+    pub fn loopback_at(&self, path: &std::path::Path) -> Result<(), NetworkError> {
+        let ns = format!("--net={}", path.display());
+        run("nsenter", &[&ns, "ip", "link", "set", "lo", "up"]).map(drop)
+    }
+
     /// Creates the bridge when it does not exist yet. Blocking.
     fn ensure_bridge(&self) -> Result<(Ipv4Addr, u8), NetworkError> {
         let (gw, prefix) = parse_cidr(&self.cidr)?;

@@ -117,6 +117,7 @@ pub(crate) async fn recover(agent: &Arc<Agent>, same_agent: bool) {
         for r in ended {
             agent.settle_recovered(r).await;
         }
+        agent.release_idle_pods().await;
     } else {
         let mut killed = 0;
         for r in &records {

@@ -149,6 +149,9 @@ pub struct TaskSpec {
     /// Without `namespaces`: mounts detached in a private mount namespace of the supervisor
     /// before the task starts (`Prepared::private_unmounts`).
     pub private_unmounts: Vec<PathBuf>,
+    /// A task group's network namespace (a file held by `pods`) to join instead of making
+    /// one (with `namespaces`).
+    pub join_netns: Option<PathBuf>,
 }
 
 /// A supervisor that waits for [`Pending::go`].
@@ -241,7 +244,12 @@ pub fn spawn(t: TaskSpec) -> Result<Pending, SupervisorError> {
     } else {
         None
     };
+    let join_netns = match (&t.join_netns, &namespaces) {
+        (Some(p), Some(_)) => Some(File::open(p).map_err(io_err("open", p))?),
+        _ => None,
+    };
     let spec = SpawnSpec {
+        join_netns,
         program: cstr(&t.program)?,
         argv: t.argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
         envp: t
@@ -257,7 +265,7 @@ pub fn spawn(t: TaskSpec) -> Result<Pending, SupervisorError> {
         exit_dir,
         user: t.user.map(|u| (u.uid, u.gid, u.groups)),
         rlimits: t.rlimits,
-        network_namespace: t.network_namespace && namespaces.is_some(),
+        network_namespace: t.network_namespace && namespaces.is_some() && t.join_netns.is_none(),
         private_unmounts: if namespaces.is_none() {
             t.private_unmounts
                 .iter()
@@ -315,6 +323,7 @@ fn setup_result(buf: &[u8]) -> Result<(), SupervisorError> {
         Some(Stage::Fork) => "forking",
         Some(Stage::Stdio) => "redirecting stdio",
         Some(Stage::Supervisor) => "starting its supervisor",
+        Some(Stage::Network) => "joining its task group's network namespace",
         None => "starting",
     };
     Err(SupervisorError::Setup {

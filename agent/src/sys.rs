@@ -133,6 +133,62 @@ fn format_pid(pid: i32, buf: &mut [u8; 24]) -> usize {
     n
 }
 
+// ------------------------------------------------------------------ network namespaces
+
+/// Creates a network namespace held by a bind mount of its nsfs file at `path` (what
+/// `ip netns add` does), so it outlives every process in it. A throwaway thread
+/// `unshare`s into the new namespace; the agent's own threads stay where they are.
+pub(crate) fn create_netns(path: &Path) -> io::Result<()> {
+    File::create(path)?;
+    let target = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("network namespace path contains a NUL byte"))?;
+    let made = std::thread::spawn(move || -> io::Result<()> {
+        // SAFETY: unshare affects only this thread, which exits right after.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: NUL-terminated strings; a bind mount of this thread's nsfs file.
+        let r = unsafe {
+            libc::mount(
+                c"/proc/thread-self/ns/net".as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| io::Error::other("the network namespace thread panicked"))?;
+    if made.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    made
+}
+
+/// Releases a network namespace made by [`create_netns`] (detaches the bind mount and
+/// removes the file). A missing one is fine.
+pub(crate) fn remove_netns(path: &Path) -> io::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let target = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("network namespace path contains a NUL byte"))?;
+    // SAFETY: a NUL-terminated path; MNT_DETACH of a bind mount.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+        let e = io::Error::last_os_error();
+        // EINVAL: not a mount point (a leftover file).
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(e);
+        }
+    }
+    std::fs::remove_file(path)
+}
+
 // ------------------------------------------------------------------ task supervisors
 
 pub(crate) use crate::supervisor_spec::{MountPlan, Stage, SupervisorArgs};
@@ -172,6 +228,9 @@ pub(crate) struct SpawnSpec {
     /// Without `namespaces`: a private mount namespace in which the supervisor detaches
     /// these mounts before it starts the task.
     pub private_unmounts: Vec<CString>,
+    /// An existing network namespace (a task group's, `pods`) the supervisor joins
+    /// (`setns`) after the go byte, so its task starts in it.
+    pub join_netns: Option<File>,
 }
 
 /// A supervisor waiting for the go byte.
@@ -360,6 +419,7 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
         cwd: spec.cwd.clone(),
         mounts: spec.namespaces.clone(),
         unmounts: spec.private_unmounts.clone(),
+        netns: spec.join_netns.as_ref().map(AsRawFd::as_raw_fd),
         argv: spec.argv.clone(),
         envp: spec.envp.clone(),
     };
@@ -386,6 +446,7 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
     ];
     inherit.extend(&task_procs);
     inherit.extend(supervisor_fd);
+    inherit.extend(spec.join_netns.as_ref().map(AsRawFd::as_raw_fd));
     let mut start = ExecStart {
         exe,
         argv: argv_ptrs.as_ptr(),
@@ -821,6 +882,7 @@ mod tests {
                 readonly: vec![c("/w/sandboxes/fw/t=1/data")],
             }),
             unmounts: Vec::new(),
+            netns: Some(15),
             argv: vec![c("sh"), c("-c"), c("echo a=b --; exit 3"), c("")],
             envp: vec![c("PATH=/bin"), c("LD_PRELOAD=/x.so"), c("EMPTY=")],
         }

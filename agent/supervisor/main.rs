@@ -67,9 +67,11 @@ extern "C" {
     fn setresgid(r: u32, e: u32, s: u32) -> c_int;
     fn setresuid(r: u32, e: u32, s: u32) -> c_int;
     fn prctl(option: c_int, arg: c_ulong, ...) -> c_int;
+    fn setns(fd: c_int, nstype: c_int) -> c_int;
 }
 
 const O_WRONLY: c_int = 0o1;
+const CLONE_NEWNET: c_int = 0x4000_0000;
 const O_CREAT: c_int = 0o100;
 const O_TRUNC: c_int = 0o1000;
 const O_CLOEXEC: c_int = 0o2000000;
@@ -265,6 +267,7 @@ impl Supervisor {
         keep.extend(&a.task_files);
         keep.extend(a.supervisor_tasks);
         keep.extend(a.supervisor_dir);
+        keep.extend(a.netns);
         keep.sort_unstable();
         keep.dedup();
         keep
@@ -335,6 +338,15 @@ impl Supervisor {
                     self.write_exit(b"aborted\n");
                     _exit(0);
                 }
+            }
+            if let Some(ns) = self.a.netns {
+                // A task group's network namespace: the task starts in it.
+                if setns(ns, CLONE_NEWNET) != 0 {
+                    self.report(Stage::Network, errno());
+                    self.write_exit(b"aborted\n");
+                    _exit(0);
+                }
+                close(ns);
             }
             if let Some(m) = &self.a.mounts {
                 if let Err(e) = self.setup_mounts(m) {

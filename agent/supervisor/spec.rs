@@ -28,13 +28,15 @@ pub enum Stage {
     Stdio = 9,
     /// The supervisor could not start (exec or argument decoding).
     Supervisor = 10,
+    /// Joining the task group's network namespace.
+    Network = 11,
 }
 
 impl Stage {
     pub fn from_i32(v: i32) -> Option<Stage> {
         use Stage::*;
         [
-            Session, Cgroup, Mounts, Rlimit, User, Chdir, Exec, Fork, Stdio, Supervisor,
+            Session, Cgroup, Mounts, Rlimit, User, Chdir, Exec, Fork, Stdio, Supervisor, Network,
         ]
         .into_iter()
         .find(|s| *s as i32 == v)
@@ -92,6 +94,8 @@ pub struct SupervisorArgs {
     /// Without `mounts`: mounts to detach (`umount -l`) in the supervisor's own private
     /// mount namespace before the task starts.
     pub unmounts: Vec<CString>,
+    /// A task group's network namespace to join (`setns`) after the go byte.
+    pub netns: Option<i32>,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
 }
@@ -128,6 +132,9 @@ impl SupervisorArgs {
             a.push(kv("supervisor_dir", fd));
         }
         a.push(kv("born_in_cgroup", u8::from(self.born_in_cgroup)));
+        if let Some(fd) = self.netns {
+            a.push(kv("netns", fd));
+        }
         for fd in &self.task_dirs {
             a.push(kv("task_dir", fd));
         }
@@ -223,6 +230,7 @@ impl SupervisorArgs {
                 "supervisor_tasks" => s.supervisor_tasks = Some(fd()?),
                 "supervisor_dir" => s.supervisor_dir = Some(fd()?),
                 "born_in_cgroup" => s.born_in_cgroup = num()? != 0,
+                "netns" => s.netns = Some(fd()?),
                 "task_dir" => s.task_dirs.push(fd()?),
                 "task_file" => s.task_files.push(fd()?),
                 "uid" => uid = Some(u32::try_from(num()?).map_err(|_| "uid out of range")?),

@@ -604,6 +604,23 @@ impl DriverHandle {
         .await
     }
 
+    /// Launches `tasks` from one offer as a task group (pod) named `executor_id`, run by the
+    /// agent's default executor: started together, sharing a network namespace and a
+    /// `$MESOS_SANDBOX/shared` directory, killed together (docs/CONTAINERIZERS.md, "Pods").
+    pub async fn launch_group(
+        &self,
+        offer_id: &str,
+        executor_id: &str,
+        tasks: Vec<v1::TaskInfo>,
+    ) -> Result<(), DriverError> {
+        self.accept(
+            vec![offer_id.to_string()],
+            vec![launch_group_operation(executor_id, tasks)],
+            Filters::default(),
+        )
+        .await
+    }
+
     /// Declines offers; `refuse_seconds` keeps the master from re-offering those agents'
     /// resources to this framework for that long (`None` = the master's default, 5 s).
     pub async fn decline(
@@ -796,6 +813,23 @@ pub fn launch_operation(tasks: Vec<v1::TaskInfo>) -> v1::Operation {
     v1::Operation {
         operation: Some(operation::Operation::Launch(operation::Launch {
             task_infos: tasks,
+        })),
+    }
+}
+
+/// A LAUNCH_GROUP operation: `tasks` as one task group under the agent's default executor
+/// `executor_id` (unique per framework while the group runs).
+pub fn launch_group_operation(executor_id: &str, tasks: Vec<v1::TaskInfo>) -> v1::Operation {
+    v1::Operation {
+        operation: Some(operation::Operation::LaunchGroup(operation::LaunchGroup {
+            executor: Some(v1::ExecutorInfo {
+                executor_id: executor_id.to_string(),
+                name: executor_id.to_string(),
+                command: None,
+                container: None,
+                r#type: v1::executor_info::Type::Default as i32,
+            }),
+            task_group: Some(v1::TaskGroup { tasks }),
         })),
     }
 }

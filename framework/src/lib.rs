@@ -51,8 +51,8 @@ pub use brim_proto::v1;
 pub use brim_proto::{Resources, CAPABILITY_PARTITION_AWARE, CAPABILITY_REVOCABLE_RESOURCES};
 pub use brim_security::{dev_tls_dir, ClientOptions, ClientSecurity, ClientTls};
 pub use driver::{
-    create_volume_operation, destroy_volume_operation, launch_operation, reserve_operation,
-    unreserve_operation, volume, Driver, DriverConfig, DriverHandle,
+    create_volume_operation, destroy_volume_operation, launch_group_operation, launch_operation,
+    reserve_operation, unreserve_operation, volume, Driver, DriverConfig, DriverHandle,
 };
 pub use error::DriverError;
 pub use scheduler::Scheduler;

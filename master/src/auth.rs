@@ -296,6 +296,11 @@ impl Guard {
                 .filter_map(|o| o.operation.as_ref())
                 .flat_map(|op| match op {
                     v1::operation::Operation::Launch(l) => l.task_infos.iter(),
+                    v1::operation::Operation::LaunchGroup(g) => g
+                        .task_group
+                        .as_ref()
+                        .map_or(&[][..], |t| t.tasks.as_slice())
+                        .iter(),
                     // Reservations are only ever for the framework's own role.
                     v1::operation::Operation::Reserve(_)
                     | v1::operation::Operation::Unreserve(_)

@@ -338,6 +338,88 @@ fn validate_role(role: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// The tasks of a LAUNCH or LAUNCH_GROUP operation, checked as a whole; for a group also its
+/// executor, which every task of the group then carries (`TaskInfo.executor`), so the agent
+/// and the master's task table know which tasks belong together.
+fn launch_tasks(
+    op: &operation::Operation,
+) -> Result<(Vec<TaskInfo>, Option<v1::ExecutorInfo>), Status> {
+    match op {
+        operation::Operation::LaunchGroup(g) => {
+            let executor = g.executor.clone().ok_or_else(|| {
+                Status::invalid_argument(
+                    "LAUNCH_GROUP needs an executor: set launch_group.executor",
+                )
+            })?;
+            validate_task_id(&executor.executor_id).map_err(|_| {
+                Status::invalid_argument(
+                    "LAUNCH_GROUP: invalid executor id: use 1-255 characters of [A-Za-z0-9._-]",
+                )
+            })?;
+            let default = executor.r#type == v1::executor_info::Type::Default as i32;
+            let has_command = executor
+                .command
+                .as_ref()
+                .is_some_and(|c| !c.value.is_empty());
+            if default && has_command {
+                return Err(Status::invalid_argument(
+                    "LAUNCH_GROUP: a DEFAULT executor has no command (the agent runs the group): drop executor.command or make the executor CUSTOM",
+                ));
+            }
+            if !default && !has_command {
+                return Err(Status::invalid_argument(
+                    "LAUNCH_GROUP: a CUSTOM executor needs a command: set executor.command, or use type DEFAULT",
+                ));
+            }
+            let tasks = g
+                .task_group
+                .as_ref()
+                .map(|t| t.tasks.clone())
+                .unwrap_or_default();
+            if tasks.is_empty() {
+                return Err(Status::invalid_argument(
+                    "LAUNCH_GROUP has no tasks: set launch_group.task_group.tasks",
+                ));
+            }
+            let mut out = Vec::with_capacity(tasks.len());
+            for mut t in tasks {
+                if t.executor.as_ref().is_some_and(|e| *e != executor) {
+                    return Err(Status::invalid_argument(format!(
+                        "LAUNCH_GROUP: task {} names its own executor; tasks of a group run under the group's executor: drop task.executor",
+                        t.task_id
+                    )));
+                }
+                if default && t.command.as_ref().is_none_or(|c| c.value.is_empty()) {
+                    return Err(Status::invalid_argument(format!(
+                        "LAUNCH_GROUP: task {} has no command: the default executor runs each task's command",
+                        t.task_id
+                    )));
+                }
+                t.executor = Some(executor.clone());
+                out.push(t);
+            }
+            Ok((out, Some(executor)))
+        }
+        operation::Operation::Launch(l) => {
+            if l.task_infos.is_empty() {
+                return Err(Status::invalid_argument("launch operation has no tasks"));
+            }
+            if let Some(t) = l.task_infos.iter().find(|t| {
+                t.executor
+                    .as_ref()
+                    .is_some_and(|e| e.r#type == v1::executor_info::Type::Default as i32)
+            }) {
+                return Err(Status::invalid_argument(format!(
+                    "task {} names a DEFAULT executor: launch it in a task group (LAUNCH_GROUP) instead",
+                    t.task_id
+                )));
+            }
+            Ok((l.task_infos.clone(), None))
+        }
+        _ => Err(Status::invalid_argument("not a launch operation")),
+    }
+}
+
 fn refuse_duration(filters: Option<&v1::Filters>, default: Duration) -> Result<Duration, Status> {
     match filters.and_then(|f| f.refuse_seconds) {
         None => Ok(default),
@@ -1257,7 +1339,11 @@ impl Master {
             .unwrap_or_default();
         // Validate every operation before acting on any. Operations apply in order: a
         // RESERVE makes resources available to the LAUNCHes after it (Mesos semantics).
-        let mut launches: Vec<(TaskInfo, Resources, Resources, Resources)> = Vec::new();
+        // (task, unreserved, revocable, reserved, index of its task group in `groups`)
+        let mut launches: Vec<(TaskInfo, Resources, Resources, Resources, Option<usize>)> =
+            Vec::new();
+        let mut groups: Vec<v1::ExecutorInfo> = Vec::new();
+        let mut groups_seen = HashSet::new();
         let mut changes: Vec<ReservationChange> = Vec::new();
         let mut ids_seen = HashSet::new();
         let mut remaining = offered.clone();
@@ -1353,11 +1439,28 @@ impl Master {
                     remaining.add(&res);
                     changes.push(ReservationChange::Unreserve(res));
                 }
-                Some(operation::Operation::Launch(l)) => {
-                    if l.task_infos.is_empty() {
-                        return Err(Status::invalid_argument("launch operation has no tasks"));
+                Some(
+                    op @ (operation::Operation::Launch(_) | operation::Operation::LaunchGroup(_)),
+                ) => {
+                    let (task_infos, group) = launch_tasks(op)?;
+                    if let Some(executor) = &group {
+                        if !groups_seen.insert(executor.executor_id.clone())
+                            || self.tasks.values().any(|t| {
+                                t.framework_id == req.framework_id
+                                    && t.info
+                                        .executor
+                                        .as_ref()
+                                        .is_some_and(|e| e.executor_id == executor.executor_id)
+                            })
+                        {
+                            return Err(Status::already_exists(format!(
+                                "LAUNCH_GROUP: executor id `{}` is already in use by this framework's tasks; give each task group its own executor id",
+                                executor.executor_id
+                            )));
+                        }
+                        groups.push(executor.clone());
                     }
-                    for task in &l.task_infos {
+                    for task in &task_infos {
                         validate_task_id(&task.task_id)?;
                         if task.name.len() > 1024 {
                             return Err(Status::invalid_argument(format!(
@@ -1473,7 +1576,13 @@ impl Master {
                                 task.task_id
                             ))
                         })?;
-                        launches.push((task.clone(), res, rev, reserved));
+                        launches.push((
+                            task.clone(),
+                            res,
+                            rev,
+                            reserved,
+                            group.as_ref().map(|_| groups.len() - 1),
+                        ));
                     }
                 }
                 None => return Err(Status::invalid_argument("operation has no type")),
@@ -1567,7 +1676,17 @@ impl Master {
             }
         }
         let agent_tx = self.agents.get(&agent_id).and_then(|a| a.tx.clone());
-        for (mut task, res, rev, reserved) in launches {
+        // Each group goes to the agent in one message, sent with its first task.
+        let mut group_tasks: Vec<Vec<TaskInfo>> = vec![Vec::new(); groups.len()];
+        for (task, _, _, _, g) in &launches {
+            if let Some(g) = g {
+                let mut t = task.clone();
+                t.agent_id = agent_id.clone();
+                group_tasks[*g].push(t);
+            }
+        }
+        let mut group_sent: Vec<Option<bool>> = vec![None; groups.len()];
+        for (mut task, res, rev, reserved, group) in launches {
             task.agent_id = agent_id.clone();
             let entry = TaskEntry {
                 info: task.clone(),
@@ -1584,15 +1703,33 @@ impl Master {
                 usage: None,
             };
             let key = (req.framework_id.clone(), task.task_id.clone());
-            let msg = MasterMessage {
-                message: Some(master_message::Message::RunTask(master_message::RunTask {
-                    framework: Some(framework_info.clone()),
-                    task: Some(task),
-                })),
+            let sent = match group {
+                Some(g) => *group_sent[g].get_or_insert_with(|| {
+                    let msg = MasterMessage {
+                        message: Some(master_message::Message::RunTaskGroup(
+                            master_message::RunTaskGroup {
+                                framework: Some(framework_info.clone()),
+                                executor: Some(groups[g].clone()),
+                                tasks: std::mem::take(&mut group_tasks[g]),
+                            },
+                        )),
+                    };
+                    agent_tx
+                        .as_ref()
+                        .is_some_and(|tx| tx.try_send(Ok(msg)).is_ok())
+                }),
+                None => {
+                    let msg = MasterMessage {
+                        message: Some(master_message::Message::RunTask(master_message::RunTask {
+                            framework: Some(framework_info.clone()),
+                            task: Some(task),
+                        })),
+                    };
+                    agent_tx
+                        .as_ref()
+                        .is_some_and(|tx| tx.try_send(Ok(msg)).is_ok())
+                }
             };
-            let sent = agent_tx
-                .as_ref()
-                .is_some_and(|tx| tx.try_send(Ok(msg)).is_ok());
             if sent {
                 self.tasks.insert(key, entry);
                 self.metrics.tasks_launched.inc();
@@ -1833,6 +1970,7 @@ impl Master {
                         uuid: Vec::new(),
                         exit_code: None,
                         healthy: None,
+                        executor_id: String::new(),
                     });
                 }
             }
@@ -2473,6 +2611,12 @@ impl Master {
             uuid: Vec::new(),
             exit_code: t.status.as_ref().and_then(|s| s.exit_code),
             healthy: t.status.as_ref().and_then(|s| s.healthy),
+            executor_id: t
+                .info
+                .executor
+                .as_ref()
+                .map(|e| e.executor_id.clone())
+                .unwrap_or_default(),
         }
     }
 

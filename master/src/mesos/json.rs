@@ -123,6 +123,22 @@ pub(crate) struct Operation {
     pub(crate) create: Option<VolumeList>,
     #[serde(default)]
     pub(crate) destroy: Option<VolumeList>,
+    #[serde(default)]
+    pub(crate) launch_group: Option<LaunchGroup>,
+}
+
+/// `Offer.Operation.LaunchGroup`: an executor and a `TaskGroupInfo`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LaunchGroup {
+    pub(crate) executor: ExecutorInfo,
+    pub(crate) task_group: TaskGroupInfo,
+}
+
+/// `mesos.v1.TaskGroupInfo`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TaskGroupInfo {
+    #[serde(default)]
+    pub(crate) tasks: Vec<TaskInfo>,
 }
 
 /// `Offer.Operation.Create` / `Destroy`: `{"volumes": [...]}`.
@@ -321,6 +337,9 @@ pub(crate) struct ReservationInfo {
 #[derive(Debug, Deserialize)]
 pub(crate) struct ExecutorInfo {
     pub(crate) executor_id: Id,
+    /// `DEFAULT` (the agent runs a task group) or `CUSTOM`.
+    #[serde(default, rename = "type")]
+    pub(crate) kind: Option<String>,
     #[serde(default)]
     pub(crate) name: Option<String>,
     #[serde(default)]
@@ -685,6 +704,11 @@ pub(crate) fn task_info(t: &TaskInfo) -> Result<v1::TaskInfo, MesosJsonError> {
         )),
         (None, None) => return Err(shape("task has neither 'command' nor 'executor'")),
         (Some(e), None) => {
+            if e.kind.as_deref() == Some("DEFAULT") {
+                return Err(shape(
+                    "a DEFAULT executor runs task groups only: use a LAUNCH_GROUP operation",
+                ));
+            }
             let cmd = e
                 .command
                 .as_ref()
@@ -699,6 +723,7 @@ pub(crate) fn task_info(t: &TaskInfo) -> Result<v1::TaskInfo, MesosJsonError> {
                 name: e.name.clone().unwrap_or_default(),
                 command: Some(command_info(cmd)?),
                 container: executor_container,
+                r#type: v1::executor_info::Type::Custom as i32,
             })
         }
         (None, Some(_)) => None,
@@ -734,6 +759,72 @@ pub(crate) fn task_info(t: &TaskInfo) -> Result<v1::TaskInfo, MesosJsonError> {
     task.container = container;
     task.executor = executor;
     Ok(task)
+}
+
+/// Mesos LAUNCH_GROUP → brim `Operation.LaunchGroup`. Any problem with the executor or
+/// one task is the whole group's (Mesos refuses a task group as a unit).
+pub(crate) fn launch_group(g: &LaunchGroup) -> Result<v1::operation::LaunchGroup, MesosJsonError> {
+    let e = &g.executor;
+    if e.executor_id.value.is_empty() {
+        return Err(shape(
+            "Expecting 'executor.executor_id.value' to be present",
+        ));
+    }
+    let (kind, command) = match e.kind.as_deref() {
+        Some("DEFAULT") => {
+            if e.command.is_some() {
+                return Err(shape(
+                    "'ExecutorInfo.command' must not be set for 'DEFAULT' executor",
+                ));
+            }
+            (v1::executor_info::Type::Default, None)
+        }
+        Some("CUSTOM") => {
+            let cmd = e
+                .command
+                .as_ref()
+                .ok_or_else(|| shape("'ExecutorInfo.command' must be set for 'CUSTOM' executor"))?;
+            (v1::executor_info::Type::Custom, Some(command_info(cmd)?))
+        }
+        other => {
+            return Err(shape(format!(
+            "'ExecutorInfo.type' must be 'DEFAULT' or 'CUSTOM' for a LAUNCH_GROUP, not {other:?}"
+        )))
+        }
+    };
+    if e.container.is_some() {
+        return Err(unsupported(
+            "an executor container is not supported by the Mesos API of brim yet: drop executor.container",
+        ));
+    }
+    if g.task_group.tasks.is_empty() {
+        return Err(shape("Task group is empty"));
+    }
+    let mut tasks = Vec::with_capacity(g.task_group.tasks.len());
+    for t in &g.task_group.tasks {
+        if t.executor.is_some() {
+            return Err(shape(format!(
+                "task '{}' of a task group must not set 'executor'",
+                t.task_id.value
+            )));
+        }
+        tasks.push(task_info(t).map_err(|e| match e {
+            MesosJsonError::Shape(m) => shape(format!("task '{}': {m}", t.task_id.value)),
+            MesosJsonError::Unsupported(m) => {
+                unsupported(format!("task '{}': {m}", t.task_id.value))
+            }
+        })?);
+    }
+    Ok(v1::operation::LaunchGroup {
+        executor: Some(v1::ExecutorInfo {
+            executor_id: e.executor_id.value.clone(),
+            name: e.name.clone().unwrap_or_default(),
+            command,
+            container: None,
+            r#type: kind as i32,
+        }),
+        task_group: Some(v1::TaskGroup { tasks }),
+    })
 }
 
 /// Mesos CommandInfo → brim CommandInfo (a task's or an executor's).
@@ -1008,7 +1099,9 @@ pub(crate) fn status_json(s: &v1::TaskStatus) -> Value {
     if source != TaskStatusSource::SourceUnspecified {
         m.insert("source".into(), json!(source.as_str_name()));
     }
-    if source == TaskStatusSource::SourceExecutor {
+    if !s.executor_id.is_empty() {
+        m.insert("executor_id".into(), id(&s.executor_id));
+    } else if source == TaskStatusSource::SourceExecutor {
         // The command executor's id is the task id (as in Mesos).
         m.insert("executor_id".into(), id(&s.task_id));
     }

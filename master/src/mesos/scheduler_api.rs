@@ -462,7 +462,6 @@ async fn kill(api: &MesosApi, req: v1::KillRequest) {
 }
 
 const UNSUPPORTED_OPERATIONS: &[&str] = &[
-    "LAUNCH_GROUP",
     "GROW_VOLUME",
     "SHRINK_VOLUME",
     "CREATE_DISK",
@@ -481,6 +480,8 @@ async fn accept(
     // The operations in order; a LAUNCH is `None` here and filled with its valid tasks below.
     let mut ops: Vec<Option<v1::operation::Operation>> = Vec::new();
     let mut launches = Vec::new();
+    // The tasks of the valid LAUNCH_GROUPs (told of a refused ACCEPT like LAUNCH's).
+    let mut grouped: Vec<v1::TaskInfo> = Vec::new();
     let reservation = |list: Option<&Vec<json::Resource>>, kind: &str| {
         let list = list.ok_or_else(|| {
             invalid(format!(
@@ -501,6 +502,35 @@ async fn accept(
                 })?;
                 launches.push(l.task_infos.iter().collect::<Vec<_>>());
                 ops.push(None);
+            }
+            "LAUNCH_GROUP" => {
+                let g = op.launch_group.as_ref().ok_or_else(|| {
+                    invalid("Expecting 'launch_group' to be present in a LAUNCH_GROUP operation")
+                })?;
+                match json::launch_group(g) {
+                    Ok(lg) => {
+                        grouped.extend(lg.task_group.iter().flat_map(|t| t.tasks.clone()));
+                        ops.push(Some(v1::operation::Operation::LaunchGroup(lg)));
+                    }
+                    // A task group is valid or refused as a whole (Mesos).
+                    Err(e) => {
+                        for t in &g.task_group.tasks {
+                            let agent_id =
+                                t.agent_id.as_ref().map(|a| a.value.as_str()).unwrap_or("");
+                            inject(
+                                tx,
+                                master_update(
+                                    framework_id,
+                                    &t.task_id.value,
+                                    agent_id,
+                                    TaskState::TaskError,
+                                    TaskStatusReason::ReasonTaskInvalid,
+                                    e.to_string(),
+                                ),
+                            );
+                        }
+                    }
+                }
             }
             "RESERVE" => {
                 let resources = reservation(op.reserve.as_ref().map(|l| &l.resources), "RESERVE")?;
@@ -529,7 +559,7 @@ async fn accept(
             }
             kind if UNSUPPORTED_OPERATIONS.contains(&kind) => {
                 return Err(bad(format!(
-                    "Offer operation {kind} is not supported by brim yet; LAUNCH, RESERVE, UNRESERVE, CREATE and DESTROY are"
+                    "Offer operation {kind} is not supported by brim yet; LAUNCH, LAUNCH_GROUP, RESERVE, UNRESERVE, CREATE and DESTROY are"
                 )))
             }
             other => {
@@ -564,6 +594,7 @@ async fn accept(
         launch_ops.push(good[first..].to_vec());
     }
     let mut launch_ops = launch_ops.into_iter();
+    good.extend(grouped);
     let operations: Vec<v1::Operation> = ops
         .into_iter()
         .filter_map(|op| {
