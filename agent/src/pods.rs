@@ -318,7 +318,7 @@ mod tests {
         let e = check_group(&[task("a", "none"), task("a", "none")]).expect_err("dup");
         assert!(e.contains("appears twice"), "{e}");
         let e = check_group(&[task("a", "bridge")]).expect_err("bridge");
-        assert!(e.contains("none and host"), "{e}");
+        assert!(e.contains("`none` and `host`"), "{e}");
         assert!(check_group(&[]).is_err());
     }
 

@@ -1287,3 +1287,107 @@ fn messages_go_both_ways_and_bad_ones_are_refused() {
         1.0,
     );
 }
+
+fn group_op(
+    executor: &str,
+    kind: v1::executor_info::Type,
+    tasks: Vec<TaskInfo>,
+) -> operation::Operation {
+    operation::Operation::LaunchGroup(operation::LaunchGroup {
+        executor: Some(v1::ExecutorInfo {
+            executor_id: executor.into(),
+            r#type: kind as i32,
+            ..Default::default()
+        }),
+        task_group: Some(v1::TaskGroup { tasks }),
+    })
+}
+
+#[test]
+fn a_task_group_goes_to_the_agent_as_one_message_or_not_at_all() {
+    let mut h = Harness::new();
+    let (agent, _) = h.add_agent("cpus:2;mem:1024");
+    let fw = h.subscribe("pods", &[]);
+    let offer = h.offers(&fw).remove(0);
+    let default = v1::executor_info::Type::Default;
+    // Refused as a whole, nothing changes: more than offered, a DEFAULT executor with a
+    // command, a CUSTOM one without, an empty group, a task without a command.
+    let too_big = group_op(
+        "p",
+        default,
+        vec![task("a", "cpus:1.5"), task("b", "cpus:1")],
+    );
+    let e =
+        h.m.accept(ops(&fw, &offer.id, vec![too_big]), h.now, 2.0)
+            .expect_err("over the offer");
+    assert!(e.message().contains("task b asks for"), "{}", e.message());
+    let mut with_cmd = group_op("p", default, vec![task("a", "cpus:0.5")]);
+    if let operation::Operation::LaunchGroup(g) = &mut with_cmd {
+        if let Some(e) = g.executor.as_mut() {
+            e.command = Some(v1::CommandInfo {
+                value: "x".into(),
+                ..Default::default()
+            });
+        }
+    }
+    for (op, why) in [
+        (with_cmd, "DEFAULT executor has no command"),
+        (
+            group_op(
+                "p",
+                v1::executor_info::Type::Custom,
+                vec![task("a", "cpus:0.5")],
+            ),
+            "CUSTOM executor needs a command",
+        ),
+        (group_op("p", default, vec![]), "has no tasks"),
+        (
+            group_op(
+                "p",
+                default,
+                vec![TaskInfo {
+                    command: None,
+                    ..task("a", "cpus:0.5")
+                }],
+            ),
+            "has no command",
+        ),
+    ] {
+        let e =
+            h.m.accept(ops(&fw, &offer.id, vec![op]), h.now, 2.0)
+                .expect_err(why);
+        assert!(e.message().contains(why), "{why}: {}", e.message());
+    }
+    assert!(h.next_agent(&agent).is_none(), "nothing was sent");
+    // A valid group: one RunTaskGroup, every task carrying the group's executor.
+    let group = group_op(
+        "web",
+        default,
+        vec![task("a", "cpus:0.5"), task("b", "cpus:0.5")],
+    );
+    h.m.accept(ops(&fw, &offer.id, vec![group]), h.now, 2.0)
+        .expect("launch group");
+    match h.next_agent(&agent) {
+        Some(master_message::Message::RunTaskGroup(g)) => {
+            assert_eq!(
+                g.executor.as_ref().map(|e| e.executor_id.as_str()),
+                Some("web")
+            );
+            assert_eq!(g.tasks.len(), 2);
+            assert!(g
+                .tasks
+                .iter()
+                .all(|t| t.executor == g.executor && t.agent_id == agent));
+        }
+        other => panic!("expected one RunTaskGroup, got {other:?}"),
+    }
+    assert!(h.next_agent(&agent).is_none(), "one message for the group");
+    assert_eq!(h.m.tasks.len(), 2);
+    // The executor id names one running group per framework.
+    let offer = h.offers(&fw).remove(0);
+    let again = group_op("web", default, vec![task("c", "cpus:0.5")]);
+    let e =
+        h.m.accept(ops(&fw, &offer.id, vec![again]), h.now, 2.0)
+            .expect_err("executor id in use");
+    assert!(e.message().contains("already in use"), "{}", e.message());
+}

@@ -1217,6 +1217,60 @@ mod tests {
     }
 
     #[test]
+    fn launch_group_decodes_as_a_unit() {
+        let g: LaunchGroup = serde_json::from_str(
+            r#"{"executor":{"executor_id":{"value":"pod"},"type":"DEFAULT","resources":[]},
+                "task_group":{"tasks":[
+                  {"name":"a","task_id":{"value":"a"},"command":{"value":"sleep 9"}},
+                  {"name":"b","task_id":{"value":"b"},"command":{"value":"sleep 9"}}]}}"#,
+        )
+        .expect("shape ok");
+        let lg = launch_group(&g).expect("valid");
+        let e = lg.executor.expect("executor");
+        assert_eq!(e.executor_id, "pod");
+        assert_eq!(e.r#type, v1::executor_info::Type::Default as i32);
+        assert!(e.command.is_none());
+        let tasks = lg.task_group.expect("group").tasks;
+        assert_eq!(tasks.len(), 2);
+        assert!(tasks.iter().all(|t| t.command.is_some()));
+        for (bad, why) in [
+            (
+                r#"{"executor":{"executor_id":{"value":"p"}},"task_group":{"tasks":[{"name":"a","task_id":{"value":"a"},"command":{"value":"x"}}]}}"#,
+                "must be 'DEFAULT' or 'CUSTOM'",
+            ),
+            (
+                r#"{"executor":{"executor_id":{"value":"p"},"type":"DEFAULT","command":{"value":"x"}},"task_group":{"tasks":[{"name":"a","task_id":{"value":"a"},"command":{"value":"x"}}]}}"#,
+                "must not be set for 'DEFAULT'",
+            ),
+            (
+                r#"{"executor":{"executor_id":{"value":"p"},"type":"DEFAULT"},"task_group":{"tasks":[]}}"#,
+                "Task group is empty",
+            ),
+            (
+                r#"{"executor":{"executor_id":{"value":"p"},"type":"DEFAULT"},"task_group":{"tasks":[{"name":"a","task_id":{"value":"a"}}]}}"#,
+                "task 'a': task has neither",
+            ),
+        ] {
+            let g: LaunchGroup = serde_json::from_str(bad).expect("shape ok");
+            let e = launch_group(&g).expect_err(why).to_string();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+        let call = decode_call(
+            r#"{"type":"ACCEPT","accept":{"offer_ids":[{"value":"o"}],"operations":[{"type":"LAUNCH_GROUP","launch_group":{"executor":{"executor_id":{"value":"pod"},"type":"DEFAULT"},"task_group":{"tasks":[]}}}]}}"#,
+        )
+        .expect("an ACCEPT with LAUNCH_GROUP decodes");
+        let ops = &call.accept.expect("accept").operations;
+        assert!(ops[0].launch_group.is_some());
+        let status = status_json(&v1::TaskStatus {
+            task_id: "a".into(),
+            state: TaskState::TaskRunning as i32,
+            executor_id: "pod".into(),
+            ..Default::default()
+        });
+        assert_eq!(status["executor_id"]["value"], "pod");
+    }
+
+    #[test]
     fn custom_executor_tasks_carry_the_executor() {
         let t: TaskInfo = serde_json::from_str(
             r#"{"name":"t","task_id":{"value":"t"},"executor":{"executor_id":{"value":"e1"},"name":"ex","command":{"value":"run-it"}}}"#,
