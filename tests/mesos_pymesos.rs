@@ -173,6 +173,56 @@ fn pymesos_scheduler_launches_acks_declines_kills_and_tears_down() {
     c.cleanup_cgroups();
 }
 
+const LAUNCH_GROUP_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/mesos/pymesos_launch_group.py"
+);
+
+/// LAUNCH_GROUP from unmodified pymesos (raw operation dicts through `acceptOffers`): an
+/// invalid group is refused whole (TASK_ERROR for each task), a valid one under the DEFAULT
+/// executor runs two tasks sharing `$MESOS_SANDBOX/shared`, their updates carry the group's
+/// `executor_id`, `/master/state` lists them, and killing one kills both.
+#[test]
+fn pymesos_launches_a_task_group() {
+    if !support::can_run_cluster("mesos_pymesos_launch_group") {
+        return;
+    }
+    let Some(py) = python_with_pymesos() else {
+        skip("mesos_pymesos_launch_group: skipped: no python3 with pymesos (pip install pymesos; see .ci/run)");
+        return;
+    };
+    let mut c = Cluster::new();
+    c.start_agent(0, "cpus:1;mem:512");
+    c.wait_agents_active(1);
+    let (ok, out, err) = run_python(
+        &py,
+        LAUNCH_GROUP_SCRIPT,
+        &[&c.master_addr],
+        Duration::from_secs(90),
+    );
+    let expect = [
+        "STEP launched groups",
+        "STEP update bad1 TASK_ERROR executor=- 'ExecutorInfo.command' must not be set for 'DEFAULT' executor",
+        "STEP update bad2 TASK_ERROR",
+        "STEP update writer TASK_RUNNING executor=pod",
+        "STEP update reader TASK_RUNNING executor=pod",
+        "STEP state tasks reader,writer",
+        "STEP update reader TASK_KILLED executor=pod",
+        "STEP update writer TASK_KILLED executor=pod killed with its task group: task reader ended TASK_KILLED",
+        "STEP torn down",
+    ];
+    let missing: Vec<&str> = expect
+        .iter()
+        .copied()
+        .filter(|e| !out.contains(e))
+        .collect();
+    if !ok || !missing.is_empty() {
+        c.dump_logs();
+        panic!("pymesos LAUNCH_GROUP failed (missing {missing:?})\n--- stdout ---\n{out}\n--- stderr ---\n{err}");
+    }
+    c.cleanup_cgroups();
+}
+
 /// A second client library: avmesos (PyPI), with its own RecordIO parsing and requests-based
 /// calls, subscribes, launches a command task, acknowledges its updates and tears down.
 #[test]

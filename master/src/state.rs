@@ -2738,6 +2738,8 @@ impl Master {
                 "framework_id": t.framework_id,
                 "principal": t.principal,
                 "agent_id": t.agent_id,
+                // Its custom executor's, or its task group's (empty for plain tasks).
+                "executor_id": t.info.executor.as_ref().map(|e| e.executor_id.as_str()).unwrap_or_default(),
                 "state": t.state.name(),
                 "resources": t.resources,
                 "revocable": t.revocable,

@@ -198,7 +198,7 @@ pub(crate) fn mesos_state(s: &Value) -> Value {
             "id": t["id"],
             "name": t["name"],
             "framework_id": t["framework_id"],
-            "executor_id": "",
+            "executor_id": t["executor_id"].as_str().unwrap_or_default(),
             "slave_id": t["agent_id"],
             "state": t["state"],
             "resources": t["resources"],
