@@ -570,6 +570,12 @@ impl Agent {
 
     /// Handles the master's `run_task`.
     pub(crate) fn run_task(self: &Arc<Self>, framework: FrameworkInfo, info: TaskInfo) {
+        self.admit_task(framework, info, true);
+    }
+
+    /// Admits one task and starts it (or its custom executor); `deliver`: hand the task to
+    /// its custom executor (a LAUNCH event) — a task group's are handed over together.
+    fn admit_task(self: &Arc<Self>, framework: FrameworkInfo, info: TaskInfo, deliver: bool) {
         let key: TaskKey = (framework.id.clone(), info.task_id.clone());
         let mut st = self.state();
         if st.tasks.contains_key(&key) {
@@ -621,7 +627,9 @@ impl Agent {
                     t.container_id.clear();
                 }
                 drop(st);
-                self.executors.launch(&ekey, &info, &agent_id);
+                if deliver {
+                    self.executors.launch(&ekey, &info, &agent_id);
+                }
                 return;
             }
         }
@@ -635,7 +643,9 @@ impl Agent {
                 tx.clone(),
             );
             let ekey = (framework.id.clone(), e.executor_id.clone());
-            self.executors.launch(&ekey, &info, &agent_id);
+            if deliver {
+                self.executors.launch(&ekey, &info, &agent_id);
+            }
         }
         st.killers.insert(key, tx);
         st.frameworks.insert(framework.id.clone(), framework);
@@ -665,8 +675,26 @@ impl Agent {
             })
             .collect();
         if executor.r#type != v1::executor_info::Type::Default as i32 {
-            for t in tasks {
-                self.run_task(framework.clone(), t);
+            // A custom executor: each task is admitted like any of its tasks, then the
+            // executor gets those admitted in one LAUNCH_GROUP event.
+            for t in &tasks {
+                self.admit_task(framework.clone(), t.clone(), false);
+            }
+            let ekey = (framework.id.clone(), executor.executor_id.clone());
+            let (admitted, agent_id): (Vec<TaskInfo>, String) = {
+                let st = self.state();
+                let admitted = tasks
+                    .into_iter()
+                    .filter(|t| {
+                        st.tasks
+                            .get(&(framework.id.clone(), t.task_id.clone()))
+                            .is_some_and(|x| x.is_live() && x.kill_requested.is_none())
+                    })
+                    .collect();
+                (admitted, st.agent_id.clone().unwrap_or_default())
+            };
+            if !admitted.is_empty() {
+                self.executors.launch_group(&ekey, &admitted, &agent_id);
             }
             return;
         }

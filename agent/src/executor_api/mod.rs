@@ -168,6 +168,27 @@ impl Executors {
         }
     }
 
+    /// Hands a task group to its executor as one LAUNCH_GROUP event (Mesos): now when
+    /// subscribed, else when it subscribes.
+    pub(crate) fn launch_group(&self, key: &ExecutorKey, tasks: &[v1::TaskInfo], agent_id: &str) {
+        let mut all = self.lock();
+        let Some(e) = all.get_mut(key) else {
+            return;
+        };
+        let tasks_json: Vec<Value> = tasks
+            .iter()
+            .map(|t| json::task_json(t, &key.0, agent_id, &e.framework.role))
+            .collect();
+        let event = json!({
+            "type": "LAUNCH_GROUP",
+            "launch_group": {"task_group": {"tasks": tasks_json}},
+        });
+        e.tasks.extend(tasks.iter().map(|t| t.task_id.clone()));
+        if !e.send(&event) {
+            e.queued.push(event);
+        }
+    }
+
     /// Asks the executor running `task` to kill it. False when it cannot be asked (not
     /// subscribed), so the caller kills the container instead.
     pub(crate) fn kill_task(&self, framework_id: &str, task_id: &str) -> bool {
@@ -179,10 +200,14 @@ impl Executors {
         else {
             return false;
         };
-        // A task still queued is simply never launched.
+        // A task still queued is simply never launched (nor the rest of its group).
         let before = e.queued.len();
-        e.queued
-            .retain(|ev| ev["launch"]["task"]["task_id"]["value"] != task_id);
+        e.queued.retain(|ev| {
+            ev["launch"]["task"]["task_id"]["value"] != task_id
+                && !ev["launch_group"]["task_group"]["tasks"]
+                    .as_array()
+                    .is_some_and(|ts| ts.iter().any(|t| t["task_id"]["value"] == task_id))
+        });
         if e.queued.len() != before {
             return false;
         }
@@ -561,6 +586,54 @@ mod tests {
         for event in [subscribed, launch] {
             decode(&Bytes::from(recordio::encode(event.to_string().as_bytes())));
         }
+    }
+
+    #[test]
+    fn a_task_group_reaches_its_executor_as_one_launch_group() {
+        let ex = Executors::default();
+        let fw = v1::FrameworkInfo {
+            id: "f".into(),
+            role: "*".into(),
+            ..Default::default()
+        };
+        let info = v1::ExecutorInfo {
+            executor_id: "e".into(),
+            ..Default::default()
+        };
+        let (kill, _killed) = mpsc::unbounded_channel();
+        let key: ExecutorKey = ("f".into(), "e".into());
+        ex.start(fw, info, ("f".into(), "a".into()), "c1".into(), kill);
+        let task = |id: &str| v1::TaskInfo {
+            task_id: id.into(),
+            name: id.into(),
+            command: Some(v1::CommandInfo {
+                value: "x".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        ex.launch_group(&key, &[task("a"), task("b")], "ag");
+        ex.launch_group(&key, &[task("c"), task("d")], "ag");
+        // Killing a queued task drops its whole queued group: it never launches.
+        assert!(!ex.kill_task("f", "d"));
+        let mut rx = ex
+            .subscribe(&key, &json!({"type": "SUBSCRIBED"}))
+            .expect("live");
+        assert_eq!(
+            decode(&rx.try_recv().expect("subscribed"))["type"],
+            "SUBSCRIBED"
+        );
+        let ev = decode(&rx.try_recv().expect("launch group"));
+        assert_eq!(ev["type"], "LAUNCH_GROUP");
+        let ids: Vec<&str> = ev["launch_group"]["task_group"]["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .filter_map(|t| t["task_id"]["value"].as_str())
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(rx.try_recv().is_err(), "the killed group was dropped");
+        assert!(ex.owns(&key, "b"));
     }
 
     #[test]
