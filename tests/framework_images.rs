@@ -66,6 +66,8 @@ fn scenario(c: &mut Cluster) {
     );
 
     // Two instances that stay up only inside the image, with the host directory mounted.
+    // Their command health check passes only when it runs inside the container too: the
+    // image's marker, the mounted directory and the container's sandbox path.
     let app = c.dir.path().join("web.toml");
     let shared = c.dir.path().join("shared").display().to_string();
     std::fs::write(
@@ -73,8 +75,11 @@ fn scenario(c: &mut Cluster) {
         format!(
             "id = \"imgweb\"\ninstances = 2\n\
              cmd = \"cat /etc/brim-image && grep -qx shared /shared/marker && exec sleep 600\"\n\
-             cpus = 0.1\nmem = 32\nimage = \"{image}\"\nhealthy_after_seconds = 2\n\
-             volumes = [\"{shared}:/shared:ro\"]\n"
+             cpus = 0.1\nmem = 32\nimage = \"{image}\"\n\
+             volumes = [\"{shared}:/shared:ro\"]\n\
+             [health_check]\nkind = \"command\"\n\
+             command = \"test -f /etc/brim-image && test -f /shared/marker && test \\\"$MESOS_SANDBOX\\\" = /mnt/mesos/sandbox && test \\\"$PWD\\\" = /mnt/mesos/sandbox\"\n\
+             interval_seconds = 0.5\ngrace_period_seconds = 20\n"
         ),
     )
     .unwrap_or_else(|e| panic!("write spec: {e}"));

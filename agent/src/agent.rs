@@ -1193,8 +1193,16 @@ impl Agent {
         } else {
             Vec::new()
         };
+        // An OCI task's command check runs in its container (the runtime's `exec`), whatever
+        // the agent's isolation; a native task's in its namespaces when it has them.
+        let container_exec = crate::containerizer::is_oci(&t.info)
+            .then(|| self.oci.exec_argv(&r.container_id).ok())
+            .flatten();
         let inside = match &health {
-            Some(c) if matches!(c.kind, crate::health::Kind::Command(_)) && self.namespaces() => {
+            Some(c)
+                if matches!(c.kind, crate::health::Kind::Command(_))
+                    && (self.namespaces() || container_exec.is_some()) =>
+            {
                 let user = [
                     t.info.command.as_ref().map_or("", |c| c.user.as_str()),
                     st.frameworks.get(&r.key.0).map_or("", |f| f.user.as_str()),
@@ -1219,6 +1227,7 @@ impl Agent {
                         })
                         .unwrap_or_default(),
                     user,
+                    container_exec,
                 })
             }
             _ => None,

@@ -157,12 +157,25 @@ pub struct InTask {
     pub cgroup_procs: Vec<std::path::PathBuf>,
     /// (uid, gid); `None` keeps the agent's.
     pub user: Option<(u32, u32)>,
+    /// An OCI task: the argv of the runtime's `exec` into its container (the container's
+    /// root filesystem, namespaces, user and environment), to which `/bin/sh -c <check>` is
+    /// appended; used instead of `nsenter` into the supervisor's namespaces.
+    pub container_exec: Option<Vec<String>>,
 }
 
 impl InTask {
     /// `nsenter` into the task's mount, UTS, IPC, network and PID namespaces, in its sandbox
     /// (the same path inside), as its user, running `/bin/sh -c cmd`.
     fn command(&self, cmd: &str, sandbox: &Path) -> std::process::Command {
+        if let Some((program, args)) = self
+            .container_exec
+            .as_ref()
+            .and_then(|argv| argv.split_first())
+        {
+            let mut c = std::process::Command::new(program);
+            c.args(args).args(["/bin/sh", "-c", cmd]);
+            return c;
+        }
         let mut c = std::process::Command::new("nsenter");
         c.arg(format!("--target={}", self.supervisor_pid))
             .args(["--mount", "--uts", "--ipc", "--net", "--pid"])

@@ -142,6 +142,13 @@ impl OciContainerizer {
         (rt_path, run, unmounts)
     }
 
+    /// The argv that runs a command (appended to it) inside the running container `id`
+    /// through the runtime's `exec`: in the container's namespaces and root filesystem, as
+    /// its user, with its environment, in its sandbox. Health checks of OCI tasks use it.
+    pub fn exec_argv(&self, id: &str) -> Result<Vec<String>, ContainerizerError> {
+        Ok(exec_argv(self.runtime()?, &self.state_dir, id))
+    }
+
     /// Prepares the bundle of one container and the supervisor's command (blocking).
     pub fn prepare(&self, req: &LaunchRequest<'_>) -> Result<Prepared, ContainerizerError> {
         let rt = self.runtime()?.clone();
@@ -283,6 +290,22 @@ impl OciContainerizer {
 
 /// The container's argv: the task's command when it has one (shell commands through the
 /// image's `/bin/sh`), else the image's entrypoint + cmd.
+/// `<runtime> --root <state> exec --cwd <sandbox> <id>`. crun runs with its
+/// cgroup manager disabled (the agent placed the container; the caller puts the exec'd
+/// process into the task's cgroups).
+fn exec_argv(rt: &Runtime, state_dir: &Path, id: &str) -> Vec<String> {
+    let mut argv = vec![
+        rt.path.display().to_string(),
+        "--root".into(),
+        state_dir.display().to_string(),
+    ];
+    if rt.kind == RuntimeKind::Crun {
+        argv.push("--cgroup-manager=disabled".into());
+    }
+    argv.extend(["exec", "--cwd", SANDBOX_IN_CONTAINER, id].map(String::from));
+    argv
+}
+
 pub fn process_args(
     command: &brim_proto::v1::CommandInfo,
     image: &ImageConfig,
@@ -558,6 +581,34 @@ mod tests {
                 .all(|m| m["type"] != "cgroup"),
             "no cgroup mount (crun refuses it on hybrid hosts)"
         );
+    }
+
+    #[test]
+    fn exec_argv_enters_the_container_in_its_sandbox() {
+        let crun = Runtime {
+            kind: RuntimeKind::Crun,
+            path: "/usr/bin/crun".into(),
+        };
+        let argv = exec_argv(&crun, Path::new("/w/oci/runtime"), "c1");
+        assert_eq!(
+            argv,
+            [
+                "/usr/bin/crun",
+                "--root",
+                "/w/oci/runtime",
+                "--cgroup-manager=disabled",
+                "exec",
+                "--cwd",
+                "/mnt/mesos/sandbox",
+                "c1",
+            ]
+        );
+        let runc = Runtime {
+            kind: RuntimeKind::Runc,
+            path: "/usr/sbin/runc".into(),
+        };
+        let argv = exec_argv(&runc, Path::new("/r"), "c2");
+        assert_eq!(argv[..4], ["/usr/sbin/runc", "--root", "/r", "exec"]);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! - `scheduler`: the SDK [`brim_framework::Scheduler`] and the reconcile loop;
 //! - `api`: the HTTP API under `/api/services`.
 //!
-//! A RUNNING task counts as healthy once it has been running `healthy_after_seconds` (the
-//! agent has no health checks yet).
+//! A RUNNING task counts as healthy when the agent's health check (`health_check`) passes
+//! or, for services without one, once it has been running `healthy_after_seconds`.
 
 mod api;
 pub mod constraints;
