@@ -137,6 +137,8 @@ pub(crate) async fn recover(agent: &Arc<Agent>, same_agent: bool) {
         }
         let l = layout.clone();
         let _ = tokio::task::spawn_blocking(move || l.wipe_tasks()).await;
+        // The previous agent's task groups are gone with its tasks.
+        agent.release_idle_pods().await;
     }
     for p in &problems {
         tracing::error!(problem = %p, "recovery problem");
