@@ -626,6 +626,9 @@ impl Agent {
                 if let Some(t) = st.tasks.get_mut(&key) {
                     t.container_id.clear();
                 }
+                // Checkpointed now: after an agent restart the executor's re-subscription
+                // is reconciled against it (`executor_api::reconcile`).
+                self.persist(&mut st, &key, None);
                 drop(st);
                 if deliver {
                     self.executors.launch(&ekey, &info, &agent_id);
@@ -1076,21 +1079,32 @@ impl Agent {
                 }
             }
         }
-        if let Some(tasks) = self.executors.container_exited(key) {
+        if let Some((tasks, timed_out)) = self.executors.container_exited(key) {
             // A custom executor exited: whatever it had not finished cannot run any more.
-            let state = if outcome.state == TaskState::TaskKilled {
-                TaskState::TaskKilled
-            } else {
-                TaskState::TaskFailed
-            };
-            for k in tasks {
-                self.update(
-                    &k,
-                    state,
+            let (state, reason, message) = if timed_out {
+                (
+                    TaskState::TaskFailed,
+                    TaskStatusReason::ReasonExecutorReregistrationTimeout,
+                    format!(
+                        "executor did not re-subscribe within {:?} of the agent's restart and was killed (agent flag --executor-reregistration-timeout)",
+                        self.config.executor_reregistration_timeout
+                    ),
+                )
+            } else if outcome.state == TaskState::TaskKilled {
+                (
+                    TaskState::TaskKilled,
                     TaskStatusReason::ReasonExecutorTerminated,
                     format!("executor terminated: {}", outcome.message),
-                    None,
-                );
+                )
+            } else {
+                (
+                    TaskState::TaskFailed,
+                    TaskStatusReason::ReasonExecutorTerminated,
+                    format!("executor terminated: {}", outcome.message),
+                )
+            };
+            for k in tasks {
+                self.update(&k, state, reason, message.clone(), None);
             }
             return;
         }
@@ -1131,6 +1145,40 @@ impl Agent {
         drop(st);
         self.outbox.notify_one();
         true
+    }
+
+    /// What the agent knows of a custom executor's tasks (`tasks`: id, LAUNCH still queued),
+    /// for reconciling its re-subscription. Tasks the agent forgot are left out.
+    pub(crate) fn executor_task_facts(
+        &self,
+        framework_id: &str,
+        tasks: Vec<(String, bool)>,
+    ) -> Vec<crate::executor_api::reconcile::KnownTask> {
+        let st = self.state();
+        tasks
+            .into_iter()
+            .filter_map(|(id, launch_pending)| {
+                let t = st.tasks.get(&(framework_id.to_string(), id.clone()))?;
+                Some(crate::executor_api::reconcile::KnownTask {
+                    id,
+                    state: t.state,
+                    queued: t.updates.statuses().map(|u| u.uuid.clone()).collect(),
+                    launch_pending,
+                })
+            })
+            .collect()
+    }
+
+    /// A task its re-subscribing executor never received (the agent went down between
+    /// accepting it and sending the LAUNCH): TASK_LOST, as Mesos does.
+    pub(crate) fn executor_task_lost(&self, framework_id: &str, task_id: &str) {
+        self.update(
+            &(framework_id.to_string(), task_id.to_string()),
+            TaskState::TaskLost,
+            TaskStatusReason::ReasonAgentRestarted,
+            "task launched during an agent restart: its executor never received it; launch it again".into(),
+            None,
+        );
     }
 
     /// Reports a change of a running task's health (a TASK_RUNNING update with `healthy`).
@@ -2028,6 +2076,7 @@ impl Agent {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(handle);
         }
+        self.recover_executors(&st);
         drop(st);
         for (id, pid, ports) in bridged {
             // Its address comes from its namespace; the forwards died with the old agent.
@@ -2062,6 +2111,73 @@ impl Agent {
             );
         }
         (ended, live, errors)
+    }
+
+    /// Re-creates the custom executors whose container tasks were restored, as awaiting
+    /// re-subscription: the checkpoint of every task holds its TaskInfo (with the
+    /// ExecutorInfo), FrameworkInfo and container id, and a task handed to a running
+    /// executor has no container of its own — so the executor's container is the live task
+    /// naming it that has one, and its tasks are every task naming it.
+    fn recover_executors(&self, st: &State) {
+        for (key, t) in &st.tasks {
+            let Some(info) = t.info.executor.as_ref() else {
+                continue;
+            };
+            if t.container_id.is_empty() || !t.is_live() {
+                continue;
+            }
+            let tasks: Vec<String> = st
+                .tasks
+                .iter()
+                .filter(|(k, o)| {
+                    k.0 == key.0
+                        && o.info
+                            .executor
+                            .as_ref()
+                            .is_some_and(|e| e.executor_id == info.executor_id)
+                })
+                .map(|(k, _)| k.1.clone())
+                .collect();
+            // A container whose supervisor is gone gets a sender nobody reads: it is
+            // settled at once as exited.
+            let kill = st
+                .killers
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| mpsc::unbounded_channel().0);
+            let framework = st
+                .frameworks
+                .get(&key.0)
+                .cloned()
+                .unwrap_or_else(|| FrameworkInfo {
+                    id: key.0.clone(),
+                    ..Default::default()
+                });
+            tracing::info!(framework = %key.0, executor = %info.executor_id, tasks = tasks.len(), "recovered a custom executor; awaiting its re-subscription");
+            self.executors.recover(
+                framework,
+                info.clone(),
+                key.clone(),
+                t.container_id.clone(),
+                tasks,
+                kill,
+            );
+        }
+    }
+
+    /// Kills the recovered custom executors that have not re-subscribed by now (called
+    /// `executor_reregistration_timeout` after recovery); their tasks then fail.
+    pub(crate) fn expire_executors(&self) {
+        for key in self.executors.awaiting_resubscription() {
+            if self.executors.expire(&key) {
+                tracing::warn!(
+                    framework = %key.0,
+                    executor = %key.1,
+                    timeout = ?self.config.executor_reregistration_timeout,
+                    "custom executor did not re-subscribe after the agent restarted: killing it"
+                );
+            }
+        }
     }
 
     /// Settles a recovered task whose supervisor is gone, from its `exit` file.

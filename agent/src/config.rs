@@ -60,6 +60,12 @@ pub struct AgentConfig {
     pub usage_interval: Duration,
     /// How often an unacknowledged status update is resent.
     pub status_update_retry: Duration,
+    /// How long a custom executor that was running when the agent went down has to
+    /// re-subscribe after the agent restarts before it is killed and its tasks fail
+    /// (`--executor-reregistration-timeout`; Mesos: `--executor_reregistration_timeout`).
+    pub executor_reregistration_timeout: Duration,
+    /// Period of HEARTBEAT events on executor event streams (`--executor-heartbeat-interval`).
+    pub executor_heartbeat_interval: Duration,
     /// Longest wait between reconnection attempts to the master.
     pub max_reconnect_backoff: Duration,
     /// How many finished tasks `/state` remembers.
@@ -127,6 +133,12 @@ impl AgentConfig {
             default_kill_grace: Duration::from_secs(3),
             usage_interval: Duration::from_secs(1),
             status_update_retry: Duration::from_secs(3),
+            // Mesos defaults to 2s (at most 15s), but pymesos's executor driver retries with
+            // a backoff that grows to 15s: 20s lets it come back after any agent downtime.
+            executor_reregistration_timeout: Duration::from_secs(20),
+            // Mesos: 30 minutes; brim keeps idle streams alive through proxies that drop
+            // connections silent for a minute, like the master's framework heartbeats.
+            executor_heartbeat_interval: Duration::from_secs(15),
             max_reconnect_backoff: Duration::from_secs(10),
             max_completed_tasks: 200,
             ebpf: EbpfMode::Auto,

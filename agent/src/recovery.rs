@@ -118,6 +118,15 @@ pub(crate) async fn recover(agent: &Arc<Agent>, same_agent: bool) {
             agent.settle_recovered(r).await;
         }
         agent.release_idle_pods().await;
+        if !agent.executors.awaiting_resubscription().is_empty() {
+            // Running custom executors reconnect on their own (Mesos executor drivers retry
+            // while MESOS_CHECKPOINT is set); those that do not are killed.
+            let a = Arc::clone(agent);
+            tokio::spawn(async move {
+                tokio::time::sleep(a.config.executor_reregistration_timeout).await;
+                a.expire_executors();
+            });
+        }
     } else {
         let mut killed = 0;
         for r in &records {

@@ -315,6 +315,20 @@ pub(crate) struct AgentTuning {
     /// `--device-allow 'c 195:* rwm'`. Repeatable; tasks add their own with the `devices` label.
     #[arg(long = "device-allow", value_parser = brim_agent::ebpf::DeviceRule::parse)]
     pub(crate) device_allow: Vec<brim_agent::ebpf::DeviceRule>,
+    /// After a restart, how long a custom executor that was running has to re-subscribe
+    /// before it is killed and its tasks fail (REASON_EXECUTOR_REREGISTRATION_TIMEOUT).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub(crate) executor_reregistration_timeout: Duration,
+    /// Period of HEARTBEAT events on the executor API's event streams.
+    #[arg(long, default_value = "15s", value_parser = parse_positive_duration)]
+    pub(crate) executor_heartbeat_interval: Duration,
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("`{s}` must be more than zero")),
+        d => Ok(d),
+    }
 }
 
 /// Oversubscription knobs (`brim agent --oversubscribe`).
@@ -456,6 +470,8 @@ impl AgentTuning {
             c.ebpf = brim_agent::EbpfMode::Off;
         }
         c.device_allow = self.device_allow.clone();
+        c.executor_reregistration_timeout = self.executor_reregistration_timeout;
+        c.executor_heartbeat_interval = self.executor_heartbeat_interval;
         if self.hostname.is_some() {
             c.advertise_host = self.hostname.clone();
         }

@@ -19,6 +19,7 @@
 //!   stream and gets the queued tasks again when it re-subscribes.
 
 pub(crate) mod json;
+pub(crate) mod reconcile;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,6 +59,10 @@ struct Executor {
     stream: Option<mpsc::Sender<Bytes>>,
     /// Kills the executor's container (grace before SIGKILL).
     kill: mpsc::UnboundedSender<Duration>,
+    /// Re-created from checkpoints after an agent restart and not subscribed since.
+    awaiting_resubscription: bool,
+    /// Killed for not re-subscribing in time (its tasks fail with that reason).
+    reregistration_timed_out: bool,
 }
 
 impl Executor {
@@ -148,8 +153,62 @@ impl Executors {
                 queued: Vec::new(),
                 stream: None,
                 kill,
+                awaiting_resubscription: false,
+                reregistration_timed_out: false,
             },
         );
+    }
+
+    /// Re-creates an executor after an agent restart (from its tasks' checkpoints): its
+    /// process still runs as `container_task`'s container, running `tasks`; it is awaiting
+    /// re-subscription until it SUBSCRIBEs again (see [`Executors::expire`]).
+    pub(crate) fn recover(
+        &self,
+        framework: v1::FrameworkInfo,
+        info: v1::ExecutorInfo,
+        container_task: TaskKey,
+        container_id: String,
+        tasks: Vec<String>,
+        kill: mpsc::UnboundedSender<Duration>,
+    ) {
+        let key = (framework.id.clone(), info.executor_id.clone());
+        self.lock().insert(
+            key,
+            Executor {
+                info,
+                framework,
+                container_task,
+                container_id,
+                tasks,
+                queued: Vec::new(),
+                stream: None,
+                kill,
+                awaiting_resubscription: true,
+                reregistration_timed_out: false,
+            },
+        );
+    }
+
+    /// Executors re-created after a restart that have not re-subscribed.
+    pub(crate) fn awaiting_resubscription(&self) -> Vec<ExecutorKey> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.awaiting_resubscription)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The re-registration timeout passed: kills `key`'s container (SIGKILL) if it still
+    /// has not re-subscribed; its tasks then fail with REASON_EXECUTOR_REREGISTRATION_TIMEOUT.
+    /// True when it was killed.
+    pub(crate) fn expire(&self, key: &ExecutorKey) -> bool {
+        let mut all = self.lock();
+        let Some(e) = all.get_mut(key).filter(|e| e.awaiting_resubscription) else {
+            return false;
+        };
+        e.reregistration_timed_out = true;
+        let _ = e.kill.send(Duration::ZERO);
+        true
     }
 
     /// Hands a task to its executor: LAUNCH now when subscribed, else when it subscribes.
@@ -240,8 +299,9 @@ impl Executors {
     }
 
     /// The container of `task` exited. If it ran an executor, forgets it and returns every
-    /// task handed to it (they cannot run any more).
-    pub(crate) fn container_exited(&self, task: &TaskKey) -> Option<Vec<TaskKey>> {
+    /// task handed to it (they cannot run any more) and whether it was killed for not
+    /// re-subscribing after an agent restart.
+    pub(crate) fn container_exited(&self, task: &TaskKey) -> Option<(Vec<TaskKey>, bool)> {
         let mut all = self.lock();
         let key = all
             .iter()
@@ -252,7 +312,7 @@ impl Executors {
         if !tasks.contains(task) {
             tasks.push(task.clone());
         }
-        Some(tasks)
+        Some((tasks, e.reregistration_timed_out))
     }
 
     /// The executor's `(ExecutorInfo, FrameworkInfo, container id)`, when it is live.
@@ -268,6 +328,7 @@ impl Executors {
         let e = all.get_mut(key)?;
         let (tx, rx) = mpsc::channel(STREAM_EVENTS);
         e.stream = Some(tx);
+        e.awaiting_resubscription = false;
         e.send(first);
         let queued = std::mem::take(&mut e.queued);
         let mut left = Vec::new();
@@ -278,6 +339,33 @@ impl Executors {
         }
         e.queued = left;
         Some(rx)
+    }
+
+    /// The executor's tasks and whether each one's LAUNCH is still queued (for
+    /// [`reconcile::reconcile`]).
+    fn tasks_of(&self, key: &ExecutorKey) -> Vec<(String, bool)> {
+        self.lock().get(key).map_or_else(Vec::new, |e| {
+            e.tasks
+                .iter()
+                .map(|t| {
+                    let pending = e
+                        .queued
+                        .iter()
+                        .any(|ev| ev["launch"]["task"]["task_id"]["value"] == t.as_str());
+                    (t.clone(), pending)
+                })
+                .collect()
+        })
+    }
+
+    /// Sends ACKNOWLEDGED for one of `key`'s updates (whichever task it names).
+    fn acknowledge_to(&self, key: &ExecutorKey, task_id: &str, uuid: &[u8]) {
+        if let Some(e) = self.lock().get_mut(key) {
+            e.send(&json!({
+                "type": "ACKNOWLEDGED",
+                "acknowledged": {"task_id": json::id(task_id), "uuid": json::base64_encode(uuid)},
+            }));
+        }
     }
 
     /// Whether `task_id` was handed to the executor `key`.
@@ -401,24 +489,46 @@ pub(crate) async fn executor(
                     "container_id": json::id(&container_id),
                 },
             });
+            let (unacked_tasks, unacked_updates) = match unacknowledged(&call, fw, &agent_id) {
+                Ok(u) => u,
+                Err(e) => return bad(format!("Failed to validate executor::Call: {e}")),
+            };
+            // Before subscribing, which sends the queued LAUNCHes.
+            let known = agent.executor_task_facts(fw, agent.executors.tasks_of(&key));
             let Some(rx) = agent.executors.subscribe(&key, &subscribed) else {
                 return bad("Executor is gone");
             };
-            tracing::info!(framework = fw, executor = eid, "executor subscribed");
-            let stream = futures::stream::unfold(rx, move |mut rx| async move {
-                loop {
-                    let record = rx.recv().await?;
-                    match stream_format {
-                        MediaType::Json => {
-                            return Some((Ok::<_, std::convert::Infallible>(record), rx))
+            tracing::info!(
+                framework = fw,
+                executor = eid,
+                unacknowledged_tasks = unacked_tasks.len(),
+                unacknowledged_updates = unacked_updates.len(),
+                "executor subscribed"
+            );
+            resubscribed(&agent, &key, &known, &unacked_tasks, unacked_updates);
+            let every = agent.config.executor_heartbeat_interval;
+            let ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let stream =
+                futures::stream::unfold((rx, ticks), move |(mut rx, mut ticks)| async move {
+                    loop {
+                        let record = tokio::select! {
+                            r = rx.recv() => r?,
+                            _ = ticks.tick() => Bytes::from(recordio::encode(HEARTBEAT.as_bytes())),
+                        };
+                        match stream_format {
+                            MediaType::Json => {
+                                return Some((
+                                    Ok::<_, std::convert::Infallible>(record),
+                                    (rx, ticks),
+                                ))
+                            }
+                            MediaType::Protobuf => match protobuf_record(&record) {
+                                Ok(b) => return Some((Ok(b), (rx, ticks))),
+                                Err(e) => tracing::error!("executor event not sent: {e}"),
+                            },
                         }
-                        MediaType::Protobuf => match protobuf_record(&record) {
-                            Ok(b) => return Some((Ok(b), rx)),
-                            Err(e) => tracing::error!("executor event not sent: {e}"),
-                        },
                     }
-                }
-            });
+                });
             Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, stream_format.as_str())
@@ -477,6 +587,77 @@ pub(crate) async fn executor(
         other => bad(format!(
             "Failed to convert JSON into Call protobuf: unknown executor call type {other:?}"
         )),
+    }
+}
+
+/// The event sent every `executor_heartbeat_interval` on an idle or busy executor stream.
+const HEARTBEAT: &str = r#"{"type":"HEARTBEAT"}"#;
+
+/// A SUBSCRIBE's `unacknowledged_tasks` (ids) and `unacknowledged_updates` (statuses).
+fn unacknowledged(
+    call: &Value,
+    framework_id: &str,
+    agent_id: &str,
+) -> Result<(Vec<String>, Vec<v1::TaskStatus>), String> {
+    let subscribe = call.get("subscribe");
+    let list = |name: &str| {
+        subscribe
+            .and_then(|s| s.get(name))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut tasks = Vec::new();
+    for t in list("unacknowledged_tasks") {
+        let id = t
+            .get("task_id")
+            .and_then(|i| i.get("value"))
+            .and_then(Value::as_str)
+            .ok_or("Expecting 'task_id' in every 'subscribe.unacknowledged_tasks'")?;
+        tasks.push(id.to_string());
+    }
+    let mut updates = Vec::new();
+    for u in list("unacknowledged_updates") {
+        let status = u
+            .get("status")
+            .ok_or("Expecting 'status' in every 'subscribe.unacknowledged_updates'")?;
+        updates.push(json::status_from_json(status, framework_id, agent_id)?);
+    }
+    Ok((tasks, updates))
+}
+
+/// Reconciles what a (re-)subscribing executor reports with what the agent knows
+/// ([`reconcile::reconcile`]) and carries the decision out.
+fn resubscribed(
+    agent: &Agent,
+    key: &ExecutorKey,
+    known: &[reconcile::KnownTask],
+    unacked_tasks: &[String],
+    updates: Vec<v1::TaskStatus>,
+) {
+    let reported: Vec<reconcile::ReportedUpdate> = updates
+        .iter()
+        .map(|u| reconcile::ReportedUpdate {
+            task_id: u.task_id.clone(),
+            state: v1::TaskState::try_from(u.state).unwrap_or(v1::TaskState::TaskUnknown),
+            uuid: u.uuid.clone(),
+        })
+        .collect();
+    let decision = reconcile::reconcile(known, unacked_tasks, &reported);
+    for i in &decision.acknowledge {
+        let u = &updates[*i];
+        agent.executors.acknowledge_to(key, &u.task_id, &u.uuid);
+    }
+    for i in &decision.take {
+        let u = updates[*i].clone();
+        let (task_id, uuid) = (u.task_id.clone(), u.uuid.clone());
+        if !agent.executor_update(u) {
+            agent.executors.acknowledge_to(key, &task_id, &uuid);
+        }
+    }
+    for task_id in &decision.lost {
+        tracing::warn!(framework = %key.0, executor = %key.1, task = %task_id, "the executor never received this task before the agent restarted: TASK_LOST");
+        agent.executor_task_lost(&key.0, task_id);
     }
 }
 
@@ -637,6 +818,80 @@ mod tests {
     }
 
     #[test]
+    fn heartbeat_has_an_exact_protobuf_form() {
+        let event = decode(&Bytes::from(recordio::encode(HEARTBEAT.as_bytes())));
+        assert_eq!(event["type"], "HEARTBEAT");
+    }
+
+    #[test]
+    fn a_recovered_executor_awaits_resubscription_or_is_killed() {
+        let ex = Executors::default();
+        let fw = v1::FrameworkInfo {
+            id: "f".into(),
+            ..Default::default()
+        };
+        let info = v1::ExecutorInfo {
+            executor_id: "e".into(),
+            ..Default::default()
+        };
+        let key: ExecutorKey = ("f".into(), "e".into());
+        let (kill, mut killed) = mpsc::unbounded_channel();
+        let container: TaskKey = ("f".into(), "t1".into());
+        let tasks = vec!["t1".to_string(), "t2".to_string()];
+        ex.recover(
+            fw.clone(),
+            info.clone(),
+            container.clone(),
+            "c".into(),
+            tasks.clone(),
+            kill,
+        );
+        assert_eq!(ex.awaiting_resubscription(), vec![key.clone()]);
+        assert!(ex.owns(&key, "t2"), "its tasks are known again");
+        assert_eq!(
+            ex.tasks_of(&key),
+            vec![("t1".to_string(), false), ("t2".to_string(), false)]
+        );
+        // Subscribing in time: no longer awaited, expiry does nothing.
+        let _rx = ex
+            .subscribe(&key, &json!({"type": "SUBSCRIBED"}))
+            .expect("live");
+        assert!(ex.awaiting_resubscription().is_empty());
+        assert!(!ex.expire(&key));
+        assert!(killed.try_recv().is_err());
+        assert_eq!(ex.container_exited(&container).map(|g| g.1), Some(false));
+        // Never subscribing: killed at once (SIGKILL), and its exit says why.
+        let (kill, mut killed) = mpsc::unbounded_channel();
+        ex.recover(fw, info, container.clone(), "c".into(), tasks, kill);
+        assert!(ex.expire(&key));
+        assert_eq!(killed.try_recv().ok(), Some(Duration::ZERO));
+        let (gone, timed_out) = ex.container_exited(&container).expect("an executor");
+        assert!(timed_out);
+        assert_eq!(gone.len(), 2);
+    }
+
+    #[test]
+    fn unacknowledged_tasks_and_updates_are_read_from_subscribe() {
+        let uuid = json::base64_encode(&[7; 16]);
+        let call = json!({"type": "SUBSCRIBE", "subscribe": {
+            "unacknowledged_tasks": [{"task_id": {"value": "t1"}, "name": "x"}],
+            "unacknowledged_updates": [{"status": {"task_id": {"value": "t1"}, "state": "TASK_RUNNING", "uuid": uuid}}],
+        }});
+        let (tasks, updates) = unacknowledged(&call, "f", "a").expect("valid");
+        assert_eq!(tasks, vec!["t1".to_string()]);
+        assert_eq!(updates[0].uuid, vec![7; 16]);
+        assert_eq!(
+            unacknowledged(&json!({"type": "SUBSCRIBE"}), "f", "a"),
+            Ok((Vec::new(), Vec::new()))
+        );
+        let bad = json!({"subscribe": {"unacknowledged_updates": [{"status": {"task_id": {"value": "t"}, "state": "TASK_RUNNING", "uuid": "AA=="}}]}});
+        let err = unacknowledged(&bad, "f", "a").expect_err("short uuid");
+        assert!(err.contains("16"), "{err}");
+        let bad = json!({"subscribe": {"unacknowledged_tasks": [{"name": "no id"}]}});
+        assert!(unacknowledged(&bad, "f", "a").is_err());
+    }
+
+    #[test]
     fn queues_until_subscribed_then_streams_events() {
         let ex = Executors::default();
         let fw = v1::FrameworkInfo {
@@ -694,10 +949,10 @@ mod tests {
             "SHUTDOWN"
         );
         assert_eq!(killed.try_recv().ok(), Some(Duration::from_secs(1)));
-        let gone = ex
+        let (gone, timed_out) = ex
             .container_exited(&("f".into(), "t1".into()))
             .expect("was an executor");
-        assert_eq!(gone.len(), 2);
+        assert_eq!((gone.len(), timed_out), (2, false));
         assert!(!ex.is_live(&key));
     }
 }
