@@ -2120,7 +2120,8 @@ impl Agent {
     /// naming it that has one, and its tasks are every task naming it.
     fn recover_executors(&self, st: &State) {
         for (key, t) in &st.tasks {
-            let Some(info) = t.info.executor.as_ref() else {
+            // Pods' default executor is the agent itself: nothing to re-subscribe.
+            let Some(info) = crate::pods::custom_executor(&t.info) else {
                 continue;
             };
             if t.container_id.is_empty() || !t.is_live() {

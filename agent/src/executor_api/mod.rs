@@ -348,10 +348,14 @@ impl Executors {
             e.tasks
                 .iter()
                 .map(|t| {
-                    let pending = e
-                        .queued
-                        .iter()
-                        .any(|ev| ev["launch"]["task"]["task_id"]["value"] == t.as_str());
+                    let pending = e.queued.iter().any(|ev| {
+                        ev["launch"]["task"]["task_id"]["value"] == t.as_str()
+                            || ev["launch_group"]["task_group"]["tasks"]
+                                .as_array()
+                                .is_some_and(|ts| {
+                                    ts.iter().any(|x| x["task_id"]["value"] == t.as_str())
+                                })
+                    });
                     (t.clone(), pending)
                 })
                 .collect()
