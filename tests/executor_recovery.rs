@@ -2,8 +2,8 @@
 //! executor (`tests/mesos/pymesos_recovery_executor.py`, launched by the pymesos scheduler
 //! `tests/mesos/pymesos_recovery_scheduler.py`) runs a task that never ends; the agent is
 //! `kill -9`ed and restarted; the executor's driver reconnects and re-SUBSCRIBEs, the same
-//! process keeps running the task, the framework's KILL reaches it, and the framework gets
-//! exactly one terminal update. A second executor is frozen (SIGSTOP) across the restart: it
+//! process keeps running the task (and a second task handed to it), the framework's KILLs
+//! reach it, and the framework gets exactly one terminal update per task. A second executor is frozen (SIGSTOP) across the restart: it
 //! never re-subscribes, so `--executor-reregistration-timeout` kills it and its task fails
 //! with REASON_EXECUTOR_REREGISTRATION_TIMEOUT. HEARTBEAT events reach the executor.
 
@@ -146,6 +146,8 @@ fn pymesos_executor_survives_agent_restart_or_times_out() {
     // 1. kill -9 the agent under a running executor; it re-subscribes to the new agent.
     let (sched, out) = scheduler(&py, &c, "kill");
     let (ns_pid, pid) = wait_running_pid(&out, "kill", &[]);
+    let (ns_pid2, _) = wait_running_pid(&out, "kill2", &[]);
+    assert_eq!(ns_pid2, ns_pid, "one executor runs both tasks");
     assert!(alive(pid));
     std::thread::sleep(Duration::from_secs(1)); // a few heartbeats
     c.agents[0].kill9();
@@ -168,6 +170,17 @@ fn pymesos_executor_survives_agent_restart_or_times_out() {
     let ok = wait_exit(sched, "the kill scheduler");
     let text = read(&out);
     assert!(ok, "{text}");
+    // The second task was handed to the running executor (no container of its own): the
+    // restarted agent still reports it to the master and the executor still runs it.
+    let terminal2: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("STEP update kill2 TASK_") && !l.contains("TASK_RUNNING"))
+        .collect();
+    assert_eq!(terminal2.len(), 1, "exactly one terminal update:\n{text}");
+    assert!(
+        terminal2[0].contains("TASK_KILLED") && terminal2[0].contains("SOURCE_EXECUTOR"),
+        "{text}"
+    );
     let terminal: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("STEP update kill TASK_") && !l.contains("TASK_RUNNING"))

@@ -2360,12 +2360,17 @@ impl Agent {
     /// The `register` message: identity, resources, every task not yet forgotten (except
     /// refused ones, which never held resources: the master would reject their ids; their
     /// TASK_ERROR update is resent after registration) and the frameworks of those tasks.
+    /// A task handed to a running custom executor has no container of its own but holds
+    /// resources: it is reported too (else the master would call it lost).
     pub(crate) fn register_message(&self) -> v1::agent_message::Register {
         let mut st = self.state();
         let held: Vec<&Task> = st
             .tasks
             .values()
-            .filter(|t| !t.container_id.is_empty())
+            .filter(|t| {
+                !t.container_id.is_empty()
+                    || (crate::pods::custom_executor(&t.info).is_some() && !t.resources.is_empty())
+            })
             .collect();
         let framework_ids: std::collections::HashSet<String> =
             held.iter().map(|t| t.framework_id.clone()).collect();

@@ -3,11 +3,13 @@
 
 Usage: pymesos_recovery_scheduler.py HOST:PORT MODE CONTROL_DIR
 
-Launches one task (id MODE) on a custom pymesos executor (pymesos_recovery_executor.py)
-that runs until killed, and prints "STEP …" lines: every status update it gets (each
-acknowledged explicitly). MODE "kill": once the file CONTROL_DIR/kill exists it kills the
-task. It stops (tearing the framework down) 3 s after the task's first terminal update, so
-a duplicate terminal update would show as a second line.
+Launches tasks on one custom pymesos executor (pymesos_recovery_executor.py) that run until
+killed — MODE "kill": tasks "kill" and "kill2" (the second is handed to the running
+executor, without a container of its own); MODE "stuck": task "stuck" — and prints
+"STEP …" lines: every status update it gets (each acknowledged explicitly). MODE "kill":
+once the file CONTROL_DIR/kill exists it kills both tasks. It stops (tearing the framework
+down) 3 s after every task had a terminal update, so a duplicate terminal update (or a
+TASK_LOST from the master) would show as another line.
 """
 
 import json
@@ -34,10 +36,13 @@ def scalar(name, value):
 
 
 class Probe(Scheduler):
-    def __init__(self, task_id):
-        self.task_id = task_id
+    def __init__(self, mode):
+        self.mode = mode
+        self.task_ids = [mode, mode + "2"] if mode == "kill" else [mode]
         self.lock = threading.Lock()
         self.launched = False
+        self.running_ids = set()
+        self.terminal_ids = set()
         self.running = threading.Event()
         self.terminal = threading.Event()
 
@@ -48,21 +53,21 @@ class Probe(Scheduler):
                     driver.declineOffer(offer["id"], filters={"refuse_seconds": 3600})
                     continue
                 executor = {
-                    "executor_id": {"value": "rec-" + self.task_id},
+                    "executor_id": {"value": "rec-" + self.mode},
                     "name": "pymesos-recovery-executor",
                     "command": {"value": "exec %s %s" % (shlex.quote(sys.executable),
                                                          shlex.quote(EXECUTOR))},
                 }
-                task = {
-                    "name": "long-" + self.task_id,
-                    "task_id": {"value": self.task_id},
+                tasks = [{
+                    "name": "long-" + tid,
+                    "task_id": {"value": tid},
                     "agent_id": offer["agent_id"],
                     "resources": [scalar("cpus", 0.1), scalar("mem", 64)],
                     "executor": executor,
-                }
-                driver.launchTasks(offer["id"], [task], filters={"refuse_seconds": 3600})
+                } for tid in self.task_ids]
+                driver.launchTasks(offer["id"], tasks, filters={"refuse_seconds": 3600})
                 self.launched = True
-                log("STEP launched", self.task_id)
+                log("STEP launched", " ".join(self.task_ids))
 
     def statusUpdate(self, driver, update):
         tid = update["task_id"]["value"]
@@ -71,11 +76,16 @@ class Probe(Scheduler):
             update.get("message", ""))
         if "uuid" in update:
             driver.acknowledgeStatusUpdate(update)
-        if state == "TASK_RUNNING":
-            self.running.set()
-        if state in ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST",
-                     "TASK_ERROR", "TASK_DROPPED", "TASK_GONE"):
-            self.terminal.set()
+        with self.lock:
+            if state == "TASK_RUNNING":
+                self.running_ids.add(tid)
+                if self.running_ids >= set(self.task_ids):
+                    self.running.set()
+            if state in ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST",
+                         "TASK_ERROR", "TASK_DROPPED", "TASK_GONE"):
+                self.terminal_ids.add(tid)
+                if self.terminal_ids >= set(self.task_ids):
+                    self.terminal.set()
 
     def error(self, driver, message):
         log("STEP error", message)
@@ -99,8 +109,9 @@ def main():
                     log("STEP FAIL no kill file")
                     return 1
                 time.sleep(0.1)
-            driver.killTask({"value": mode})
-            log("STEP kill sent", mode)
+            for tid in probe.task_ids:
+                driver.killTask({"value": tid})
+            log("STEP kill sent", " ".join(probe.task_ids))
         if not probe.terminal.wait(max(1, deadline - time.time())):
             log("STEP FAIL no terminal update")
             return 1
