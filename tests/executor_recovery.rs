@@ -2,8 +2,9 @@
 //! executor (`tests/mesos/pymesos_recovery_executor.py`, launched by the pymesos scheduler
 //! `tests/mesos/pymesos_recovery_scheduler.py`) runs a task that never ends; the agent is
 //! `kill -9`ed and restarted; the executor's driver reconnects and re-SUBSCRIBEs, the same
-//! process keeps running the task (and a second task handed to it), the framework's KILLs
-//! reach it, and the framework gets exactly one terminal update per task. A second executor is frozen (SIGSTOP) across the restart: it
+//! process keeps running a task handed to it — even though the task whose container runs the
+//! executor was killed before the restart — the framework's KILLs reach it, and the
+//! framework gets exactly one terminal update per task. A second executor is frozen (SIGSTOP) across the restart: it
 //! never re-subscribes, so `--executor-reregistration-timeout` kills it and its task fails
 //! with REASON_EXECUTOR_REREGISTRATION_TIMEOUT. HEARTBEAT events reach the executor.
 
@@ -149,7 +150,15 @@ fn pymesos_executor_survives_agent_restart_or_times_out() {
     let (ns_pid2, _) = wait_running_pid(&out, "kill2", &[]);
     assert_eq!(ns_pid2, ns_pid, "one executor runs both tasks");
     assert!(alive(pid));
-    std::thread::sleep(Duration::from_secs(1)); // a few heartbeats
+    // The task whose container runs the executor ends first (killed, acknowledged): the
+    // executor keeps running the other one, and must survive the restart all the same.
+    std::fs::write(c.dir.path().join("kill-kill"), b"").expect("kill file");
+    wait_for("kill TASK_KILLED", Duration::from_secs(30), || {
+        read(&out)
+            .contains("STEP update kill TASK_KILLED")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1)); // its acknowledgement reaches the agent
     c.agents[0].kill9();
     std::thread::sleep(Duration::from_millis(1500));
     assert!(alive(pid), "the executor died with the agent");
@@ -166,40 +175,40 @@ fn pymesos_executor_survives_agent_restart_or_times_out() {
         read(&agent)
     );
     assert!(alive(pid), "same executor process after the restart");
-    std::fs::write(c.dir.path().join("kill"), b"").expect("kill file");
+    std::fs::write(c.dir.path().join("kill-kill2"), b"").expect("kill file");
     let ok = wait_exit(sched, "the kill scheduler");
     let text = read(&out);
     assert!(ok, "{text}");
-    // The second task was handed to the running executor (no container of its own): the
-    // restarted agent still reports it to the master and the executor still runs it.
-    let terminal2: Vec<&str> = text
+    // One terminal update per task, from the executor; the second task was handed to the
+    // running executor (no container of its own): the restarted agent still reports it to
+    // the master, and the same executor process — which saw HEARTBEATs — is asked to kill it.
+    for task in ["kill", "kill2"] {
+        let terminal: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!("STEP update {task} TASK_")) && !l.contains("TASK_RUNNING")
+            })
+            .collect();
+        assert_eq!(terminal.len(), 1, "exactly one terminal update:\n{text}");
+        let killed = terminal[0];
+        assert!(killed.contains("TASK_KILLED"), "{killed}");
+        assert!(killed.contains("SOURCE_EXECUTOR"), "{killed}");
+        assert!(
+            killed.contains(&format!("killed by the executor pid {ns_pid} after")),
+            "KILL reached the same executor: {killed}"
+        );
+    }
+    let killed2 = text
         .lines()
-        .filter(|l| l.starts_with("STEP update kill2 TASK_") && !l.contains("TASK_RUNNING"))
-        .collect();
-    assert_eq!(terminal2.len(), 1, "exactly one terminal update:\n{text}");
-    assert!(
-        terminal2[0].contains("TASK_KILLED") && terminal2[0].contains("SOURCE_EXECUTOR"),
-        "{text}"
-    );
-    let terminal: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("STEP update kill TASK_") && !l.contains("TASK_RUNNING"))
-        .collect();
-    assert_eq!(terminal.len(), 1, "exactly one terminal update:\n{text}");
-    let killed = terminal[0];
-    assert!(killed.contains("TASK_KILLED"), "{killed}");
-    assert!(killed.contains("SOURCE_EXECUTOR"), "{killed}");
-    assert!(
-        killed.contains(&format!("killed by the executor pid {ns_pid} after")),
-        "KILL reached the same executor: {killed}"
-    );
-    let heartbeats: u32 = killed
+        .find(|l| l.starts_with("STEP update kill2 TASK_KILLED"))
+        .unwrap_or_default();
+    let heartbeats: u32 = killed2
         .split_whitespace()
         .rev()
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(heartbeats >= 2, "HEARTBEAT events: {killed}");
+    assert!(heartbeats >= 2, "HEARTBEAT events: {killed2}");
 
     // 2. An executor frozen across the restart never re-subscribes: it is killed after the
     //    re-registration timeout and its task fails saying so.

@@ -1106,6 +1106,14 @@ impl Agent {
             for k in tasks {
                 self.update(&k, state, reason, message.clone(), None);
             }
+            // The executor's container task, kept while the executor ran, may be done now.
+            let mut st = self.state();
+            if st.tasks.get(key).is_some_and(|t| t.is_finished()) {
+                if let Some(t) = st.tasks.remove(key) {
+                    self.unpersist(key, &t);
+                    st.completed.push(TaskView::of(&t));
+                }
+            }
             return;
         }
         self.update(
@@ -1164,6 +1172,7 @@ impl Agent {
                     state: t.state,
                     queued: t.updates.statuses().map(|u| u.uuid.clone()).collect(),
                     launch_pending,
+                    kill_requested: t.kill_requested.is_some(),
                 })
             })
             .collect()
@@ -2030,7 +2039,11 @@ impl Agent {
                     updated_time: r.updated_time,
                 },
             );
-            if state.is_terminal() || r.container_id.is_empty() {
+            // A custom executor may outlive the task whose container runs it: that ended
+            // task is re-attached to like a live one (its container still holds the
+            // executor), but only while its supervisor still runs.
+            let executor_container = crate::pods::custom_executor(&st.tasks[&key].info).is_some();
+            if r.container_id.is_empty() || (state.is_terminal() && !executor_container) {
                 continue;
             }
             let mut running = Running {
@@ -2044,8 +2057,10 @@ impl Agent {
                 .supervisor
                 .and_then(|s| supervisor::attach(s.pid, s.start_time).map(|fd| (s.pid, fd)));
             let Some((pid, fd)) = attached else {
-                running.pid = r.supervisor.map_or(0, |s| s.pid);
-                ended.push(running);
+                if !state.is_terminal() {
+                    running.pid = r.supervisor.map_or(0, |s| s.pid);
+                    ended.push(running);
+                }
                 continue;
             };
             running.pid = pid;
@@ -2056,14 +2071,17 @@ impl Agent {
             if let Some(t) = st.tasks.get_mut(&key) {
                 t.pid = Some(pid);
             }
-            if state != TaskState::TaskRunning
+            if !state.is_terminal()
+                && state != TaskState::TaskRunning
                 && state != TaskState::TaskKilling
                 && supervisor::has_children(pid)
             {
                 started.push(key.clone());
             }
             let (tx, rx) = mpsc::unbounded_channel();
-            if let Some(g) = kill {
+            // A custom executor's task is killed by its executor (KILL, sent again when it
+            // re-subscribes): its container runs the executor, which may run other tasks.
+            if let Some(g) = kill.filter(|_| !executor_container) {
                 let _ = tx.send(g);
             }
             st.killers.insert(key.clone(), tx);
@@ -2124,7 +2142,8 @@ impl Agent {
             let Some(info) = crate::pods::custom_executor(&t.info) else {
                 continue;
             };
-            if t.container_id.is_empty() || !t.is_live() {
+            // Live, or ended while its container (re-attached) still runs the executor.
+            if t.container_id.is_empty() || !(t.is_live() || st.killers.contains_key(key)) {
                 continue;
             }
             let tasks: Vec<String> = st
@@ -2201,9 +2220,11 @@ impl Agent {
     pub(crate) fn live_containers(&self) -> std::collections::HashSet<String> {
         self.state()
             .tasks
-            .values()
-            .filter(|t| t.is_live() && !t.container_id.is_empty())
-            .map(|t| t.container_id.clone())
+            .iter()
+            .filter(|(k, t)| {
+                (t.is_live() || self.executors.runs_container(k)) && !t.container_id.is_empty()
+            })
+            .map(|(_, t)| t.container_id.clone())
             .collect()
     }
 
@@ -2320,7 +2341,9 @@ impl Agent {
         if crate::pods::custom_executor(&t.info).is_some() {
             self.executors.acknowledged(framework_id, task_id, uuid);
         }
-        let finished = t.is_finished();
+        // The task whose container runs a custom executor stays (checkpointed) while the
+        // executor runs: an agent restart re-attaches to the executor through it.
+        let finished = t.is_finished() && !self.executors.runs_container(&key);
         if finished {
             if let Some(t) = st.tasks.remove(&key) {
                 self.unpersist(&key, &t);
@@ -2368,8 +2391,10 @@ impl Agent {
             .tasks
             .values()
             .filter(|t| {
-                !t.container_id.is_empty()
-                    || (crate::pods::custom_executor(&t.info).is_some() && !t.resources.is_empty())
+                !t.is_finished()
+                    && (!t.container_id.is_empty()
+                        || (crate::pods::custom_executor(&t.info).is_some()
+                            && !t.resources.is_empty()))
             })
             .collect();
         let framework_ids: std::collections::HashSet<String> =

@@ -7,7 +7,7 @@ Launches tasks on one custom pymesos executor (pymesos_recovery_executor.py) tha
 killed — MODE "kill": tasks "kill" and "kill2" (the second is handed to the running
 executor, without a container of its own); MODE "stuck": task "stuck" — and prints
 "STEP …" lines: every status update it gets (each acknowledged explicitly). MODE "kill":
-once the file CONTROL_DIR/kill exists it kills both tasks. It stops (tearing the framework
+it kills task T once the file CONTROL_DIR/kill-T exists. It stops (tearing the framework
 down) 3 s after every task had a terminal update, so a duplicate terminal update (or a
 TASK_LOST from the master) would show as another line.
 """
@@ -104,14 +104,17 @@ def main():
     try:
         if mode == "kill":
             probe.running.wait(TIMEOUT_S)
-            while not os.path.exists(os.path.join(control, "kill")):
+            pending = list(probe.task_ids)
+            while pending:
                 if time.time() > deadline:
-                    log("STEP FAIL no kill file")
+                    log("STEP FAIL no kill file for", " ".join(pending))
                     return 1
+                for tid in list(pending):
+                    if os.path.exists(os.path.join(control, "kill-" + tid)):
+                        driver.killTask({"value": tid})
+                        log("STEP kill sent", tid)
+                        pending.remove(tid)
                 time.sleep(0.1)
-            for tid in probe.task_ids:
-                driver.killTask({"value": tid})
-            log("STEP kill sent", " ".join(probe.task_ids))
         if not probe.terminal.wait(max(1, deadline - time.time())):
             log("STEP FAIL no terminal update")
             return 1

@@ -298,6 +298,11 @@ impl Executors {
         }
     }
 
+    /// Whether `task`'s container runs a live executor.
+    pub(crate) fn runs_container(&self, task: &TaskKey) -> bool {
+        self.lock().values().any(|e| &e.container_task == task)
+    }
+
     /// The container of `task` exited. If it ran an executor, forgets it and returns every
     /// task handed to it (they cannot run any more) and whether it was killed for not
     /// re-subscribing after an agent restart.
@@ -658,6 +663,9 @@ fn resubscribed(
         if !agent.executor_update(u) {
             agent.executors.acknowledge_to(key, &task_id, &uuid);
         }
+    }
+    for task_id in &decision.kill {
+        agent.executors.kill_task(&key.0, task_id);
     }
     for task_id in &decision.lost {
         tracing::warn!(framework = %key.0, executor = %key.1, task = %task_id, "the executor never received this task before the agent restarted: TASK_LOST");

@@ -10,7 +10,8 @@
 //! - any other update is taken, as if sent with UPDATE;
 //! - a task the agent still has as STAGING that the executor neither reports among its
 //!   unacknowledged tasks nor updates, and that is not about to be sent to it, was never
-//!   received by the executor (the agent went down before the LAUNCH reached it): it is lost.
+//!   received by the executor (the agent went down before the LAUNCH reached it): it is lost;
+//! - a task the framework asked to kill that has not ended gets its KILL again.
 
 use brim_proto::v1::TaskState;
 
@@ -23,6 +24,8 @@ pub(crate) struct KnownTask {
     pub queued: Vec<Vec<u8>>,
     /// Its LAUNCH is still queued for this executor (goes out with this subscription).
     pub launch_pending: bool,
+    /// The framework asked to kill it (the KILL may have been lost with the old agent).
+    pub kill_requested: bool,
 }
 
 /// One of the executor's unacknowledged updates.
@@ -42,6 +45,8 @@ pub(crate) struct Reconciliation {
     pub acknowledge: Vec<usize>,
     /// Tasks the executor never received: they become TASK_LOST.
     pub lost: Vec<String>,
+    /// Tasks to send KILL again: a kill was asked and they have not ended.
+    pub kill: Vec<String>,
 }
 
 pub(crate) fn reconcile(
@@ -63,6 +68,8 @@ pub(crate) fn reconcile(
             unacknowledged_tasks.contains(&k.id) || updates.iter().any(|u| u.task_id == k.id);
         if k.state == TaskState::TaskStaging && !reported && !k.launch_pending {
             out.lost.push(k.id.clone());
+        } else if k.kill_requested && !k.state.is_terminal() {
+            out.kill.push(k.id.clone());
         }
     }
     out
@@ -78,6 +85,7 @@ mod tests {
             state,
             queued: queued.iter().map(|b| vec![*b; 16]).collect(),
             launch_pending: false,
+            kill_requested: false,
         }
     }
 
@@ -129,5 +137,16 @@ mod tests {
         let r = reconcile(&known, &["unacked".into()], &updates);
         assert_eq!(r.lost, vec!["never".to_string()]);
         assert_eq!(r.take, vec![0]);
+        assert!(r.kill.is_empty());
+    }
+
+    #[test]
+    fn kills_asked_before_the_restart_are_sent_again_until_the_task_ends() {
+        let mut killing = task("killing", TaskState::TaskRunning, &[]);
+        killing.kill_requested = true;
+        let mut killed = task("killed", TaskState::TaskKilled, &[]);
+        killed.kill_requested = true;
+        let r = reconcile(&[killing, killed], &[], &[]);
+        assert_eq!(r.kill, vec!["killing".to_string()]);
     }
 }
