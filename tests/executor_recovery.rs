@@ -49,8 +49,18 @@ fn python_with_pymesos() -> Option<PathBuf> {
     })
 }
 
+/// A scheduler process, killed if the test ends (or fails) before it exits.
+struct Scheduler(Child);
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the scheduler in `mode`; its output goes to `<dir>/<mode>.out`.
-fn scheduler(py: &Path, c: &Cluster, mode: &str) -> (Child, PathBuf) {
+fn scheduler(py: &Path, c: &Cluster, mode: &str) -> (Scheduler, PathBuf) {
     let out = c.dir.path().join(format!("{mode}.out"));
     let f = std::fs::File::create(&out).expect("scheduler output file");
     let child = Command::new(py)
@@ -61,7 +71,7 @@ fn scheduler(py: &Path, c: &Cluster, mode: &str) -> (Child, PathBuf) {
         .stderr(f)
         .spawn()
         .expect("spawn the pymesos scheduler");
-    (child, out)
+    (Scheduler(child), out)
 }
 
 fn read(p: &Path) -> String {
@@ -120,9 +130,9 @@ fn signal(pid: i32, sig: i32) {
     }
 }
 
-fn wait_exit(mut child: Child, what: &str) -> bool {
+fn wait_exit(mut sched: Scheduler, what: &str) -> bool {
     wait_for(what, Duration::from_secs(90), || {
-        child.try_wait().ok().flatten().map(|s| s.success())
+        sched.0.try_wait().ok().flatten().map(|s| s.success())
     })
 }
 
