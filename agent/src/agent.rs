@@ -1024,7 +1024,8 @@ impl Agent {
             .await;
     }
 
-    /// Removes the container's cgroup and records the task's end.
+    /// Records the task's end (after the post-stop hook and the task's network are gone),
+    /// then removes its container.
     async fn finish(&self, key: &TaskKey, container_id: &str, mut outcome: Outcome) {
         if let Some(why) = self.state().group_kills.remove(key) {
             if outcome.state == TaskState::TaskKilled {
@@ -1053,32 +1054,6 @@ impl Agent {
             let (net, id) = (Arc::clone(&self.network), container_id.to_string());
             let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
         }
-        if let Some(cg) = self.cgroups.clone() {
-            let id = container_id.to_string();
-            if !id.is_empty() {
-                let res =
-                    tokio::task::spawn_blocking(move || cgroups::destroy(cg.as_ref(), &id)).await;
-                match res {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(task = %key.1, error = %e, "cgroup cleanup failed")
-                    }
-                    Err(e) => tracing::warn!(task = %key.1, error = %e, "cgroup cleanup panicked"),
-                }
-            }
-        }
-        if !container_id.is_empty() && self.oci.store().container_dir(container_id).exists() {
-            let (oci, id) = (Arc::clone(&self.oci), container_id.to_string());
-            match tokio::task::spawn_blocking(move || oci.destroy(&id)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(task = %key.1, error = %e, "OCI container cleanup failed")
-                }
-                Err(e) => {
-                    tracing::warn!(task = %key.1, error = %e, "OCI container cleanup panicked")
-                }
-            }
-        }
         if let Some((tasks, timed_out)) = self.executors.container_exited(key) {
             // A custom executor exited: whatever it had not finished cannot run any more.
             let (state, reason, message) = if timed_out {
@@ -1106,6 +1081,7 @@ impl Agent {
             for k in tasks {
                 self.update(&k, state, reason, message.clone(), None);
             }
+            self.release_container(key, container_id).await;
             // The executor's container task, kept while the executor ran, may be done now.
             let mut st = self.state();
             if st.tasks.get(key).is_some_and(|t| t.is_finished()) {
@@ -1123,7 +1099,42 @@ impl Agent {
             outcome.message,
             outcome.exit_code,
         );
+        self.release_container(key, container_id).await;
         self.pod_task_ended(key).await;
+    }
+
+    /// Removes an ended task's cgroups and OCI bundle (unmounting its rootfs). It runs after
+    /// the terminal update is queued, as Mesos's container destruction follows the
+    /// executor's last update: the framework hears of the end without waiting for the
+    /// kernel (cgroup rmdir, unmount). An agent that dies in between finds the leftovers at
+    /// start-up and removes them (cgroups of no recovered task, bundles of no live container).
+    async fn release_container(&self, key: &TaskKey, container_id: &str) {
+        if let Some(cg) = self.cgroups.clone() {
+            let id = container_id.to_string();
+            if !id.is_empty() {
+                let res =
+                    tokio::task::spawn_blocking(move || cgroups::destroy(cg.as_ref(), &id)).await;
+                match res {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(task = %key.1, error = %e, "cgroup cleanup failed")
+                    }
+                    Err(e) => tracing::warn!(task = %key.1, error = %e, "cgroup cleanup panicked"),
+                }
+            }
+        }
+        if !container_id.is_empty() && self.oci.store().container_dir(container_id).exists() {
+            let (oci, id) = (Arc::clone(&self.oci), container_id.to_string());
+            match tokio::task::spawn_blocking(move || oci.destroy(&id)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(task = %key.1, error = %e, "OCI container cleanup failed")
+                }
+                Err(e) => {
+                    tracing::warn!(task = %key.1, error = %e, "OCI container cleanup panicked")
+                }
+            }
+        }
     }
 
     /// A status update from a custom executor (`executor_api`): recorded and queued for the
