@@ -1516,7 +1516,10 @@ impl Agent {
                 &agent_id,
             ));
         }
-        let prepared = {
+        // An OCI task's provisioning (rootfs mount, config.json) runs on one blocking thread
+        // while its cgroups are made on another: neither needs the other. (A launch slot is
+        // then held while a first launch unpacks its image; cached images take ~1 ms.)
+        let provision = async {
             use crate::containerizer::{Containerizer, LaunchRequest};
             let cgroup_path = self
                 .cgroups
@@ -1569,16 +1572,17 @@ impl Agent {
                     volumes: Vec::new(),
                 })
             };
-            prepared.map_err(|e| (e.into(), None))?
+            prepared.map_err(|e| (e.into(), None))
         };
-        let slot = self
-            .launch_slots
-            .acquire()
-            .await
-            .map_err(|e| (launcher::LaunchError::Internal(e.to_string()), None))?;
-        let mut procs = Vec::new();
-        let mut sup_procs = None;
-        if let Some(cg) = self.cgroups.clone() {
+        let cgroups = async {
+            let slot = self
+                .launch_slots
+                .acquire()
+                .await
+                .map_err(|e| (launcher::LaunchError::Internal(e.to_string()), None))?;
+            let Some(cg) = self.cgroups.clone() else {
+                return Ok((slot, Vec::new(), None));
+            };
             // A revocable task is limited by what it asked for, like any other.
             let mut all = v.resources.clone();
             all.add(&v.revocable);
@@ -1615,9 +1619,13 @@ impl Agent {
             .await
             .map_err(|e| (launcher::LaunchError::Internal(e.to_string()), None))?
             .map_err(|e| (e.into(), None))?;
-            procs = opened.0;
-            sup_procs = opened.1;
-        }
+            Ok((slot, opened.0, opened.1))
+        };
+        // Both finish before either's error is looked at, so a failed launch never leaves a
+        // provisioning running behind the cleanup.
+        let (prepared, made) = tokio::join!(provision, cgroups);
+        let prepared = prepared?;
+        let (slot, procs, sup_procs) = made?;
         crate::containerizer::hooks::run(
             &self.config.hooks,
             crate::containerizer::hooks::Stage::PreLaunch,
