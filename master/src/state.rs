@@ -1269,10 +1269,8 @@ impl Master {
             .filter(|(k, _)| k.0 == framework_id)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut agents = HashSet::new();
         for key in keys {
             if let Some(mut t) = self.tasks.remove(&key) {
-                agents.insert(t.agent_id.clone());
                 t.state = TaskState::TaskKilled;
                 t.updated_time = wall;
                 t.status = Some(self.master_status(
@@ -1285,8 +1283,10 @@ impl Master {
                 self.push_completed(t);
             }
         }
-        for agent_id in agents {
-            if let Some(tx) = self.agents.get(&agent_id).and_then(|a| a.tx.as_ref()) {
+        // Every connected agent hears of it, not only those with live tasks: a custom
+        // executor outlives its tasks, and the master does not track executors.
+        for agent in self.agents.values() {
+            if let Some(tx) = agent.tx.as_ref() {
                 let _ = tx.try_send(Ok(MasterMessage {
                     message: Some(master_message::Message::ShutdownFramework(
                         master_message::ShutdownFramework {

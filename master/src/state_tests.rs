@@ -520,6 +520,23 @@ fn invalid_registrations_and_subscriptions_are_rejected() {
 }
 
 #[test]
+fn teardown_reaches_agents_where_the_framework_has_no_live_task() {
+    // A custom executor outlives its tasks and the master does not track executors: every
+    // connected agent must hear of the teardown to shut such an executor down.
+    let mut h = Harness::new();
+    let (a1, _) = h.add_agent("cpus:1;mem:256");
+    let (a2, _) = h.add_agent("cpus:1;mem:256");
+    let fw = h.subscribe("f", &[]);
+    h.m.teardown(&fw, 0.0).expect("teardown");
+    for a in [&a1, &a2] {
+        assert!(matches!(
+            h.next_agent(a),
+            Some(master_message::Message::ShutdownFramework(_))
+        ));
+    }
+}
+
+#[test]
 fn teardown_kills_tasks_and_frees_resources() {
     let mut h = Harness::new();
     let (agent, _) = h.add_agent("cpus:2;mem:1024");
