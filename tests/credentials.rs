@@ -8,7 +8,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -72,24 +71,6 @@ fn basic(principal: &str, secret: &str) -> (&'static str, String) {
 
 fn bearer(token: &str) -> (&'static str, String) {
     ("Authorization", format!("Bearer {token}"))
-}
-
-/// A python3 that can `import pymesos` (as tests/mesos_pymesos.rs looks for it).
-fn python_with_pymesos() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(p) = std::env::var("BRIM_PYTHON") {
-        candidates.push(p.into());
-    }
-    candidates.push("/usr/bin/python3".into());
-    candidates.push("python3".into());
-    candidates.into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", "import pymesos, http_parser"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
 }
 
 fn rfc3339_in(secs: i64) -> String {
@@ -215,7 +196,7 @@ fn basic_auth_and_token_expiry() {
     eprintln!("`soon` refused {:?} after the check", start.elapsed());
 
     // --- pymesos with principal and secret ---
-    let Some(py) = python_with_pymesos() else {
+    let Some(py) = support::python_with("import pymesos, http_parser") else {
         if std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
             panic!("credentials: no python3 with pymesos, and BRIM_TEST_REQUIRE_ALL=1 forbids skipping");
         }

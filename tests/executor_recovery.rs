@@ -31,24 +31,6 @@ const MASTER: &[&str] = &[
     "200ms",
 ];
 
-/// A python3 that can `import pymesos` (as tests/mesos_pymesos.rs finds it).
-fn python_with_pymesos() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(p) = std::env::var("BRIM_PYTHON") {
-        candidates.push(p.into());
-    }
-    candidates.push("/usr/bin/python3".into());
-    candidates.push("python3".into());
-    candidates.into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", "import pymesos, http_parser"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 /// A scheduler process, killed if the test ends (or fails) before it exits.
 struct Scheduler(Child);
 
@@ -141,7 +123,7 @@ fn pymesos_executor_survives_agent_restart_or_times_out() {
     if !support::can_run_cluster("executor_recovery") {
         return;
     }
-    let Some(py) = python_with_pymesos() else {
+    let Some(py) = support::python_with("import pymesos, http_parser") else {
         let why = "executor_recovery: skipped: no python3 with pymesos (see .ci/run)";
         if std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
             panic!("{why}, and BRIM_TEST_REQUIRE_ALL=1 forbids skipping");

@@ -9,7 +9,6 @@
 mod support;
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,34 +19,14 @@ const SCRIPT: &str = concat!(
     "/tests/mesos/protobuf_scheduler.py"
 );
 
-/// A python3 with Google's `protobuf` (`$BRIM_PYTHON`, the system python where `.ci/run`
-/// installs python3-protobuf, then `python3` on PATH).
-fn python_with_protobuf() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(p) = std::env::var("BRIM_PYTHON") {
-        candidates.push(p.into());
-    }
-    candidates.push("/usr/bin/python3".into());
-    candidates.push("python3".into());
-    candidates.into_iter().find(|py| {
-        Command::new(py)
-            .args([
-                "-c",
-                "from google.protobuf import descriptor_pool, message_factory",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 #[test]
 fn protobuf_scheduler_and_executor_run_a_task() {
     if !support::can_run_cluster("mesos_protobuf") {
         return;
     }
-    let Some(py) = python_with_protobuf() else {
+    let Some(py) =
+        support::python_with("from google.protobuf import descriptor_pool, message_factory")
+    else {
         let why = "mesos_protobuf: skipped: no python3 with google.protobuf (apt-get install python3-protobuf; see .ci/run)";
         assert!(
             std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() != Ok("1"),

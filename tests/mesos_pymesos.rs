@@ -26,25 +26,7 @@ const AVMESOS_SCRIPT: &str = concat!(
 /// A python3 that can `import pymesos`: `$BRIM_PYTHON`, then the system python (where
 /// `.ci/run` installs it), then whatever `python3` is on PATH.
 fn python_with_pymesos() -> Option<PathBuf> {
-    python_with("import pymesos, http_parser")
-}
-
-/// A python3 (same search order) for which `import_line` succeeds.
-fn python_with(import_line: &str) -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(p) = std::env::var("BRIM_PYTHON") {
-        candidates.push(p.into());
-    }
-    candidates.push("/usr/bin/python3".into());
-    candidates.push("python3".into());
-    candidates.into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", import_line])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
+    support::python_with("import pymesos, http_parser")
 }
 
 /// Skips (printing why) unless BRIM_TEST_REQUIRE_ALL=1, where it fails instead.
@@ -230,7 +212,7 @@ fn avmesos_scheduler_launches_and_tears_down() {
     if !support::can_run_cluster("mesos_avmesos") {
         return;
     }
-    let Some(py) = python_with("import avmesos.client") else {
+    let Some(py) = support::python_with("import avmesos.client") else {
         skip("mesos_avmesos: skipped: no python3 with avmesos (pip install avmesos; see .ci/run)");
         return;
     };

@@ -11,7 +11,6 @@ mod support;
 mod zookeeper;
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,23 +61,6 @@ fn published(url: &ZkUrl) -> Option<(Vec<String>, Value)> {
     })
 }
 
-fn python_with_pymesos_and_kazoo() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(p) = std::env::var("BRIM_PYTHON") {
-        candidates.push(p.into());
-    }
-    candidates.push("/usr/bin/python3".into());
-    candidates.push("python3".into());
-    candidates.into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", "import pymesos, http_parser, kazoo"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 /// The MasterInfo Mesos clients read: pid, address, ip as Mesos's integer, port, id.
 fn assert_master_info(info: &Value, port: u16) {
     assert_eq!(info["pid"], format!("master@127.0.0.1:{port}"), "{info}");
@@ -109,7 +91,7 @@ fn leader_published_to_zookeeper_pymesos_finds_it_and_failover_moves_it() {
     let Some(etcd_bin) = etcd_support::etcd_binary(test) else {
         return;
     };
-    let Some(py) = python_with_pymesos_and_kazoo() else {
+    let Some(py) = support::python_with("import pymesos, http_parser, kazoo") else {
         let why = "mesos_zk: skipped: no python3 with pymesos and kazoo (see .ci/run)";
         assert!(
             std::env::var("BRIM_TEST_REQUIRE_ALL").as_deref() != Ok("1"),

@@ -36,6 +36,10 @@ mod recovery;
 pub mod resources_detect;
 pub mod slack;
 pub mod supervisor;
+// The clone3 argument block, shared with the supervisor program like `supervisor_spec`.
+#[allow(unreachable_pub)]
+#[path = "../supervisor/clone3.rs"]
+mod clone3;
 // Shared with the supervisor program (`agent/supervisor/main.rs`), whose crate it belongs to
 // as much (public items) and which uses the decoding half.
 #[allow(unreachable_pub, dead_code)]

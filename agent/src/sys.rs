@@ -14,6 +14,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
+use crate::clone3::{CloneArgs, CLONE_INTO_CGROUP};
+
 /// Sends `sig` to the process group `pgid`. A group that no longer exists is not an error.
 #[allow(dead_code)] // tasks are signalled through their supervisors now
 pub(crate) fn signal_group(pgid: i32, sig: Signal) -> io::Result<()> {
@@ -549,25 +551,6 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
         errors: File::from(err_r),
     })
 }
-
-/// `struct clone_args` of `clone3(2)`, up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// True when `fd` is a directory (a cgroup2 join handle) rather than a file.
 fn is_dir(fd: i32) -> bool {

@@ -10,10 +10,12 @@
 #![allow(non_camel_case_types)]
 
 #[allow(dead_code)] // the encoder half is the agent's
+mod clone3;
 mod spec;
 
 use std::ffi::{c_char, c_int, c_long, c_ulong, c_void, CString};
 
+use clone3::{CloneArgs, CLONE_INTO_CGROUP};
 use spec::{MountPlan, Stage, SupervisorArgs};
 
 type pid_t = i32;
@@ -116,8 +118,6 @@ const PR_SET_NAME: c_int = 15;
 /// Same number on every architecture (added after the syscall tables were unified).
 const SYS_CLONE3: c_long = 435;
 const SYS_CLOSE_RANGE: c_long = 436;
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
 /// Signals forwarded to the task's process group.
 const FORWARDED: [c_int; 6] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2];
 
@@ -154,23 +154,6 @@ fn format_num(v: i64, buf: &mut [u8; 24]) -> usize {
         buf[i + k] = tmp[n - 1 - k];
     }
     i + n
-}
-
-/// `struct clone_args` of `clone3(2)`, up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
 }
 
 struct Supervisor {

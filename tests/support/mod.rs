@@ -363,6 +363,25 @@ fn kill_tree(dir: &Path) {
 }
 
 /// Where `tool` is on `PATH`, if anywhere.
+/// A python3 for which `import_line` succeeds: `$BRIM_PYTHON`, then the system python
+/// (where `.ci/run` installs pymesos, kazoo and protobuf), then `python3` on PATH.
+pub fn python_with(import_line: &str) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Ok(p) = std::env::var("BRIM_PYTHON") {
+        candidates.push(p.into());
+    }
+    candidates.push("/usr/bin/python3".into());
+    candidates.push("python3".into());
+    candidates.into_iter().find(|py| {
+        Command::new(py)
+            .args(["-c", import_line])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 pub fn find_in_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
