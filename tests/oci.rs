@@ -114,7 +114,7 @@ fn scenario(c: &mut Cluster) {
         "--",
         "dd if=/dev/zero of=/dev/null bs=200M count=1",
     ]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let t = wait_state(c, "hog", "TASK_FAILED");
     assert_eq!(t["reason"], "REASON_CONTAINER_LIMITATION_MEMORY", "{t}");
 
@@ -161,7 +161,7 @@ fn scenario(c: &mut Cluster) {
         );
         eprintln!("eBPF unavailable: skipping the eBPF counter check");
     }
-    c.agents[0].kill9();
+    c.kill9_agent(0);
     std::thread::sleep(Duration::from_millis(500));
     c.start_agent(0, RES);
     c.wait_agents_active(1);
@@ -209,7 +209,7 @@ fn scenario(c: &mut Cluster) {
         "--",
         "true",
     ]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let t = wait_state(c, "unknown", "TASK_FAILED");
     assert!(
         t["message"]
@@ -228,7 +228,7 @@ fn scenario(c: &mut Cluster) {
         "--",
         "true",
     ]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let t = wait_state(c, "evil", "TASK_FAILED");
     let msg = t["message"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("refused") && msg.contains(".."), "{t}");
@@ -239,7 +239,7 @@ fn scenario(c: &mut Cluster) {
     assert!(!work.join("oci/pwned").exists());
 
     // runc, by flag: it joins the task's brim cgroups itself (linux.cgroupsPath).
-    c.agents[0].kill9();
+    c.kill9_agent(0);
     c.start_agent_with_flags(0, RES, &["--oci-runtime", "runc"]);
     c.wait_agents_active(1);
     let out = c.brim(&[
@@ -289,11 +289,11 @@ fn scenario(c: &mut Cluster) {
     }
     assert!(left.is_empty(), "container cgroups left behind: {left:?}");
 
-    c.agents[0].kill9();
+    c.kill9_agent(0);
     c.start_agent_with_flags(0, RES, &["--oci-runtime", "/nonexistent/crun"]);
     c.wait_agents_active(1);
     let out = c.brim(&["run", "--name", "noruntime", "--image", &img, "--", "true"]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let t = wait_state(c, "noruntime", "TASK_FAILED");
     assert!(
         t["message"]
@@ -406,7 +406,7 @@ fn hooks_scenario(c: &mut Cluster, marks: &Path) {
     assert!(lines.contains("post oci "), "{lines}");
 
     // A failing pre-launch hook fails the launch, with its exit status and stderr.
-    c.agents[0].kill9();
+    c.kill9_agent(0);
     c.start_agent_with_flags(
         0,
         RES,
@@ -414,7 +414,7 @@ fn hooks_scenario(c: &mut Cluster, marks: &Path) {
     );
     c.wait_agents_active(1);
     let out = c.brim(&["run", "--name", "hook-fails", "--", "true"]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let t = wait_state(c, "hook-fails", "TASK_FAILED");
     let msg = t["message"].as_str().unwrap_or_default();
     assert!(
@@ -426,7 +426,7 @@ fn hooks_scenario(c: &mut Cluster, marks: &Path) {
     assert_eq!(t["reason"], "REASON_CONTAINER_LAUNCH_FAILED", "{t}");
 
     // A hanging one is killed at its timeout.
-    c.agents[0].kill9();
+    c.kill9_agent(0);
     c.start_agent_with_flags(
         0,
         RES,
@@ -434,7 +434,7 @@ fn hooks_scenario(c: &mut Cluster, marks: &Path) {
     );
     c.wait_agents_active(1);
     let out = c.brim(&["run", "--name", "hook-hangs", "--", "true"]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let t = wait_state(c, "hook-hangs", "TASK_FAILED");
     assert!(
         t["message"]

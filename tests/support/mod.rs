@@ -265,6 +265,25 @@ impl Cluster {
         )
     }
 
+    /// Kills agent `i` with SIGKILL and waits until the master has marked it inactive, so
+    /// that a following [`Cluster::wait_agents_active`] counts its restart, not the dead
+    /// registration (a `brim run` in between would find no agent and give up).
+    pub fn kill9_agent(&mut self, i: usize) {
+        let addr = self.master_addr.clone();
+        let active = |s: &serde_json::Value| {
+            s["agents"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|x| x["active"] == true).count())
+        };
+        let before = active(&state(&addr));
+        self.agents[i].kill9();
+        wait_for(
+            "the master to see the killed agent go",
+            Duration::from_secs(30),
+            || (active(&state(&addr)) < before).then_some(()),
+        );
+    }
+
     /// Runs `brim <args>` against this cluster and returns its output.
     pub fn brim(&self, args: &[&str]) -> Output {
         Command::new(BRIM)
