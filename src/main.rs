@@ -38,6 +38,8 @@ enum Command {
     /// List tasks.
     #[command(after_long_help = cli::help::TASKS)]
     Tasks(cli::query::TasksArgs),
+    /// Work with one task: `brim task exec TASK -- CMD` runs CMD inside it.
+    Task(cli::task::TaskArgs),
     /// List agents.
     #[command(after_long_help = cli::help::AGENTS)]
     Agents(cli::query::AgentsArgs),
@@ -66,6 +68,7 @@ async fn run_client(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Run(a) => cli::run::run(a).await,
         Command::Tasks(a) => cli::query::tasks(a).await.map(|()| 0),
+        Command::Task(a) => cli::task::run(a).await,
         Command::Agents(a) => cli::query::agents(a).await.map(|()| 0),
         Command::Frameworks(a) => cli::query::frameworks(a).await.map(|()| 0),
         Command::Service(a) => cli::service::run(a).await,

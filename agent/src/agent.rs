@@ -159,6 +159,10 @@ pub(crate) struct Agent {
     /// Launches between creating their cgroups and cloning their supervisor (see
     /// [`launch_slots`]).
     launch_slots: tokio::sync::Semaphore,
+    /// Nested containers (debug/sidecar processes inside running tasks; `nested`).
+    pub nested: crate::nested::Registry,
+    /// The key tasks' agent API tokens derive from (`nested::token`).
+    pub api_key: Vec<u8>,
 }
 
 /// How many launches may create cgroups and clone supervisors at once: about the CPUs
@@ -262,6 +266,11 @@ impl Agent {
             launch_slots: tokio::sync::Semaphore::new(launch_slots(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            nested: Default::default(),
+            api_key: crate::nested::load_key(&work_dir).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot keep the agent API key in the work dir: tasks' tokens will not survive a restart");
+                uuid::Uuid::new_v4().as_bytes().to_vec()
+            }),
         }
     }
 
@@ -405,6 +414,7 @@ impl Agent {
             exit_code,
             healthy: None,
             executor_id: String::new(),
+            container_id: String::new(),
         }
     }
 
@@ -430,6 +440,7 @@ impl Agent {
         }
         status.healthy = t.healthy;
         status.executor_id = executor_id_of(&t.info);
+        status.container_id = t.container_id.clone();
         tracing::info!(framework = %key.0, task = %key.1, state = state.name(), %message, "task update");
         t.state = state;
         t.message = message;
@@ -1019,6 +1030,8 @@ impl Agent {
         pidfd: std::os::fd::OwnedFd,
         mut kill_rx: mpsc::UnboundedReceiver<Duration>,
     ) {
+        // Nested containers are not checkpointed: those the previous agent started end now.
+        self.end_nested(&running.container_id).await;
         let outcome = self.wait(&running, pidfd, &mut kill_rx).await;
         self.finish(&running.key, &running.container_id, outcome)
             .await;
@@ -1109,6 +1122,7 @@ impl Agent {
     /// kernel (cgroup rmdir, unmount). An agent that dies in between finds the leftovers at
     /// start-up and removes them (cgroups of no recovered task, bundles of no live container).
     async fn release_container(&self, key: &TaskKey, container_id: &str) {
+        self.end_nested(container_id).await;
         if let Some(cg) = self.cgroups.clone() {
             let id = container_id.to_string();
             if !id.is_empty() {
@@ -1320,6 +1334,15 @@ impl Agent {
 
     /// The user a task runs as: the command's, else the framework's, else the agent's
     /// default. `None` when the agent cannot switch users (not root).
+    /// The user of the framework (as registered), empty when unknown.
+    pub(crate) fn framework_user(&self, framework_id: &str) -> String {
+        self.state()
+            .frameworks
+            .get(framework_id)
+            .map(|f| f.user.clone())
+            .unwrap_or_default()
+    }
+
     fn task_user(
         &self,
         v: &ValidatedTask,
@@ -1509,6 +1532,37 @@ impl Agent {
                 host,
             },
         );
+        // The agent API (nested containers) for the task itself: its container id, the
+        // endpoint and, in the sandbox, its token.
+        env.extend([
+            ("BRIM_CONTAINER_ID".to_string(), v.container_id.clone()),
+            (
+                "BRIM_AGENT_API".to_string(),
+                format!(
+                    "{}://{}/api/v1",
+                    if self.config.tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    },
+                    self.http_address
+                ),
+            ),
+        ]);
+        crate::nested::write_token(
+            &v.sandbox,
+            &crate::nested::token(&self.api_key, &v.container_id),
+            owner,
+        )
+        .map_err(|source| {
+            (
+                launcher::LaunchError::Sandbox {
+                    path: v.sandbox.join(crate::nested::TOKEN_FILE),
+                    source,
+                },
+                None,
+            )
+        })?;
         if let Some(e) = crate::pods::custom_executor(&v.info) {
             env.extend(crate::executor_api::environment(
                 &self.http_address,

@@ -26,6 +26,11 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .route("/metrics", get(metrics))
         .route("/sandbox/{framework_id}/{task_id}/{file}", get(sandbox))
         .route(
+            "/sandbox/{framework_id}/{task_id}/containers/{nested_id}/{file}",
+            get(nested_output),
+        )
+        .route("/api/v1", axum::routing::post(crate::nested::api))
+        .route(
             "/api/v1/executor",
             axum::routing::post(crate::executor_api::executor),
         )
@@ -44,6 +49,8 @@ async fn certified(
     next: axum::middleware::Next,
 ) -> Response {
     let path = request.uri().path();
+    // `/api/v1` (nested containers) authorizes in its handler: a certificate, or the
+    // parent task's own token.
     let private = path == "/state" || path.starts_with("/sandbox");
     let certified = request
         .extensions()
@@ -107,6 +114,7 @@ async fn metrics(State(agent): State<Arc<Agent>>, headers: axum::http::HeaderMap
 async fn state(State(agent): State<Arc<Agent>>) -> Json<serde_json::Value> {
     let mut v = agent.state_json();
     agent.telemetry.annotate_state(&mut v);
+    v["nested_containers_running"] = agent.nested.running().into();
     Json(v)
 }
 
@@ -117,6 +125,118 @@ struct ReadQuery {
 
 fn error(code: StatusCode, msg: String) -> Response {
     (code, format!("{msg}\n")).into_response()
+}
+
+/// Up to [`MAX_READ`] bytes of `path` from `offset`; a missing file is no data yet. With
+/// `within`, the file must resolve inside that directory and not be a symlink (a task owns
+/// its sandbox and could plant links to the agent's files).
+async fn read_from(
+    path: std::path::PathBuf,
+    offset: u64,
+    within: Option<std::path::PathBuf>,
+) -> std::io::Result<Vec<u8>> {
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(base) = within {
+            match (
+                path.parent().map(std::fs::canonicalize),
+                std::fs::canonicalize(&base),
+            ) {
+                (Some(Ok(dir)), Ok(base)) if dir.starts_with(&base) => {}
+                (Some(Err(e)), _) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(Vec::new())
+                }
+                _ => {
+                    return Err(std::io::Error::other(
+                        "the output directory leaves the sandbox",
+                    ))
+                }
+            }
+        }
+        let mut f = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(f) => f,
+            // Not created yet (task still staging): no data yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let meta = f.metadata()?;
+        if !meta.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        let len = meta.len();
+        if offset >= len {
+            return Ok(Vec::new());
+        }
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::new();
+        f.take(MAX_READ).read_to_end(&mut buf)?;
+        Ok(buf)
+    })
+    .await;
+    read.map_err(std::io::Error::other)?
+}
+
+/// `GET /sandbox/{framework}/{task}/containers/{nested}/{stdout|stderr}`: a nested
+/// container's output (same offsets and limits as the task's).
+async fn nested_output(
+    State(agent): State<Arc<Agent>>,
+    Path((framework_id, task_id, nested_id, file)): Path<(String, String, String, String)>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "offset must be a non-negative integer".into(),
+        );
+    };
+    for (kind, id) in [("framework", &framework_id), ("task", &task_id)] {
+        if let Err(e) = check_id(kind, id) {
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+    }
+    if let Err(e) = crate::nested::check_nested_id(&nested_id) {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
+    if file != "stdout" && file != "stderr" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown sandbox file `{file}`: use stdout or stderr"),
+        );
+    }
+    let Some((task_state, dir)) = agent.lookup(&framework_id, &task_id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("task `{task_id}` of framework `{framework_id}` is unknown to this agent"),
+        );
+    };
+    let path = dir
+        .join(crate::nested::SANDBOX_DIR)
+        .join(&nested_id)
+        .join(&file);
+    match read_from(path, q.offset.unwrap_or(0), Some(dir)).await {
+        Ok(bytes) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                ),
+                (
+                    header::HeaderName::from_static(TASK_STATE_HEADER),
+                    HeaderValue::from_static(task_state),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read {file} of nested container `{nested_id}`: {e}"),
+        ),
+    }
 }
 
 async fn sandbox(
@@ -149,31 +269,8 @@ async fn sandbox(
     };
     let offset = q.offset.unwrap_or(0);
     let path = dir.join(&file);
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-        let mut f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            // Not created yet (task still staging): no data yet.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let len = f.metadata()?.len();
-        if offset >= len {
-            return Ok(Vec::new());
-        }
-        f.seek(SeekFrom::Start(offset))?;
-        let mut buf = Vec::new();
-        f.take(MAX_READ).read_to_end(&mut buf)?;
-        Ok(buf)
-    })
-    .await;
-    let bytes = match read {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read {file}: {e}"),
-            )
-        }
+    let bytes = match read_from(path, offset, None).await {
+        Ok(b) => b,
         Err(e) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,

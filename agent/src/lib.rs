@@ -28,6 +28,7 @@ mod http;
 pub mod launcher;
 mod master_link;
 mod metrics;
+mod nested;
 pub mod network;
 pub mod oversubscription;
 mod pods;

@@ -1971,6 +1971,7 @@ impl Master {
                         exit_code: None,
                         healthy: None,
                         executor_id: String::new(),
+                        container_id: String::new(),
                     });
                 }
             }
@@ -2616,6 +2617,11 @@ impl Master {
                 .executor
                 .as_ref()
                 .map(|e| e.executor_id.clone())
+                .unwrap_or_default(),
+            container_id: t
+                .status
+                .as_ref()
+                .map(|s| s.container_id.clone())
                 .unwrap_or_default(),
         }
     }

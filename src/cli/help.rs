@@ -92,6 +92,16 @@ Examples:
   brim tasks --all      with finished ones
   brim tasks --json | jq '.[].state'";
 
+pub(crate) const TASK_EXEC: &str = "\
+Examples:
+  brim task exec web-1 -- 'ss -ltn; cat /etc/os-release'   one argument: run by /bin/sh -c
+  brim task exec web-1 -- ls -l /mnt/mesos/sandbox          several: program and arguments
+  brim task exec --detach --id tail web-1 -- tail -f log    a sidecar; prints its id
+The command joins the task's namespaces (network, mounts, PIDs; an OCI task's image),
+runs as its user in its sandbox, in a cgroup nested under the task's (the task's limits
+cap both), and is killed when the task ends. Ctrl-C kills it. The CLI finds the task's
+agent through the master and talks to it directly (TLS: with your client certificate).";
+
 pub(crate) const AGENTS: &str = "\
 Examples:
   brim agents

@@ -10,6 +10,7 @@ pub(crate) mod query;
 pub(crate) mod run;
 pub(crate) mod security;
 pub(crate) mod service;
+pub(crate) mod task;
 pub(crate) mod top;
 pub(crate) mod version;
 

@@ -264,9 +264,14 @@ pub fn pids(backend: &dyn CgroupBackend, id: &str) -> Vec<i32> {
     out
 }
 
-/// Kills whatever still runs in the container's cgroups and removes them from every
-/// hierarchy. Blocking (sleeps briefly between attempts): call from a blocking thread.
+/// Kills whatever still runs in the container's cgroups (its nested containers' too) and
+/// removes them from every hierarchy. Blocking (sleeps briefly between attempts): call from a blocking thread.
 pub fn destroy(backend: &dyn CgroupBackend, id: &str) -> Result<(), CgroupError> {
+    // Nested containers' cgroups (`<id>/nested/<child>`) first: a cgroup with children
+    // cannot be removed.
+    if let Err(e) = crate::nested::destroy_all_under(&backend.paths(id)) {
+        tracing::warn!(cgroup = id, error = %e, "cannot remove nested container cgroups");
+    }
     for attempt in 0..40 {
         let left = pids(backend, id);
         if left.is_empty() {

@@ -317,6 +317,39 @@ impl Telemetry {
         );
     }
 
+    /// Applies a task's eBPF policy (bind ports, devices, egress) to one of its nested
+    /// containers' cgroup and counts it apart; returns the cgroup id to [`untrack_nested`]
+    /// later, `None` without eBPF. The programs look policies up by the current cgroup, so
+    /// an untracked nested cgroup would escape the task's port and device rules.
+    ///
+    /// [`untrack_nested`]: Telemetry::untrack_nested
+    pub(crate) fn track_nested(
+        &self,
+        unified: &std::path::Path,
+        info: &TaskInfo,
+        resources: &Resources,
+    ) -> Result<Option<u64>, String> {
+        let probes = self.probes();
+        let Some(p) = probes.as_ref() else {
+            return Ok(None);
+        };
+        let policy = policy::task_policy(info, resources, &self.device_defaults)
+            .or_else(|_| {
+                policy::task_policy(&TaskInfo::default(), resources, &self.device_defaults)
+            })
+            .unwrap_or_default();
+        let id = ebpf::cgroup_id(unified).map_err(|e| e.to_string())?;
+        p.track(id, &policy).map_err(|e| e.to_string())?;
+        Ok(Some(id))
+    }
+
+    /// Forgets a nested container's cgroup (see [`Telemetry::track_nested`]).
+    pub(crate) fn untrack_nested(&self, cgroup_id: u64) {
+        if let Some(p) = self.probes().as_ref() {
+            p.untrack(cgroup_id);
+        }
+    }
+
     /// Stops following a task (its container is gone): its map entries and ring go.
     pub(crate) fn unregister(&self, key: &TaskKey) {
         let t = self.tasks().remove(key);

@@ -1113,6 +1113,13 @@ pub(crate) fn status_json(s: &v1::TaskStatus) -> Value {
     if !s.agent_id.is_empty() {
         m.insert("agent_id".into(), id(&s.agent_id));
     }
+    if !s.container_id.is_empty() {
+        // The parent to name in the agent API's LAUNCH_NESTED_CONTAINER.
+        m.insert(
+            "container_status".into(),
+            json!({"container_id": id(&s.container_id)}),
+        );
+    }
     m.insert("timestamp".into(), json!(s.timestamp));
     if !s.uuid.is_empty() {
         m.insert("uuid".into(), json!(encode_uuid(&s.uuid)));
@@ -1268,6 +1275,18 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(status["executor_id"]["value"], "pod");
+        assert!(status.get("container_status").is_none());
+    }
+
+    #[test]
+    fn statuses_name_the_container_for_nested_launches() {
+        let status = status_json(&v1::TaskStatus {
+            task_id: "a".into(),
+            state: TaskState::TaskRunning as i32,
+            container_id: "c-1".into(),
+            ..Default::default()
+        });
+        assert_eq!(status["container_status"]["container_id"]["value"], "c-1");
     }
 
     #[test]
