@@ -587,3 +587,162 @@ fn a_pod_task_launches_a_sidecar() {
         });
     });
 }
+
+/// Over TLS (`brim dev`'s CA): `brim task exec` presents the operator's certificate; the
+/// agent API refuses a caller with neither a CA-signed certificate nor the parent task's
+/// token, and a task's token opens only its own container.
+#[test]
+fn the_agent_api_over_tls_takes_a_certificate_or_the_task_token() {
+    let name = "the_agent_api_over_tls_takes_a_certificate_or_the_task_token";
+    if !support::can_run_cluster(name) || !support::have_tools(name, &["curl", "nsenter"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, agent_port) = (support::free_port(), support::free_port());
+    let cgroup = format!("brim-nested-tls-{}", std::process::id());
+    let mut dev = std::process::Command::new(support::BRIM)
+        .args([
+            "dev",
+            "--port",
+            &port.to_string(),
+            "--agent-port",
+            &agent_port.to_string(),
+            "--work-dir",
+            &dir.path().display().to_string(),
+            "--cgroup-name",
+            &cgroup,
+        ])
+        .env_remove("BRIM_INSECURE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start brim dev");
+    let master = format!("127.0.0.1:{port}");
+    let agent = format!("https://127.0.0.1:{agent_port}");
+    let tls = dir.path().join("tls");
+    let (ca, cert, key) = (
+        tls.join("ca.pem"),
+        tls.join("operator.pem"),
+        tls.join("operator-key.pem"),
+    );
+    let brim = |args: &[&str]| {
+        let mut c = std::process::Command::new(support::BRIM);
+        c.args(args)
+            .env_remove("BRIM_INSECURE")
+            .env("BRIM_MASTER", &master)
+            .env("BRIM_TLS_CA", &ca)
+            .env("BRIM_TLS_CERT", &cert)
+            .env("BRIM_TLS_KEY", &key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let state_url = format!("https://{master}/state");
+        wait_for("brim dev's agent", Duration::from_secs(30), || {
+            let (_, body) =
+                support::https("GET", &state_url, &ca, Some((&cert, &key)), None, None)?;
+            let s: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (s["agents"][0]["active"] == true).then_some(())
+        });
+        let mut run = brim(&["run", "--name", "sleeper", "--", "sleep 600"])
+            .spawn()
+            .expect("brim run");
+        let task = wait_for("the sleeper to run", Duration::from_secs(30), || {
+            let (_, body) =
+                support::https("GET", &state_url, &ca, Some((&cert, &key)), None, None)?;
+            let s: serde_json::Value = serde_json::from_str(&body).ok()?;
+            s["tasks"]
+                .as_array()?
+                .iter()
+                .find(|t| t["name"] == "sleeper" && t["state"] == "TASK_RUNNING")
+                .and_then(|t| t["id"].as_str().map(str::to_string))
+        });
+        let out = brim(&["task", "exec", &task, "--", "echo over-tls; exit 5"])
+            .output()
+            .expect("brim task exec");
+        assert_eq!(out.status.code(), Some(5), "{}", show(&out));
+        assert_eq!(text(&out.stdout), "over-tls\n", "{}", show(&out));
+
+        let (_, body) = support::https(
+            "GET",
+            &format!("{agent}/state"),
+            &ca,
+            Some((&cert, &key)),
+            None,
+            None,
+        )
+        .expect("agent /state with the operator's certificate");
+        let s: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let t = s["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["id"] == task.as_str())
+            .expect("the task on the agent")
+            .clone();
+        let parent = t["container_id"]
+            .as_str()
+            .expect("container id")
+            .to_string();
+        let sandbox = PathBuf::from(t["sandbox"].as_str().expect("sandbox"));
+        let token = std::fs::read_to_string(sandbox.join(".brim/agent-token")).expect("token");
+        let wait = |parent: &str| {
+            serde_json::json!({"type": "WAIT_NESTED_CONTAINER",
+                "wait_nested_container": {"container_id": cid(parent, "never")}})
+            .to_string()
+        };
+        let api = format!("{agent}/api/v1");
+        let call = |identity: Option<(&std::path::Path, &std::path::Path)>,
+                    token: Option<&str>,
+                    body: &str| {
+            support::https("POST", &api, &ca, identity, token, Some(body))
+                .expect("an answer from the agent API")
+        };
+        // Neither certificate nor token: 401.
+        let (code, body) = call(None, None, &wait(&parent));
+        assert_eq!(code, 401, "{body}");
+        assert!(body.contains("client certificate"), "{body}");
+        // The task's token for its own container: past authorization (404: no such child).
+        let (code, body) = call(None, Some(&token), &wait(&parent));
+        assert_eq!(code, 404, "{body}");
+        // The same token for another container: 401.
+        let (code, body) = call(None, Some(&token), &wait("another-container"));
+        assert_eq!(code, 401, "{body}");
+        assert!(body.contains("only manage its own"), "{body}");
+        // A CA-signed certificate: past authorization.
+        let (code, body) = call(Some((&cert, &key)), None, &wait(&parent));
+        assert_eq!(code, 404, "{body}");
+        // The token launches in its own container.
+        let launch = serde_json::json!({"type": "LAUNCH_NESTED_CONTAINER",
+            "launch_nested_container": {"container_id": cid(&parent, "by-token"),
+                "command": {"value": "echo launched-by-token"}}})
+        .to_string();
+        let (code, body) = call(None, Some(&token), &launch);
+        assert_eq!(code, 200, "{body}");
+        let wait_own = serde_json::json!({"type": "WAIT_NESTED_CONTAINER",
+            "wait_nested_container": {"container_id": cid(&parent, "by-token")}})
+        .to_string();
+        let (code, body) = call(None, Some(&token), &wait_own);
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"exit_status\":0"), "{body}");
+        assert_eq!(
+            std::fs::read_to_string(sandbox.join("containers/by-token/stdout")).expect("out"),
+            "launched-by-token\n"
+        );
+        let _ = run.kill();
+        let _ = run.wait();
+    }));
+    // SAFETY: kill(2) on our own child's pid with a valid signal.
+    unsafe {
+        libc::kill(dev.id() as i32, libc::SIGINT);
+    }
+    let _ = wait_for("brim dev to exit", Duration::from_secs(20), || {
+        dev.try_wait().ok().flatten()
+    });
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
