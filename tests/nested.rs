@@ -151,7 +151,15 @@ fn exec_into_native_and_oci_tasks() {
     if !support::can_run_cluster(name)
         || !support::have_tools(
             name,
-            &["crun", "busybox", "tar", "gzip", "sha256sum", "nsenter"],
+            &[
+                "crun",
+                "busybox",
+                "tar",
+                "gzip",
+                "sha256sum",
+                "nsenter",
+                "curl",
+            ],
         )
     {
         return;
@@ -397,6 +405,27 @@ async fn native_and_oci(c: &mut Cluster, agent_id: &str) {
         (o.status.code() == Some(0)).then_some(o)
     });
     assert_eq!(text(&out.stdout), "task-page\n");
+    // The task's own socket is served again by the new agent.
+    let sock = c.dir.path().join(format!(
+        "agent0/sandboxes/{}/web/.brim/agent.sock",
+        running.framework_id
+    ));
+    let wait_never = serde_json::json!({"type": "WAIT_NESTED_CONTAINER",
+        "wait_nested_container": {"container_id": cid(&web_cid, "never")}})
+    .to_string();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(&sock)
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &wait_never,
+            "http://agent/api/v1",
+        ])
+        .output()
+        .expect("curl");
+    assert!(text(&out.stdout).ends_with("404"), "{}", show(&out));
 
     // 6. The task's end ends its nested containers and removes their cgroups.
     let out = c.brim(&[
@@ -509,13 +538,14 @@ fn pod_task(id: &str, shell: &str, ports: &str, offer: &v1::Offer) -> v1::TaskIn
     TaskBuilder::new(id, id)
         .shell(shell)
         .resources(&ask)
-        .label("brim.network", "host")
+        .label("brim.network", "none")
         .build_for(offer)
         .expect("task")
 }
 
-/// A pod task starts a sidecar itself through the agent API (its container id, endpoint
-/// and token from its environment and sandbox); the pod's other task reaches it.
+/// A task of a pod with its own network (`none`) starts a sidecar itself through the agent
+/// API on the socket in its sandbox (its container id from `BRIM_CONTAINER_ID`); the pod's
+/// other task reaches the sidecar on the pod's loopback, the host does not.
 #[test]
 fn a_pod_task_launches_a_sidecar() {
     let name = "a_pod_task_launches_a_sidecar";
@@ -538,9 +568,11 @@ fn a_pod_task_launches_a_sidecar() {
         let launch = format!(
             r#"{{"type":"LAUNCH_NESTED_CONTAINER","launch_nested_container":{{"container_id":{{"value":"web-sidecar","parent":{{"value":"'"$BRIM_CONTAINER_ID"'"}}}},"command":{{"value":"echo sidecar-page > index.html; exec busybox httpd -f -p 127.0.0.1:{port} -h ."}}}}}}"#
         );
+        // The pod has its own network (`none`): the agent's TCP address is out of reach, its
+        // socket in the task's sandbox is not.
         let a = format!(
-            "curl -sS --fail-with-body -H \"Authorization: Bearer $(cat \"$MESOS_SANDBOX/.brim/agent-token\")\" \
-             -H 'Content-Type: application/json' -d '{launch}' \"$BRIM_AGENT_API\" && echo launched; exec sleep 600"
+            "curl -sS --fail-with-body --unix-socket \"$MESOS_SANDBOX/.brim/agent.sock\" \
+             -H 'Content-Type: application/json' -d '{launch}' http://agent/api/v1 && echo launched; exec sleep 600"
         );
         let b = format!(
             "until busybox wget -q -O got http://127.0.0.1:{port}/index.html; do sleep 0.1; done; cat got; exec sleep 600"
@@ -572,18 +604,37 @@ fn a_pod_task_launches_a_sidecar() {
         assert!(std::fs::read_to_string(&a_out)
             .unwrap_or_default()
             .contains("launched"));
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "the sidecar serves on the pod's loopback, not the host's"
+        );
         let a_cid = container_of(&agent, "a");
         let needle = format!("/{root}/{a_cid}/nested/web-sidecar");
         assert!(!procs_in_cgroup(&needle).is_empty(), "sidecar in a's cgroup");
-        // A token only opens its own container: A's token does not launch into B.
-        let token = std::fs::read_to_string(work.join(format!("sandboxes/{fw_id}/a/.brim/agent-token")))
-            .expect("a's token");
-        assert_eq!(token.len(), 64);
+        // A's socket serves A's container only: a launch into B through it is refused.
+        let b_cid = container_of(&agent, "b");
+        let into_b = serde_json::json!({"type": "LAUNCH_NESTED_CONTAINER",
+            "launch_nested_container": {"container_id": cid(&b_cid, "x"), "command": {"value": "true"}}})
+        .to_string();
+        let sock = work.join(format!("sandboxes/{fw_id}/a/.brim/agent.sock"));
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-w", "\n%{http_code}", "--unix-socket"])
+            .arg(&sock)
+            .args(["-H", "Content-Type: application/json", "-d", &into_b, "http://agent/api/v1"])
+            .output()
+            .expect("curl");
+        let answer = text(&out.stdout);
+        assert!(answer.ends_with("401"), "{answer}");
+        assert!(answer.contains("only manage its own"), "{answer}");
+
         // Killing the pod (kill a) ends the sidecar.
         fw.handle.kill("a", &agent_id, None).await.expect("kill a");
         fw.wait_state("a", TaskState::TaskKilled).await;
         wait_for("the sidecar to end with its task", Duration::from_secs(10), || {
             procs_in_cgroup(&needle).is_empty().then_some(())
+        });
+        wait_for("a's socket to be removed", Duration::from_secs(10), || {
+            (!sock.exists()).then_some(())
         });
     });
 }

@@ -986,6 +986,7 @@ impl Agent {
             None,
         );
         let launched = self.launch(&v).await;
+        self.nested.serve_socket(&self, &v.container_id);
         if let (Some(pod), Err(_) | Ok(None)) = (&v.pod, &launched) {
             let why = match &launched {
                 Err((e, _)) => format!("task {} could not start: {e}", key.1),
@@ -1032,6 +1033,7 @@ impl Agent {
     ) {
         // Nested containers are not checkpointed: those the previous agent started end now.
         self.end_nested(&running.container_id).await;
+        self.nested_socket_again(&running.container_id);
         let outcome = self.wait(&running, pidfd, &mut kill_rx).await;
         self.finish(&running.key, &running.container_id, outcome)
             .await;
@@ -1563,6 +1565,22 @@ impl Agent {
                 None,
             )
         })?;
+        self.nested
+            .bind_socket(
+                &self.config.work_dir.join("run"),
+                &v.container_id,
+                &v.sandbox,
+                owner,
+            )
+            .map_err(|source| {
+                (
+                    launcher::LaunchError::Sandbox {
+                        path: v.sandbox.join(crate::nested::SOCKET_FILE),
+                        source,
+                    },
+                    None,
+                )
+            })?;
         if let Some(e) = crate::pods::custom_executor(&v.info) {
             env.extend(crate::executor_api::environment(
                 &self.http_address,

@@ -39,6 +39,9 @@ pub(crate) const CGROUP_DIR: &str = "nested";
 pub(crate) const SANDBOX_DIR: &str = "containers";
 /// The task's token for the agent API, relative to its sandbox (mode 0600, the task's).
 pub(crate) const TOKEN_FILE: &str = ".brim/agent-token";
+/// The agent API for the task itself, relative to its sandbox: a unix socket serving only
+/// this task's nested containers (reachable from any network namespace).
+pub(crate) const SOCKET_FILE: &str = ".brim/agent.sock";
 /// Most arguments or environment variables of one nested command.
 const MAX_ARGS: usize = 1024;
 
@@ -461,6 +464,14 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     inner: Mutex<HashMap<String, HashMap<String, Entry>>>,
+    /// Per task container: its socket (bound, not served yet) or the task serving it.
+    sockets: Mutex<HashMap<String, Socket>>,
+}
+
+#[derive(Debug)]
+enum Socket {
+    Bound(std::os::unix::net::UnixListener, PathBuf),
+    Served(tokio::task::JoinHandle<()>, PathBuf),
 }
 
 impl Registry {
@@ -582,6 +593,116 @@ impl Registry {
             .filter(|e| e.exit.borrow().is_none())
             .count()
     }
+}
+
+impl Registry {
+    fn sockets(&self) -> MutexGuard<'_, HashMap<String, Socket>> {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Binds the task's socket at `<sandbox>/.brim/agent.sock` (0600, the task's user).
+    /// It is bound under the agent's work dir and renamed into the sandbox: a socket path
+    /// is limited to 108 bytes, sandboxes paths are not. Blocking.
+    pub(crate) fn bind_socket(
+        &self,
+        run_dir: &Path,
+        container_id: &str,
+        sandbox: &Path,
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let rel = Path::new(SOCKET_FILE);
+        let dir = crate::volumes::mkdir_in(sandbox, rel.parent().unwrap_or(Path::new("")))?;
+        std::fs::create_dir_all(run_dir)?;
+        let tmp = run_dir.join(format!("{}.sock", uuid::Uuid::new_v4().simple()));
+        let listener = std::os::unix::net::UnixListener::bind(&tmp)?;
+        listener.set_nonblocking(true)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+        }
+        let path = sandbox.join(rel);
+        // rename replaces a file, never follows a link the task left there.
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.sockets()
+            .insert(container_id.to_string(), Socket::Bound(listener, path));
+        Ok(())
+    }
+
+    /// Starts serving a bound socket (connections made meanwhile wait in its backlog).
+    pub(crate) fn serve_socket(&self, agent: &Arc<Agent>, container_id: &str) {
+        let mut sockets = self.sockets();
+        let Some(Socket::Bound(..)) = sockets.get(container_id) else {
+            return;
+        };
+        let Some(Socket::Bound(listener, path)) = sockets.remove(container_id) else {
+            return;
+        };
+        let listener = match tokio::net::UnixListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(container = container_id, error = %e, "cannot serve the task's agent socket");
+                let _ = std::fs::remove_file(&path);
+                return;
+            }
+        };
+        let router = axum::Router::new()
+            .route("/api/v1", axum::routing::post(api_socket))
+            .with_state((Arc::clone(agent), container_id.to_string()));
+        let id = container_id.to_string();
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::warn!(container = %id, error = %e, "the task's agent socket failed");
+            }
+        });
+        sockets.insert(container_id.to_string(), Socket::Served(task, path));
+    }
+
+    /// Stops serving the task's socket and removes it.
+    pub(crate) fn close_socket(&self, container_id: &str) {
+        let path = match self.sockets().remove(container_id) {
+            Some(Socket::Bound(_, path)) => path,
+            Some(Socket::Served(task, path)) => {
+                task.abort();
+                path
+            }
+            None => return,
+        };
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// `POST /api/v1` on a task's socket: only that task's nested containers, no other
+/// credential needed (the socket is the task's, mode 0600 in its sandbox).
+async fn api_socket(
+    axum::extract::State((agent, container)): axum::extract::State<(Arc<Agent>, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {MAX_BODY} bytes (or unreadable): send one JSON call\n"),
+            )
+                .into_response()
+        }
+    };
+    let result = async {
+        let req = parse(&body)?;
+        if req.parent() != container {
+            return Err(CallError::Unauthorized(format!(
+                "this socket serves container `{container}` only: a task may only manage its own nested containers"
+            )));
+        }
+        handle(&agent, req).await
+    }
+    .await;
+    reply(result)
 }
 
 /// What a nested launch needs to know of its parent task.
@@ -733,6 +854,7 @@ impl Agent {
     /// Kills and forgets the nested containers of a container that ended (or of a task the
     /// previous agent ran), removing their cgroups.
     pub(crate) async fn end_nested(&self, container_id: &str) {
+        self.nested.close_socket(container_id);
         let Some(cg) = self.cgroups.clone() else {
             self.nested.parent_ended(container_id);
             return;
@@ -748,6 +870,24 @@ impl Agent {
             tokio::task::spawn_blocking(move || crate::nested::destroy_all_under(&paths)).await;
         if let Ok(Err(e)) = res {
             tracing::warn!(container = %container_id, error = %e, "nested container cleanup failed");
+        }
+    }
+
+    /// Serves a re-attached task's socket again (the previous agent's went with it).
+    pub(crate) fn nested_socket_again(self: &Arc<Self>, container_id: &str) {
+        let Ok(parent) = self.nested_parent(container_id) else {
+            return;
+        };
+        match self.nested.bind_socket(
+            &self.config.work_dir.join("run"),
+            container_id,
+            &parent.sandbox,
+            parent.user,
+        ) {
+            Ok(()) => self.nested.serve_socket(self, container_id),
+            Err(e) => {
+                tracing::warn!(task = %parent.task_id, error = %e, "cannot make the task's agent socket")
+            }
         }
     }
 
