@@ -289,13 +289,46 @@ async fn native_and_oci(c: &mut Cluster, agent_id: &str) {
     );
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("still running"), "{body}");
-    // KILL, then WAIT says SIGKILL; nothing is left of it.
+    // A WAIT answers 200 at once and its body when the container ends (a long wait is
+    // not cut by the agent's request deadline); KILL ends it: SIGKILL, nothing left.
+    let wait_body = serde_json::json!({"type": "WAIT_NESTED_CONTAINER",
+        "wait_nested_container": {"container_id": cid(&web_cid, "sleeper")}})
+    .to_string();
+    let mut waiting = TcpStream::connect(&agent).expect("connect");
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        waiting,
+        "POST /api/v1 HTTP/1.1\r\nHost: {agent}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{wait_body}",
+        wait_body.len()
+    )
+    .expect("send WAIT");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = waiting
+            .read(&mut byte)
+            .expect("WAIT's head before the container ends");
+        assert_eq!(n, 1, "WAIT closed early: {}", text(&head));
+        head.push(byte[0]);
+    }
+    assert!(text(&head).starts_with("HTTP/1.1 200"), "{}", text(&head));
     let (code, body) = api(
         &agent,
         serde_json::json!({"type": "KILL_NESTED_CONTAINER",
             "kill_nested_container": {"container_id": cid(&web_cid, "sleeper")}}),
     );
     assert_eq!(code, 200, "{body}");
+    let mut rest = Vec::new();
+    let _ = waiting.read_to_end(&mut rest);
+    let rest = text(&rest);
+    assert!(
+        rest.contains(
+            r#"{"type":"WAIT_NESTED_CONTAINER","wait_nested_container":{"exit_status":9}}"#
+        ),
+        "{rest}"
+    );
     let (code, body) = api(
         &agent,
         serde_json::json!({"type": "WAIT_NESTED_CONTAINER",

@@ -458,6 +458,30 @@ struct Entry {
     exit: watch::Sender<Option<i32>>,
     cgroups: Vec<PathBuf>,
     dir: PathBuf,
+    /// Its process group (the child `setsid`s), once started: what is signalled when the
+    /// agent has no cgroups to find its processes by.
+    pgid: Option<i32>,
+}
+
+/// What to signal to reach every process of a nested container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Targets {
+    pub(crate) cgroups: Vec<PathBuf>,
+    pub(crate) pgid: Option<i32>,
+}
+
+impl Targets {
+    /// Sends `sig` to every process in its cgroups, or without cgroups (an agent not
+    /// running as root) to its process group (blocking). The group is the fallback only:
+    /// once the group is empty its id may be reused.
+    pub(crate) fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let (Some(pgid), true) = (self.pgid, self.cgroups.is_empty()) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig);
+        }
+        for pid in pids_in(&self.cgroups) {
+            let _ = crate::sys::signal_pid(pid, sig);
+        }
+    }
 }
 
 /// The agent's nested containers, by parent container id and id.
@@ -505,6 +529,7 @@ impl Registry {
                 exit: watch::channel(None).0,
                 cgroups,
                 dir,
+                pgid: None,
             },
         );
         Ok(())
@@ -517,6 +542,12 @@ impl Registry {
             if c.is_empty() {
                 all.remove(parent);
             }
+        }
+    }
+
+    fn started(&self, parent: &str, id: &str, pid: i32) {
+        if let Some(e) = self.lock().get_mut(parent).and_then(|c| c.get_mut(id)) {
+            e.pgid = Some(pid);
         }
     }
 
@@ -540,15 +571,18 @@ impl Registry {
             .ok_or_else(|| Self::unknown(parent, id))
     }
 
-    /// The cgroups of a running nested container; `None` once it ended.
-    fn running_cgroups(&self, parent: &str, id: &str) -> Result<Option<Vec<PathBuf>>, CallError> {
+    /// What to signal of a running nested container; `None` once it ended.
+    fn running_targets(&self, parent: &str, id: &str) -> Result<Option<Targets>, CallError> {
         let all = self.lock();
         let e = all
             .get(parent)
             .and_then(|c| c.get(id))
             .ok_or_else(|| Self::unknown(parent, id))?;
         let running = e.exit.borrow().is_none();
-        Ok(running.then(|| e.cgroups.clone()))
+        Ok(running.then(|| Targets {
+            cgroups: e.cgroups.clone(),
+            pgid: e.pgid,
+        }))
     }
 
     /// Forgets an ended nested container; returns its sandbox directory.
@@ -571,16 +605,21 @@ impl Registry {
         Ok(dir)
     }
 
-    /// The parent ended: its nested containers are forgotten; returns their cgroups.
-    pub(crate) fn parent_ended(&self, parent: &str) -> Vec<Vec<PathBuf>> {
+    /// The parent ended: its nested containers are forgotten; returns what to kill of
+    /// those still running.
+    pub(crate) fn parent_ended(&self, parent: &str) -> Vec<Targets> {
         let gone = self.lock().remove(parent).unwrap_or_default();
         gone.into_values()
-            .map(|e| {
+            .filter_map(|e| {
                 // Waiters hear of the end: killed with the parent.
-                if e.exit.borrow().is_none() {
+                let running = e.exit.borrow().is_none();
+                if running {
                     e.exit.send_replace(Some(libc::SIGKILL));
                 }
-                e.cgroups
+                running.then_some(Targets {
+                    cgroups: e.cgroups,
+                    pgid: e.pgid,
+                })
             })
             .collect()
     }
@@ -620,7 +659,7 @@ impl Registry {
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+            std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))?;
         }
         let path = sandbox.join(rel);
         // rename replaces a file, never follows a link the task left there.
@@ -815,7 +854,7 @@ pub(crate) fn write_token(
         .open(&path)?;
     f.write_all(token.as_bytes())?;
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+        std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))?;
         std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
     }
     Ok(())
@@ -855,17 +894,22 @@ impl Agent {
     /// previous agent ran), removing their cgroups.
     pub(crate) async fn end_nested(&self, container_id: &str) {
         self.nested.close_socket(container_id);
+        let running = self.nested.parent_ended(container_id);
+        if !running.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || {
+                for t in running {
+                    t.signal(nix::sys::signal::Signal::SIGKILL);
+                }
+            })
+            .await;
+        }
         let Some(cg) = self.cgroups.clone() else {
-            self.nested.parent_ended(container_id);
             return;
         };
         if container_id.is_empty() {
             return;
         }
         let paths = cg.paths(container_id);
-        let id = container_id.to_string();
-        let registry = &self.nested;
-        registry.parent_ended(&id);
         let res =
             tokio::task::spawn_blocking(move || crate::nested::destroy_all_under(&paths)).await;
         if let Ok(Err(e)) = res {
@@ -1028,53 +1072,84 @@ pub(crate) async fn api(
     reply(result)
 }
 
-fn reply(result: Result<Option<serde_json::Value>, CallError>) -> Response {
+fn reply(result: Result<Answer, CallError>) -> Response {
     match result {
-        Ok(None) => StatusCode::OK.into_response(),
-        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(Answer::Done(None)) => StatusCode::OK.into_response(),
+        Ok(Answer::Done(Some(v))) => axum::Json(v).into_response(),
+        Ok(Answer::Wait(rx)) => {
+            let body = futures::stream::once(async move {
+                let status = wait_exit(rx).await;
+                let v = serde_json::json!({
+                    "type": "WAIT_NESTED_CONTAINER",
+                    "wait_nested_container": { "exit_status": status }
+                });
+                Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(v.to_string()))
+            });
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(body),
+            )
+                .into_response()
+        }
         Err(e) => (e.status(), format!("{e}\n")).into_response(),
     }
 }
 
-async fn handle(agent: &Arc<Agent>, req: Request) -> Result<Option<serde_json::Value>, CallError> {
+/// A call's answer.
+enum Answer {
+    /// `200`, with this JSON body if any.
+    Done(Option<serde_json::Value>),
+    /// `200` at once, the WAIT body when the container ends: the response has started, so
+    /// the server's request deadline does not cut a long wait.
+    Wait(watch::Receiver<Option<i32>>),
+}
+
+async fn wait_exit(mut rx: watch::Receiver<Option<i32>>) -> i32 {
+    loop {
+        if let Some(s) = *rx.borrow_and_update() {
+            return s;
+        }
+        if rx.changed().await.is_err() {
+            // Forgotten without an end (cannot happen: ends are sent first).
+            return libc::SIGKILL;
+        }
+    }
+}
+
+async fn handle(agent: &Arc<Agent>, req: Request) -> Result<Answer, CallError> {
     match req {
         Request::Launch {
             parent,
             id,
             argv,
             env,
-        } => launch(agent, &parent, &id, argv, env).await.map(|()| None),
-        Request::Wait { parent, id } => {
-            let mut rx = agent.nested.waiter(&parent, &id)?;
-            let status = loop {
-                if let Some(s) = *rx.borrow_and_update() {
-                    break s;
-                }
-                if rx.changed().await.is_err() {
-                    // Forgotten without an end (cannot happen: ends are sent first).
-                    break libc::SIGKILL;
-                }
-            };
-            Ok(Some(serde_json::json!({
-                "type": "WAIT_NESTED_CONTAINER",
-                "wait_nested_container": { "exit_status": status }
-            })))
-        }
+        } => launch(agent, &parent, &id, argv, env)
+            .await
+            .map(|()| Answer::Done(None)),
+        Request::Wait { parent, id } => Ok(Answer::Wait(agent.nested.waiter(&parent, &id)?)),
         Request::Kill { parent, id, signal } => {
-            if let Some(dirs) = agent.nested.running_cgroups(&parent, &id)? {
+            if let Some(targets) = agent.nested.running_targets(&parent, &id)? {
                 let sig = nix::sys::signal::Signal::try_from(signal)
                     .map_err(|e| CallError::BadRequest(e.to_string()))?;
-                for pid in pids_in(&dirs) {
-                    let _ = crate::sys::signal_pid(pid, sig);
-                }
+                let _ = tokio::task::spawn_blocking(move || targets.signal(sig)).await;
             }
-            Ok(None)
+            Ok(Answer::Done(None))
         }
         Request::Remove { parent, id } => {
             let dir = agent.nested.remove(&parent, &id)?;
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
-            Ok(None)
+            let _ = tokio::task::spawn_blocking(move || remove_output(&dir)).await;
+            Ok(Answer::Done(None))
         }
+    }
+}
+
+/// Deletes a nested container's output directory, never through a link the task may have
+/// put in its place (or in place of `containers/`). Blocking.
+fn remove_output(dir: &Path) -> io::Result<()> {
+    let real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_dir());
+    match dir.parent() {
+        Some(parent) if real_dir(parent) && real_dir(dir) => std::fs::remove_dir_all(dir),
+        _ => Ok(()),
     }
 }
 
@@ -1166,6 +1241,10 @@ async fn launch(
         }
     };
     tracing::info!(task = %parent.task_id, parent = %parent_id, nested = %id, pid = ?child.id(), "nested container launched");
+    let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+    if let Some(p) = pgid {
+        agent.nested.started(parent_id, id, p);
+    }
     let (agent, parent_id, id) = (Arc::clone(agent), parent_id.to_string(), id.to_string());
     tokio::spawn(async move {
         use std::os::unix::process::ExitStatusExt;
@@ -1175,7 +1254,16 @@ async fn launch(
         };
         // Whatever it left behind (background processes) ends with it.
         let d = dirs.clone();
-        match tokio::task::spawn_blocking(move || destroy_cgroups(&d)).await {
+        match tokio::task::spawn_blocking(move || {
+            Targets {
+                cgroups: d.clone(),
+                pgid,
+            }
+            .signal(nix::sys::signal::Signal::SIGKILL);
+            destroy_cgroups(&d)
+        })
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(nested = %id, error = %e, "nested cgroup cleanup failed"),
             Err(e) => tracing::warn!(nested = %id, error = %e, "nested cgroup cleanup panicked"),
@@ -1218,7 +1306,8 @@ fn prepare(
     let stderr = open("stderr").map_err(|e| internal("stderr", e))?;
     if let Some((uid, gid)) = parent.user {
         for p in [parent.sandbox.join(SANDBOX_DIR), out.clone()] {
-            std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(|e| internal("chown", e))?;
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
+                .map_err(|e| internal("chown", e))?;
         }
         for f in [&stdout, &stderr] {
             std::os::unix::fs::fchown(f, Some(uid), Some(gid)).map_err(|e| internal("chown", e))?;
@@ -1339,7 +1428,7 @@ mod tests {
         let mut w = r.waiter("p", "a").expect("waiter");
         r.ended("p", "a", 3 << 8);
         assert_eq!(*w.borrow_and_update(), Some(3 << 8));
-        assert_eq!(r.running_cgroups("p", "a").expect("known"), None);
+        assert_eq!(r.running_targets("p", "a").expect("known"), None);
         assert_eq!(r.remove("p", "a").expect("ended"), PathBuf::from("/x"));
         assert_eq!(
             r.waiter("p", "a").expect_err("gone").status(),
