@@ -133,6 +133,25 @@ fn scenario(c: &mut Cluster) {
         .as_str()
         .expect("framework id")
         .to_string();
+    // crun runs from the agent's sealed in-memory copy of it (so it skips copying itself
+    // on every start), not from /usr/bin/crun.
+    let runtime_root = work.join("oci/runtime").display().to_string();
+    let crun_exe = wait_for("the busy task's crun", Duration::from_secs(10), || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            // (The supervisor's argv carries crun's too.)
+            let crun = !cmd.starts_with("brim-supervisor");
+            (crun && cmd.contains(&runtime_root) && cmd.contains(" run "))
+                .then(|| std::fs::read_link(e.path().join("exe")).ok())
+                .flatten()
+        })
+    });
+    assert!(
+        crun_exe.display().to_string().starts_with("/memfd:crun"),
+        "crun runs from {}",
+        crun_exe.display()
+    );
     // The task spins until this file appears in its sandbox (/mnt/mesos/sandbox inside).
     let stop = work.join("sandboxes").join(&fw).join(&id).join("stop");
     let oncpu = |agent: &str| -> Option<f64> {

@@ -1728,6 +1728,7 @@ impl Agent {
             volumes: volume_mounts,
             private_unmounts: prepared.private_unmounts,
             join_netns: pod_netns,
+            program_fd: prepared.program_fd.map(|p| p.0),
         };
         if !spec.volumes.is_empty() && !spec.namespaces {
             return Err((
@@ -2013,8 +2014,8 @@ impl Agent {
         let oom = self
             .cgroups
             .as_ref()
-            .and_then(|cg| cg.usage(&r.container_id).ok())
-            .is_some_and(|u| u.oom_events > 0);
+            .and_then(|cg| cg.oom_kills(&r.container_id).ok())
+            .is_some_and(|n| n > 0);
         let code = launcher::exit_code(status);
         let how = match std::os::unix::process::ExitStatusExt::signal(&status) {
             Some(sig) => format!(

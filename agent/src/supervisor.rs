@@ -6,13 +6,15 @@
 //!    memfd by a `CLONE_VM | CLONE_VFORK` child, so nothing of the agent's memory is copied),
 //!    in its own session, created in the supervisors' cgroup (with isolation, PID 1 of new
 //!    PID, mount, UTS and IPC namespaces). Its argv carries the launch
-//!    (`supervisor/spec.rs`); it waits for a go byte;
+//!    (`supervisor/spec.rs`); it sets up its namespaces (mounts, a task group's network)
+//!    and waits for a go byte;
 //! 2. the agent checkpoints the supervisor's pid and start time, then sends the go byte —
 //!    so a task never runs without a durable record of who supervises it (an agent killed
 //!    before the go byte leaves a supervisor that exits without starting anything);
 //! 3. the supervisor starts the task (joins its cgroups before exec, rlimits, user), then
 //!    forwards signals to it, reaps it and writes its wait status to
-//!    `meta/containers/<id>/exit` (write + fsync + rename) before exiting;
+//!    `meta/containers/<id>/exit` (write + rename, no fsync: the agent's checkpoint of the
+//!    terminal status is the durable record, fsync'd before the status goes out);
 //! 4. the agent waits on a pidfd of the supervisor. After an agent restart it re-opens the
 //!    pidfd (checking the start time so a reused pid is never mistaken for it) or, when the
 //!    supervisor is gone, reads the `exit` file.
@@ -24,7 +26,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -152,6 +154,8 @@ pub struct TaskSpec {
     /// A task group's network namespace (a file held by `pods`) to join instead of making
     /// one (with `namespaces`).
     pub join_netns: Option<PathBuf>,
+    /// A sealed copy of `program` to exec the task from (`Prepared::program_fd`).
+    pub program_fd: Option<std::sync::Arc<OwnedFd>>,
 }
 
 /// A supervisor that waits for [`Pending::go`].
@@ -248,9 +252,12 @@ pub fn spawn(t: TaskSpec) -> Result<Pending, SupervisorError> {
         (Some(p), Some(_)) => Some(File::open(p).map_err(io_err("open", p))?),
         _ => None,
     };
+    // Held until the spawn returned: the supervisor has its own copy of the fd by then.
+    let program_fd = t.program_fd;
     let spec = SpawnSpec {
         join_netns,
         program: cstr(&t.program)?,
+        program_fd: program_fd.as_ref().map(|f| f.as_raw_fd()),
         argv: t.argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
         envp: t
             .env

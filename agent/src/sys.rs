@@ -3,7 +3,7 @@
 //!
 //! Architecture Invariant: no other module of `brim-agent` contains `unsafe` or calls libc.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -204,6 +204,9 @@ pub(crate) const MAX_VOLUMES: usize = 16;
 #[derive(Debug)]
 pub(crate) struct SpawnSpec {
     pub program: CString,
+    /// A sealed copy of `program` ([`sealed_executable`]) the task is exec'd from; the
+    /// caller keeps it open until the spawn returned.
+    pub program_fd: Option<i32>,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub cwd: CString,
@@ -300,8 +303,16 @@ pub(crate) fn prepare_supervisor() -> io::Result<()> {
 }
 
 fn make_supervisor_exe() -> io::Result<OwnedFd> {
-    use std::io::Write;
-    let name = c"brim-supervisor";
+    sealed_executable(c"brim-supervisor", &mut &SUPERVISOR_ELF[..])
+}
+
+/// A read-only fd of a new memfd holding `content`, sealed against every change
+/// (`F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE`), to exec with `execveat`.
+/// Nothing can alter what runs from it — not a task writing to `/proc/<pid>/exe`
+/// (CVE-2019-5736), not an upgrade of a file on disk — and every process exec'd from it
+/// shares its pages. Exactly these seals are what crun and runc look for on
+/// `/proc/self/exe` before they skip copying themselves into a memfd of their own.
+pub(crate) fn sealed_executable(name: &CStr, content: &mut dyn io::Read) -> io::Result<OwnedFd> {
     let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // SAFETY: a NUL-terminated name and flags; returns a new fd or -1.
     let mut fd = unsafe { libc::memfd_create(name.as_ptr(), base | MFD_EXEC) };
@@ -315,13 +326,13 @@ fn make_supervisor_exe() -> io::Result<OwnedFd> {
     }
     // SAFETY: memfd_create returned a new fd nobody else owns.
     let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    file.write_all(SUPERVISOR_ELF)?;
+    io::copy(content, &mut file)?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
     // SAFETY: fcntl on an fd we own.
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    // Exec'd through a read-only fd: no open writable file behind the supervisors (ETXTBSY).
+    // Exec'd through a read-only fd: no open writable file behind it (ETXTBSY).
     let ro = std::fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
     Ok(OwnedFd::from(ro))
 }
@@ -385,7 +396,7 @@ struct ExecStack([u8; EXEC_STACK_SIZE]);
 /// Starts a supervisor: `brim-supervisor` exec'd by a child of the agent in its own session
 /// (and, with `spec.namespaces`, PID 1 of new PID/mount/UTS/IPC namespaces) that outlives the
 /// agent, waits for the go byte, starts the task, forwards signals to it, reaps it and writes
-/// its wait status to `exit` in `spec.exit_dir` (write + fsync + rename).
+/// its wait status to `exit` in `spec.exit_dir` (write + rename).
 ///
 /// The child is a `clone3(CLONE_VM | CLONE_VFORK)` on a small stack of its own, created in
 /// the supervisors' cgroup2 directory (`CLONE_INTO_CGROUP`): nothing of the agent's memory
@@ -418,6 +429,7 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
         rlimits: spec.rlimits.clone(),
         escalate: escalate_signal(),
         program: spec.program.clone(),
+        program_fd: spec.program_fd,
         cwd: spec.cwd.clone(),
         mounts: spec.namespaces.clone(),
         unmounts: spec.private_unmounts.clone(),
@@ -449,6 +461,7 @@ pub(crate) fn spawn_supervisor(spec: &SpawnSpec) -> io::Result<Spawned> {
     inherit.extend(&task_procs);
     inherit.extend(supervisor_fd);
     inherit.extend(spec.join_netns.as_ref().map(AsRawFd::as_raw_fd));
+    inherit.extend(spec.program_fd);
     let mut start = ExecStart {
         exe,
         argv: argv_ptrs.as_ptr(),
@@ -856,6 +869,7 @@ mod tests {
             rlimits: vec![(4, 0, 0), (7, 65536, u64::MAX)],
             escalate: 63,
             program: c("/bin/sh"),
+            program_fd: Some(16),
             cwd: c("/w/sandboxes/fw/t=1"),
             mounts: Some(MountPlan {
                 work_dir: c("/w"),

@@ -88,6 +88,9 @@ pub struct SupervisorArgs {
     /// Signal that makes the supervisor SIGKILL the task.
     pub escalate: i32,
     pub program: CString,
+    /// Exec the task from this fd (`execveat(AT_EMPTY_PATH)`, a sealed copy of `program`)
+    /// instead of by path.
+    pub program_fd: Option<i32>,
     pub cwd: CString,
     /// Set up this mount namespace (the supervisor is PID 1 of new namespaces).
     pub mounts: Option<MountPlan>,
@@ -153,6 +156,9 @@ impl SupervisorArgs {
         }
         a.push(kv("escalate", self.escalate));
         a.push(kv_bytes("program", &self.program));
+        if let Some(fd) = self.program_fd {
+            a.push(kv("program_fd", fd));
+        }
         a.push(kv_bytes("cwd", &self.cwd));
         if let Some(m) = &self.mounts {
             a.push(kv_bytes("work_dir", &m.work_dir));
@@ -231,6 +237,7 @@ impl SupervisorArgs {
                 "supervisor_dir" => s.supervisor_dir = Some(fd()?),
                 "born_in_cgroup" => s.born_in_cgroup = num()? != 0,
                 "netns" => s.netns = Some(fd()?),
+                "program_fd" => s.program_fd = Some(fd()?),
                 "task_dir" => s.task_dirs.push(fd()?),
                 "task_file" => s.task_files.push(fd()?),
                 "uid" => uid = Some(u32::try_from(num()?).map_err(|_| "uid out of range")?),

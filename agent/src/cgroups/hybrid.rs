@@ -200,6 +200,16 @@ impl CgroupBackend for HybridBackend {
         Ok(u)
     }
 
+    fn oom_kills(&self, id: &str) -> Result<u64, CgroupError> {
+        match self.dir(&self.mounts.memory, id) {
+            Some(mem) => Ok(keyed(
+                &read_keyed(&mem.join("memory.oom_control"))?,
+                "oom_kill",
+            )),
+            None => Ok(0),
+        }
+    }
+
     fn root_paths(&self) -> Vec<PathBuf> {
         self.mounts
             .all()
@@ -367,6 +377,7 @@ mod tests {
                 oom_events: 2,
             }
         );
+        assert_eq!(b.oom_kills("c1").expect("oom kills"), 2);
         assert!(!p("memory").join("memory.limit_in_bytes").exists());
     }
 }

@@ -97,6 +97,11 @@ pub trait CgroupBackend: Send + Sync + std::fmt::Debug {
     fn usage_without_ebpf_counters(&self, id: &str) -> Result<CgroupUsage, CgroupError> {
         self.usage(id)
     }
+    /// OOM kills in the container so far (read when its task ends, to tell an OOM kill
+    /// from another SIGKILL). Backends read only the file that has them; default: `usage`.
+    fn oom_kills(&self, id: &str) -> Result<u64, CgroupError> {
+        self.usage(id).map(|u| u.oom_events)
+    }
     /// The agent root directories (one per hierarchy), removed on shutdown when empty.
     fn root_paths(&self) -> Vec<PathBuf>;
 }

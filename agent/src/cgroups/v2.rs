@@ -132,6 +132,11 @@ impl CgroupBackend for V2Backend {
         })
     }
 
+    fn oom_kills(&self, id: &str) -> Result<u64, CgroupError> {
+        let dir = self.root.join(relative_dir(id));
+        Ok(keyed(&read_keyed(&dir.join("memory.events"))?, "oom_kill"))
+    }
+
     fn root_paths(&self) -> Vec<PathBuf> {
         vec![self.root.clone()]
     }
@@ -299,6 +304,7 @@ mod tests {
                 oom_events: 1,
             }
         );
+        assert_eq!(b.oom_kills("c1").expect("oom kills"), 1);
     }
 
     #[test]

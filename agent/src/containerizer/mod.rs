@@ -83,7 +83,22 @@ pub struct Prepared {
     /// mount namespace of its own before it starts the task (crun on a hybrid cgroup host:
     /// the cgroup2 mount at `/sys/fs/cgroup/unified`, see docs/CONTAINERIZERS.md).
     pub private_unmounts: Vec<PathBuf>,
+    /// A sealed in-memory copy of `program` to exec instead of the file (OCI runtimes).
+    pub program_fd: Option<SealedProgram>,
 }
+
+/// A program copied into a sealed memfd (`sys::sealed_executable`), shared by every launch
+/// that execs it. Equal only to itself.
+#[derive(Debug, Clone)]
+pub struct SealedProgram(pub std::sync::Arc<std::os::fd::OwnedFd>);
+
+impl PartialEq for SealedProgram {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SealedProgram {}
 
 /// A way to contain tasks. Blocking methods: call them from a blocking thread.
 pub trait Containerizer: Send + Sync + std::fmt::Debug {

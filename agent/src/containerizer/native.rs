@@ -37,6 +37,7 @@ impl Containerizer for NativeContainerizer {
             run_as_task_user: true,
             namespaces: self.namespaces,
             private_unmounts: Vec::new(),
+            program_fd: None,
         })
     }
 

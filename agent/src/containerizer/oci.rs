@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::manifest::ImageConfig;
 use super::store::{ImageStore, StoreConfig};
-use super::{ContainerizerError, LaunchRequest, Prepared};
+use super::{ContainerizerError, LaunchRequest, Prepared, SealedProgram};
 
 /// Where the container sees its sandbox (Mesos' path).
 pub const SANDBOX_IN_CONTAINER: &str = "/mnt/mesos/sandbox";
@@ -68,6 +68,68 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The runtime binary copied into a sealed memfd once, exec'd by every container's
+/// supervisor. On every start crun and runc otherwise copy themselves into a memfd (or
+/// bind-mount themselves read-only) before anything else, so a container cannot overwrite
+/// the host's runtime through `/proc/self/exe` (CVE-2019-5736); they skip that when
+/// `/proc/self/exe` already is a fully sealed memfd — the copy made here, shared by all
+/// launches. Re-made when the file on disk changes (a runtime upgrade).
+#[derive(Debug, Default)]
+struct SealedRuntime {
+    current: std::sync::Mutex<Option<(FileIdentity, SealedProgram)>>,
+}
+
+/// What tells one version of a file from the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl FileIdentity {
+    fn of(m: &std::fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        }
+    }
+}
+
+impl SealedRuntime {
+    /// The sealed copy of `path`, made now if there is none or the file changed.
+    fn get(&self, path: &Path) -> std::io::Result<SealedProgram> {
+        let id = FileIdentity::of(&std::fs::metadata(path)?);
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((have, program)) = current.as_ref() {
+            if *have == id {
+                return Ok(program.clone());
+            }
+        }
+        let mut file = std::fs::File::open(path)?;
+        // Named after the runtime: its processes show as `memfd:crun` in ps/top.
+        let name = path
+            .file_name()
+            .and_then(|n| std::ffi::CString::new(n.as_encoded_bytes()).ok())
+            .unwrap_or_else(|| c"oci-runtime".to_owned());
+        let copy = SealedProgram(std::sync::Arc::new(crate::sys::sealed_executable(
+            &name, &mut file,
+        )?));
+        // Copied from the file we stat'ed, unless it was replaced meanwhile: then the
+        // next launch sees a new identity and copies again.
+        let id = FileIdentity::of(&file.metadata()?);
+        *current = Some((id, copy.clone()));
+        Ok(copy)
+    }
+}
+
 /// Settings of the OCI containerizer.
 #[derive(Clone, Debug)]
 pub struct OciConfig {
@@ -91,6 +153,7 @@ pub struct OciContainerizer {
     state_dir: PathBuf,
     hybrid: bool,
     cgroup_roots: Vec<PathBuf>,
+    sealed: SealedRuntime,
 }
 
 impl OciContainerizer {
@@ -102,6 +165,7 @@ impl OciContainerizer {
             state_dir,
             hybrid: config.hybrid_cgroups,
             cgroup_roots: config.cgroup_roots,
+            sealed: SealedRuntime::default(),
         }
     }
 
@@ -199,6 +263,15 @@ impl OciContainerizer {
             source,
         })?;
         let (program, argv, private_unmounts) = self.command(&rt, &bundle, req.container_id);
+        let program_fd = match self.sealed.get(&rt.path) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                // Still runs: the runtime then makes its own copy, as it does by itself.
+                tracing::warn!(runtime = %rt.path.display(), error = %e,
+                    "cannot copy the OCI runtime into a sealed memfd; running it from disk");
+                None
+            }
+        };
         Ok(Prepared {
             program,
             argv,
@@ -207,6 +280,7 @@ impl OciContainerizer {
             run_as_task_user: false,
             namespaces: false,
             private_unmounts,
+            program_fd,
         })
     }
 
@@ -478,6 +552,47 @@ pub fn runtime_spec(s: &SpecInput) -> Value {
 mod tests {
     use super::*;
     use brim_proto::v1::CommandInfo;
+
+    /// Runs the sealed program through its fd, as the supervisor's `execveat` does.
+    fn run_sealed(p: &SealedProgram) -> std::process::ExitStatus {
+        use std::os::fd::AsRawFd;
+        Command::new(format!("/proc/self/fd/{}", p.0.as_raw_fd()))
+            .status()
+            .expect("exec the sealed copy")
+    }
+
+    #[test]
+    fn sealed_runtime_is_one_fully_sealed_copy_until_the_file_changes() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = dir.path().join("crun");
+        std::fs::copy("/bin/true", &rt).expect("copy /bin/true");
+        let sealed = SealedRuntime::default();
+        let a = sealed.get(&rt).expect("sealed copy");
+        assert_eq!(
+            sealed.get(&rt).expect("again"),
+            a,
+            "one copy for every launch"
+        );
+        // SAFETY: fcntl on an fd the test owns.
+        let seals = unsafe { libc::fcntl(a.0.as_raw_fd(), libc::F_GET_SEALS) };
+        // Exactly the set crun and runc check before skipping their own copy.
+        assert_eq!(
+            seals,
+            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE
+        );
+        assert!(run_sealed(&a).success());
+        // An upgrade replaces the file: the next launch gets a fresh copy of the new one.
+        std::fs::remove_file(&rt).expect("rm");
+        std::fs::copy("/bin/false", &rt).expect("copy /bin/false");
+        let b = sealed.get(&rt).expect("new copy");
+        assert_ne!(b, a);
+        assert!(!run_sealed(&b).success(), "the copy is of the new file");
+        // The old copy stays valid for launches that hold it.
+        assert!(run_sealed(&a).success());
+        std::fs::remove_file(&rt).expect("rm");
+        assert!(sealed.get(&rt).is_err(), "a missing runtime is an error");
+    }
 
     #[test]
     fn args_from_command_or_image() {
