@@ -8,9 +8,7 @@
 
 mod support;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::Cluster;
 
@@ -41,35 +39,13 @@ fn protobuf_scheduler_and_executor_run_a_task() {
     let fds = c.dir.path().join("mesos_v1.fds");
     std::fs::write(&fds, brim_proto::mesos::descriptor_set()).expect("write descriptors");
 
-    let mut child = Command::new(&py)
-        .arg("-B")
-        .arg(SCRIPT)
-        .arg(&c.master_addr)
-        .arg(&fds)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python");
-    let start = Instant::now();
-    let ok = loop {
-        if let Some(s) = child.try_wait().expect("wait python") {
-            break s.success();
-        }
-        if start.elapsed() > Duration::from_secs(90) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let (mut out, mut err) = (String::new(), String::new());
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
+    let fds_arg = fds.display().to_string();
+    let (ok, out, err) = support::run_python(
+        &py,
+        SCRIPT,
+        &[&c.master_addr, &fds_arg],
+        Duration::from_secs(90),
+    );
     let expect = [
         "STEP subscribed",
         &format!("master port {}", c.master_port),
@@ -90,7 +66,6 @@ fn protobuf_scheduler_and_executor_run_a_task() {
         .filter(|e| !out.contains(e))
         .collect();
     if !ok || !missing.is_empty() {
-        c.dump_logs();
         panic!("protobuf scheduler failed (missing {missing:?})\n--- stdout ---\n{out}\n--- stderr ---\n{err}");
     }
     eprintln!("{out}");

@@ -6,9 +6,7 @@
 
 mod support;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::{state, Cluster};
@@ -37,44 +35,6 @@ fn skip(why: &str) {
     eprintln!("{why}");
 }
 
-/// Runs `py script args…` with a deadline; returns (exit success, stdout, stderr).
-fn run_python(
-    py: &Path,
-    script: &str,
-    args: &[&str],
-    deadline: Duration,
-) -> (bool, String, String) {
-    let mut child = Command::new(py)
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait python") {
-            break Some(s);
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    (status.is_some_and(|s| s.success()), out, err)
-}
-
 #[test]
 fn pymesos_scheduler_launches_acks_declines_kills_and_tears_down() {
     if !support::can_run_cluster("mesos_pymesos") {
@@ -88,7 +48,8 @@ fn pymesos_scheduler_launches_acks_declines_kills_and_tears_down() {
     c.start_agent(0, "cpus:1;mem:512;ports:[31000-31009]");
     c.wait_agents_active(1);
 
-    let (ok, out, err) = run_python(&py, SCRIPT, &[&c.master_addr], Duration::from_secs(150));
+    let (ok, out, err) =
+        support::run_python(&py, SCRIPT, &[&c.master_addr], Duration::from_secs(150));
     let expect = [
         "STEP registered",
         "STEP offer",
@@ -176,7 +137,7 @@ fn pymesos_launches_a_task_group() {
     let mut c = Cluster::new();
     c.start_agent(0, "cpus:1;mem:512");
     c.wait_agents_active(1);
-    let (ok, out, err) = run_python(
+    let (ok, out, err) = support::run_python(
         &py,
         LAUNCH_GROUP_SCRIPT,
         &[&c.master_addr],
@@ -199,7 +160,6 @@ fn pymesos_launches_a_task_group() {
         .filter(|e| !out.contains(e))
         .collect();
     if !ok || !missing.is_empty() {
-        c.dump_logs();
         panic!("pymesos LAUNCH_GROUP failed (missing {missing:?})\n--- stdout ---\n{out}\n--- stderr ---\n{err}");
     }
     c.cleanup_cgroups();
@@ -219,7 +179,7 @@ fn avmesos_scheduler_launches_and_tears_down() {
     let mut c = Cluster::new();
     c.start_agent(0, "cpus:1;mem:512;ports:[31000-31009]");
     c.wait_agents_active(1);
-    let (ok, out, err) = run_python(
+    let (ok, out, err) = support::run_python(
         &py,
         AVMESOS_SCRIPT,
         &[&c.master_addr],

@@ -10,7 +10,6 @@ mod support;
 #[path = "../master/tests/support/zookeeper.rs"]
 mod zookeeper;
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -178,32 +177,7 @@ fn leader_published_to_zookeeper_pymesos_finds_it_and_failover_moves_it() {
         let s: Value = serde_json::from_str(&body).ok()?;
         (s["agents"].as_array()?.iter().any(|a| a["active"] == true)).then_some(())
     });
-    let mut child = Command::new(&py)
-        .args(["-B", PYMESOS_ZK, &zk_url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pymesos");
-    let start = Instant::now();
-    let ok = loop {
-        if let Some(s) = child.try_wait().expect("wait pymesos") {
-            break s.success();
-        }
-        if start.elapsed() > Duration::from_secs(90) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let (mut out, mut err) = (String::new(), String::new());
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
+    let (ok, out, err) = support::run_python(&py, PYMESOS_ZK, &[&zk_url], Duration::from_secs(90));
     let expect = [
         "STEP registered".to_string(),
         format!("with master 127.0.0.1:{}", ports[first]),

@@ -265,7 +265,7 @@ fn a_pod_shares_loopback_and_a_directory_and_ends_together() {
         })
     }));
     if result.is_err() {
-        c.dump_logs();
+        // The cluster's logs follow when it is dropped during the unwind.
         dump_sandboxes(&c.dir.path().join("agent0"));
     }
     c.cleanup_cgroups();
@@ -323,7 +323,7 @@ fn a_pod_starts_all_or_nothing() {
         })
     }));
     if result.is_err() {
-        c.dump_logs();
+        // The cluster's logs follow when it is dropped during the unwind.
         dump_sandboxes(&c.dir.path().join("agent0"));
     }
     c.cleanup_cgroups();

@@ -424,9 +424,7 @@ fn volumes_for_oci_and_native_tasks_and_an_executor_in_an_image() {
             fw.handle.stop();
         })
     }));
-    if result.is_err() {
-        c.dump_logs();
-    }
+    // The cluster's logs follow when it is dropped during the unwind.
     c.cleanup_cgroups();
     if let Err(e) = result {
         std::panic::resume_unwind(e);

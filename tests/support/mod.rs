@@ -401,6 +401,66 @@ pub fn python_with(import_line: &str) -> Option<PathBuf> {
     })
 }
 
+/// Runs `py -B script args…` (no bytecode written into the tree) with a deadline, killing
+/// it when the deadline passes; returns (exit success, stdout, stderr).
+pub fn run_python(
+    py: &Path,
+    script: &str,
+    args: &[&str],
+    deadline: Duration,
+) -> (bool, String, String) {
+    let mut child = Command::new(py)
+        .arg("-B")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python");
+    // Drained while it runs: a chatty script must not block on a full pipe (64 KiB) and
+    // look like a hang.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out_reader = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err_reader = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait python") {
+            break Some(s);
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = out_reader.join().unwrap_or_default();
+    let mut err = err_reader.join().unwrap_or_default();
+    if status.is_none() {
+        err.push_str(&format!("\n(killed after {deadline:?})"));
+    }
+    (status.is_some_and(|s| s.success()), out, err)
+}
+
 pub fn find_in_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
