@@ -131,3 +131,17 @@ write("cron_expr", "daily", "30 2 * * *\nEurope/Berlin\n1700000000")
 write("cron_expr", "seconds", "*/15 * * * * *\nUTC\n0")
 write("cron_expr", "names", "0 9-17/2 1,15 JAN-MAR MON-FRI\nAmerica/New_York\n1711846800")
 write("cron_expr", "macro", "@hourly")
+
+nested = {"value": "dbg-1", "parent": {"value": "0b7c6f1e-2f6b-4a57-9d1b-0a2c3e4f5a6b"}}
+write("agent_api_call", "launch-shell", json.dumps({"type": "LAUNCH_NESTED_CONTAINER",
+      "launch_nested_container": {"container_id": nested, "command": {"value": "ss -ltn"}}}))
+write("agent_api_call", "launch-argv", json.dumps({"type": "LAUNCH_NESTED_CONTAINER",
+      "launch_nested_container": {"container_id": nested, "command": {"shell": False,
+      "value": "/bin/echo", "arguments": ["echo", "a"],
+      "environment": {"variables": [{"name": "K", "value": "v"}]}}}}))
+write("agent_api_call", "wait", json.dumps({"type": "WAIT_NESTED_CONTAINER",
+      "wait_nested_container": {"container_id": nested}}))
+write("agent_api_call", "kill", json.dumps({"type": "KILL_NESTED_CONTAINER",
+      "kill_nested_container": {"container_id": nested, "signal": 15}}))
+write("agent_api_call", "remove", json.dumps({"type": "REMOVE_NESTED_CONTAINER",
+      "remove_nested_container": {"container_id": nested}}))

@@ -28,7 +28,7 @@ mod http;
 pub mod launcher;
 mod master_link;
 mod metrics;
-mod nested;
+pub mod nested;
 pub mod network;
 pub mod oversubscription;
 mod pods;

@@ -47,7 +47,7 @@ const MAX_ARGS: usize = 1024;
 
 /// A call the API understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Request {
+pub enum Request {
     Launch {
         parent: String,
         id: String,
@@ -71,8 +71,18 @@ pub(crate) enum Request {
 }
 
 impl Request {
+    /// The nested container the call is about.
+    pub fn id(&self) -> &str {
+        match self {
+            Request::Launch { id, .. }
+            | Request::Wait { id, .. }
+            | Request::Kill { id, .. }
+            | Request::Remove { id, .. } => id,
+        }
+    }
+
     /// The parent container the call is about.
-    pub(crate) fn parent(&self) -> &str {
+    pub fn parent(&self) -> &str {
         match self {
             Request::Launch { parent, .. }
             | Request::Wait { parent, .. }
@@ -84,7 +94,7 @@ impl Request {
 
 /// Why a call was refused; each maps to an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum CallError {
+pub enum CallError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -98,7 +108,7 @@ pub(crate) enum CallError {
 }
 
 impl CallError {
-    pub(crate) fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             CallError::BadRequest(_) => StatusCode::BAD_REQUEST,
             CallError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -166,7 +176,7 @@ struct Variable {
 }
 
 /// A nested container's id (also a cgroup and a directory name): short and plain.
-pub(crate) fn check_nested_id(id: &str) -> Result<(), String> {
+pub fn check_nested_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 64 || id == "." || id == ".." {
         return Err(format!(
             "nested container id `{id}` must be 1 to 64 characters (not `.` or `..`)"
@@ -263,7 +273,7 @@ fn env_of(c: &Command) -> Result<Vec<(String, String)>, CallError> {
 }
 
 /// Decodes one JSON call of the agent API.
-pub(crate) fn parse(body: &[u8]) -> Result<Request, CallError> {
+pub fn parse(body: &[u8]) -> Result<Request, CallError> {
     let call: Call = serde_json::from_slice(body).map_err(|e| {
         CallError::BadRequest(format!(
             "malformed call: {e}: send JSON like {{\"type\":\"LAUNCH_NESTED_CONTAINER\",\"launch_nested_container\":{{…}}}}"
