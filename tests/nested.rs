@@ -561,6 +561,29 @@ async fn native_and_oci(c: &mut Cluster, agent_id: &str) {
     assert!(stdout.contains("brim busybox image"), "{}", show(&out));
     assert!(stdout.contains("no-host-fs"), "{}", show(&out));
     assert!(stdout.contains("/mnt/mesos/sandbox"), "{}", show(&out));
+    // The call's environment reaches an OCI exec too (on top of the container's).
+    let (code, body) = api(
+        &agent,
+        serde_json::json!({"type": "LAUNCH_NESTED_CONTAINER",
+            "launch_nested_container": {"container_id": cid(&box_cid, "env"),
+                "command": {"value": "echo \"$GREETING in $MESOS_SANDBOX\"",
+                    "environment": {"variables": [{"name": "GREETING", "value": "hello"}]}}}}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = api(
+        &agent,
+        serde_json::json!({"type": "WAIT_NESTED_CONTAINER",
+            "wait_nested_container": {"container_id": cid(&box_cid, "env")}}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let box_sandbox = c
+        .dir
+        .path()
+        .join(format!("agent0/sandboxes/{}/box", offer.framework_id));
+    assert_eq!(
+        std::fs::read_to_string(box_sandbox.join("containers/env/stdout")).expect("output"),
+        "hello in /mnt/mesos/sandbox\n"
+    );
     let out = c.brim(&[
         "task",
         "exec",

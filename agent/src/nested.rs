@@ -769,6 +769,8 @@ pub(crate) struct Parent {
     pub(crate) cgroups: Vec<PathBuf>,
     /// The task's environment (native tasks' nested processes start with it).
     pub(crate) env: Vec<(String, String)>,
+    /// An OCI task's container environment (its `config.json`), empty otherwise.
+    pub(crate) container_env: Vec<(String, String)>,
     /// The task's cgroup2 directory (eBPF), if any.
     pub(crate) unified: Option<PathBuf>,
     /// The task's description and resources (its eBPF policy applies to nested too).
@@ -973,6 +975,17 @@ impl Agent {
             }
         };
         let oci = crate::containerizer::is_oci(&t.info);
+        let container_env = if oci {
+            container_env(
+                &self
+                    .oci
+                    .store()
+                    .container_dir(container_id)
+                    .join("config.json"),
+            )
+        } else {
+            Vec::new()
+        };
         let container_exec = if oci {
             Some(
                 self.oci
@@ -1032,6 +1045,7 @@ impl Agent {
                 .map(|cg| cg.paths(container_id))
                 .unwrap_or_default(),
             env,
+            container_env,
             unified: self
                 .cgroups
                 .as_ref()
@@ -1040,6 +1054,23 @@ impl Agent {
             resources,
         })
     }
+}
+
+/// `process.env` of an OCI runtime bundle's `config.json` (empty when unreadable).
+fn container_env(config: &Path) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read(config) else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
+    v["process"]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str()?.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// `POST /api/v1`.
@@ -1211,22 +1242,33 @@ async fn launch(
         },
         None => None,
     };
-    let mut cmd = command_for(&parent, &argv);
-    let mut env = if parent.container_exec.is_some() {
-        // The runtime's exec gives the process the container's environment.
+    let mut parent = parent;
+    let env = if let Some(exec) = parent.container_exec.as_mut() {
+        // The runtime's exec gives the process the container's environment; the call's
+        // variables go on top as `--env` (before the container id, exec's last argument).
+        // crun replaces the container's environment when given any `--env`: pass it whole.
+        if !extra_env.is_empty() {
+            let mut all: Vec<(String, String)> = parent.container_env.clone();
+            for (k, v) in extra_env {
+                all.retain(|(n, _)| *n != k);
+                all.push((k, v));
+            }
+            let at = exec.len().saturating_sub(1);
+            exec.splice(at..at, all.iter().map(|(k, v)| format!("--env={k}={v}")));
+        }
         vec![(
             "PATH".to_string(),
             std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
         )]
     } else {
-        parent.env.clone()
-    };
-    if parent.container_exec.is_none() {
+        let mut env = parent.env.clone();
         for (k, v) in extra_env {
             env.retain(|(n, _)| *n != k);
             env.push((k, v));
         }
-    }
+        env
+    };
+    let mut cmd = command_for(&parent, &argv);
     cmd.env_clear()
         .envs(env)
         .stdin(std::process::Stdio::null())
