@@ -228,9 +228,12 @@ fn a_pod_shares_loopback_and_a_directory_and_ends_together() {
                 Some(TaskState::TaskFailed)
             );
 
-            // The agent dies and comes back: the pod keeps running, the same namespace.
-            c.agents[0].kill9();
+            // The agent dies and comes back: the pod keeps running, the same namespace. The
+            // restart waits until the master saw the old agent go, and the kill below until it
+            // has the new one (else the master refuses the kill: agent not connected).
+            c.kill9_agent(0);
             c.start_agent(0, "cpus:2;mem:1024");
+            c.wait_agents_active(1);
             wait_for("the pod re-attached", Duration::from_secs(30), || {
                 let tasks = support::http_get(&agent_http, "/state")
                     .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())?;
