@@ -291,6 +291,21 @@ async fn native_and_oci(c: &mut Cluster, agent_id: &str) {
             .any(|d| d.is_dir()),
         "the nested cgroup exists"
     );
+    // The agent's /state lists it under its task.
+    let (_, body) = support::http_get(&agent, "/state").expect("agent /state");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let web = v["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["id"] == "web")
+        .expect("web");
+    assert_eq!(
+        web["nested_containers"],
+        serde_json::json!([{"id": "sleeper", "running": true, "exit_status": null}]),
+        "{web}"
+    );
+    assert_eq!(v["nested_containers_running"], 1);
     // The same id again is refused; a REMOVE of a running container too.
     let launch_again = serde_json::json!({"type": "LAUNCH_NESTED_CONTAINER",
         "launch_nested_container": {"container_id": cid(&web_cid, "sleeper"), "command": {"value": "true"}}});

@@ -115,6 +115,17 @@ async fn state(State(agent): State<Arc<Agent>>) -> Json<serde_json::Value> {
     let mut v = agent.state_json();
     agent.telemetry.annotate_state(&mut v);
     v["nested_containers_running"] = agent.nested.running().into();
+    if let Some(tasks) = v["tasks"].as_array_mut() {
+        for t in tasks {
+            let nested = t["container_id"]
+                .as_str()
+                .map(|c| agent.nested.describe(c))
+                .unwrap_or_default();
+            if !nested.is_empty() {
+                t["nested_containers"] = nested.into();
+            }
+        }
+    }
     Json(v)
 }
 

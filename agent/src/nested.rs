@@ -634,6 +634,25 @@ impl Registry {
             .collect()
     }
 
+    /// The nested containers of one task for `/state`: id, running, exit status (sorted).
+    pub(crate) fn describe(&self, parent: &str) -> Vec<serde_json::Value> {
+        let all = self.lock();
+        let mut out: Vec<(String, serde_json::Value)> = all
+            .get(parent)
+            .into_iter()
+            .flatten()
+            .map(|(id, e)| {
+                let exit = *e.exit.borrow();
+                (
+                    id.clone(),
+                    serde_json::json!({"id": id, "running": exit.is_none(), "exit_status": exit}),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.into_iter().map(|(_, v)| v).collect()
+    }
+
     /// How many nested containers run (for `/state`).
     pub(crate) fn running(&self) -> usize {
         self.lock()
