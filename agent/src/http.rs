@@ -191,6 +191,40 @@ async fn read_from(
     read.map_err(std::io::Error::other)?
 }
 
+/// Checks a sandbox read (the offset, the ids, `stdout`/`stderr`) and finds the task: its
+/// query, state and sandbox, or the error answer.
+#[allow(clippy::result_large_err)]
+fn output_of(
+    agent: &Agent,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+    framework_id: &str,
+    task_id: &str,
+    file: &str,
+) -> Result<(ReadQuery, &'static str, std::path::PathBuf), Response> {
+    let Ok(Query(q)) = query else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "offset must be a non-negative integer".into(),
+        ));
+    };
+    for (kind, id) in [("framework", framework_id), ("task", task_id)] {
+        check_id(kind, id).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    }
+    if file != "stdout" && file != "stderr" {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown sandbox file `{file}`: use stdout or stderr"),
+        ));
+    }
+    let (state, dir) = agent.lookup(framework_id, task_id).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("task `{task_id}` of framework `{framework_id}` is unknown to this agent"),
+        )
+    })?;
+    Ok((q, state, dir))
+}
+
 /// `GET /sandbox/{framework}/{task}/containers/{nested}/{stdout|stderr}`: a nested
 /// container's output (same offsets and limits as the task's).
 async fn nested_output(
@@ -198,31 +232,12 @@ async fn nested_output(
     Path((framework_id, task_id, nested_id, file)): Path<(String, String, String, String)>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Ok(Query(q)) = query else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "offset must be a non-negative integer".into(),
-        );
-    };
-    for (kind, id) in [("framework", &framework_id), ("task", &task_id)] {
-        if let Err(e) = check_id(kind, id) {
-            return error(StatusCode::BAD_REQUEST, e);
-        }
-    }
     if let Err(e) = crate::nested::check_nested_id(&nested_id) {
         return error(StatusCode::BAD_REQUEST, e);
     }
-    if file != "stdout" && file != "stderr" {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("unknown sandbox file `{file}`: use stdout or stderr"),
-        );
-    }
-    let Some((task_state, dir)) = agent.lookup(&framework_id, &task_id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("task `{task_id}` of framework `{framework_id}` is unknown to this agent"),
-        );
+    let (q, task_state, dir) = match output_of(&agent, query, &framework_id, &task_id, &file) {
+        Ok(found) => found,
+        Err(refused) => return refused,
     };
     let path = dir
         .join(crate::nested::SANDBOX_DIR)
@@ -255,28 +270,9 @@ async fn sandbox(
     Path((framework_id, task_id, file)): Path<(String, String, String)>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Ok(Query(q)) = query else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "offset must be a non-negative integer".into(),
-        );
-    };
-    for (kind, id) in [("framework", &framework_id), ("task", &task_id)] {
-        if let Err(e) = check_id(kind, id) {
-            return error(StatusCode::BAD_REQUEST, e);
-        }
-    }
-    if file != "stdout" && file != "stderr" {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("unknown sandbox file `{file}`: use stdout or stderr"),
-        );
-    }
-    let Some((task_state, dir)) = agent.lookup(&framework_id, &task_id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("task `{task_id}` of framework `{framework_id}` is unknown to this agent"),
-        );
+    let (q, task_state, dir) = match output_of(&agent, query, &framework_id, &task_id, &file) {
+        Ok(found) => found,
+        Err(refused) => return refused,
     };
     let offset = q.offset.unwrap_or(0);
     let path = dir.join(&file);

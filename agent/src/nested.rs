@@ -750,15 +750,9 @@ async fn api_socket(
     axum::extract::State((agent, container)): axum::extract::State<(Arc<Agent>, String)>,
     request: axum::extract::Request,
 ) -> Response {
-    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+    let body = match call_body(request).await {
         Ok(b) => b,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over {MAX_BODY} bytes (or unreadable): send one JSON call\n"),
-            )
-                .into_response()
-        }
+        Err(too_large) => return too_large,
     };
     let result = async {
         let req = parse(&body)?;
@@ -1107,15 +1101,9 @@ pub(crate) async fn api(
         .and_then(|v| v.to_str().ok())
         .and_then(brim_security::bearer)
         .map(str::to_string);
-    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+    let body = match call_body(request).await {
         Ok(b) => b,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over {MAX_BODY} bytes (or unreadable): send one JSON call\n"),
-            )
-                .into_response()
-        }
+        Err(too_large) => return too_large,
     };
     let result = async {
         let req = parse(&body)?;
@@ -1130,6 +1118,19 @@ pub(crate) async fn api(
     }
     .await;
     reply(result)
+}
+
+/// The body of one API call, at most [`MAX_BODY`] bytes; a 413 answer otherwise.
+async fn call_body(request: axum::extract::Request) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(request.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {MAX_BODY} bytes (or unreadable): send one JSON call\n"),
+            )
+                .into_response()
+        })
 }
 
 fn reply(result: Result<Answer, CallError>) -> Response {
