@@ -843,19 +843,26 @@ impl Agent {
         }
     }
 
-    /// After a task of a group ended: the default executor's kill policy (`pods`), and the
-    /// group's network namespace released once every task of it is terminal.
-    async fn pod_task_ended(&self, key: &TaskKey) {
-        let (after, pod_key) = {
+    /// The task group (default executor) a task belongs to.
+    fn pod_key_of(&self, key: &TaskKey) -> Option<crate::pods::PodKey> {
+        let st = self.state();
+        let e = crate::pods::default_executor(&st.tasks.get(key)?.info)?;
+        Some((key.0.clone(), e.executor_id.clone()))
+    }
+
+    /// After a task of a group ended: the default executor's kill policy (`pods`) — the
+    /// others are killed unless it finished. `ended` is the state it ended in, used when
+    /// the task is already forgotten. True when no task of the group is left alive, so its
+    /// network namespace can be released.
+    fn pod_task_ended(
+        &self,
+        key: &TaskKey,
+        pod_key: &crate::pods::PodKey,
+        ended: TaskState,
+    ) -> bool {
+        let after = {
             let mut st = self.state();
-            let Some(t) = st.tasks.get(key) else {
-                return;
-            };
-            let Some(e) = crate::pods::default_executor(&t.info) else {
-                return;
-            };
-            let pod_key: crate::pods::PodKey = (key.0.clone(), e.executor_id.clone());
-            let state = t.state;
+            let state = st.tasks.get(key).map_or(ended, |t| t.state);
             let members: Vec<crate::pods::Member> = st
                 .tasks
                 .iter()
@@ -878,15 +885,13 @@ impl Agent {
                 st.group_kills
                     .insert((key.0.clone(), id.clone()), after.message.clone());
             }
-            (after, pod_key)
+            after
         };
         for id in &after.kill {
             tracing::info!(framework = %key.0, task = %id, "{}", after.message);
             self.kill_task(&key.0, id, None);
         }
-        if after.release {
-            self.release_pod(&pod_key).await;
-        }
+        after.release
     }
 
     /// Releases a finished group's network namespace.
@@ -1107,6 +1112,11 @@ impl Agent {
             }
             return;
         }
+        // The group's kill policy is decided before the container's release: the terminal
+        // update may be acknowledged — and the task forgotten — while the kernel removes
+        // its cgroups, and the group must still learn that this task ended.
+        let pod = self.pod_key_of(key);
+        let ended = outcome.state;
         self.update(
             key,
             outcome.state,
@@ -1114,8 +1124,11 @@ impl Agent {
             outcome.message,
             outcome.exit_code,
         );
+        let group_done = pod.as_ref().map(|p| self.pod_task_ended(key, p, ended));
         self.release_container(key, container_id).await;
-        self.pod_task_ended(key).await;
+        if let (Some(p), Some(true)) = (&pod, group_done) {
+            self.release_pod(p).await;
+        }
     }
 
     /// Removes an ended task's cgroups and OCI bundle (unmounting its rootfs). It runs after
