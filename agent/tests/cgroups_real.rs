@@ -135,7 +135,12 @@ async fn task_runs_inside_its_cgroup_with_limits() {
         assert!(out.contains("limit=33554432"), "memory.max not set:\n{out}");
         assert!(out.contains("weight=50"), "cpu.weight not set:\n{out}");
     }
+    // The cgroups go right after the terminal update (which does not wait for the rmdirs).
+    let deadline = Instant::now() + WAIT;
     for d in cgroup_dirs(&root, &container) {
+        while d.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(!d.exists(), "cgroup {} left behind", d.display());
     }
 
@@ -202,7 +207,11 @@ async fn kill_escalates_and_cleans_up() {
         t0.elapsed()
     );
     assert_eq!(k.exit_code, Some(143));
+    let deadline = Instant::now() + WAIT;
     for d in cgroup_dirs(&root, &container) {
+        while d.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(
             !d.exists(),
             "cgroup {} left behind (background child survived?)",
