@@ -21,15 +21,6 @@ const SCHEDULER: &str = concat!(
     "/tests/mesos/pymesos_recovery_scheduler.py"
 );
 const RES: &str = "cpus:1;mem:512;ports:[31000-31009]";
-/// The agent is down for seconds: the master must not give up on it meanwhile.
-const MASTER: &[&str] = &[
-    "--agent-heartbeat-interval",
-    "500ms",
-    "--max-missed-heartbeats",
-    "60",
-    "--allocation-interval",
-    "200ms",
-];
 
 /// A scheduler process, killed if the test ends (or fails) before it exits.
 struct Scheduler(Child);
@@ -131,7 +122,7 @@ fn pymesos_executor_survives_agent_restart_or_times_out() {
         eprintln!("{why}");
         return;
     };
-    let mut c = Cluster::new_with_master_flags(MASTER);
+    let mut c = Cluster::new_with_master_flags(support::PATIENT_MASTER_FLAGS);
     let fast_heartbeats = ["--executor-heartbeat-interval", "300ms"];
     c.start_agent_with_flags(0, RES, &fast_heartbeats);
     c.wait_agents_active(1);

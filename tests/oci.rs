@@ -13,14 +13,6 @@ use std::time::Duration;
 use support::{busybox_image, http_get, state, wait_for, Cluster};
 
 const RES: &str = "cpus:2;mem:1024;ports:[31000-31099]";
-const MASTER: &[&str] = &[
-    "--agent-heartbeat-interval",
-    "500ms",
-    "--max-missed-heartbeats",
-    "60",
-    "--allocation-interval",
-    "200ms",
-];
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -65,7 +57,7 @@ fn oci_tasks_with_crun() {
     {
         return;
     }
-    let mut c = Cluster::new_with_master_flags(MASTER);
+    let mut c = Cluster::new_with_master_flags(support::PATIENT_MASTER_FLAGS);
     c.start_agent(0, RES);
     c.wait_agents_active(1);
     scenario(&mut c);
@@ -392,7 +384,7 @@ fn lifecycle_hooks() {
     {
         return;
     }
-    let mut c = Cluster::new_with_master_flags(MASTER);
+    let mut c = Cluster::new_with_master_flags(support::PATIENT_MASTER_FLAGS);
     let marks = c.dir.path().join("hook-marks");
     let m = marks.display().to_string();
     let pre = format!("echo \"pre $BRIM_CONTAINERIZER $(test -d \"${{BRIM_ROOTFS:-/nonexistent}}/bin\" && echo rootfs)\" >> {m}");

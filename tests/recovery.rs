@@ -16,15 +16,6 @@ use support::probe::ProbeFramework;
 use support::{http_get, state, wait_for, Cluster};
 
 const RES: &str = "cpus:2;mem:1024;ports:[31000-31099]";
-/// Agents are restarted within seconds: never let the master give up on them meanwhile.
-const MASTER: &[&str] = &[
-    "--agent-heartbeat-interval",
-    "500ms",
-    "--max-missed-heartbeats",
-    "60",
-    "--allocation-interval",
-    "200ms",
-];
 
 fn agent_id(c: &Cluster) -> String {
     let s = c.wait_agents_active(1);
@@ -101,7 +92,7 @@ fn agent_crash_recovery_matrix() {
     if !support::can_run_cluster("agent_crash_recovery_matrix") {
         return;
     }
-    let mut c = Cluster::new_with_master_flags(MASTER);
+    let mut c = Cluster::new_with_master_flags(support::PATIENT_MASTER_FLAGS);
     c.start_agent(0, RES);
     scenario(&mut c);
 }
@@ -184,7 +175,7 @@ fn scenario(c: &mut Cluster) {
         },
     );
     c.agents[0].kill9();
-    c.start_master_with_flags(MASTER);
+    c.start_master_with_flags(support::PATIENT_MASTER_FLAGS);
     c.start_agent(0, RES);
     let (code, out) = finish(run, "unacked");
     assert_eq!(code, Some(5), "{out}");

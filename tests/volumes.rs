@@ -26,15 +26,6 @@ use brim_framework::{
 use support::probe::{ProbeEvent, ProbeFramework};
 use support::{busybox_image, Cluster};
 
-const MASTER: &[&str] = &[
-    "--agent-heartbeat-interval",
-    "500ms",
-    "--max-missed-heartbeats",
-    "60",
-    "--allocation-interval",
-    "200ms",
-];
-
 fn oci(image: &str, volumes: Vec<v1::ContainerVolume>) -> v1::ContainerInfo {
     v1::ContainerInfo {
         r#type: container_info::Type::Oci as i32,
@@ -135,7 +126,7 @@ fn volumes_for_oci_and_native_tasks_and_an_executor_in_an_image() {
         eprintln!("volumes: skipped: /usr/bin/python3 cannot import pymesos (see .ci/run)");
         return;
     }
-    let mut c = Cluster::new_with_master_flags(MASTER);
+    let mut c = Cluster::new_with_master_flags(support::PATIENT_MASTER_FLAGS);
     let base = c.dir.path().to_path_buf();
     let allowed = base.join("allowed");
     let outside = base.join("outside");

@@ -167,6 +167,17 @@ pub const MASTER_FLAGS: &[&str] = &[
     "200ms",
 ];
 
+/// For tests that restart agents: heartbeats as fast, but the master waits 30 s before it
+/// gives up on an agent, so a restart within seconds never marks it gone.
+pub const PATIENT_MASTER_FLAGS: &[&str] = &[
+    "--agent-heartbeat-interval",
+    "500ms",
+    "--max-missed-heartbeats",
+    "60",
+    "--allocation-interval",
+    "200ms",
+];
+
 impl Cluster {
     pub fn new() -> Cluster {
         Cluster::new_with_master_flags(MASTER_FLAGS)
