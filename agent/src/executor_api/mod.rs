@@ -781,8 +781,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_task_group_reaches_its_executor_as_one_launch_group() {
+    /// Executor `e` of framework `f` (role `*`) started in the container of task
+    /// `container_task`; its key and the receiver of the kills sent to its container.
+    fn started_executor(
+        container_task: &str,
+    ) -> (Executors, ExecutorKey, mpsc::UnboundedReceiver<Duration>) {
         let ex = Executors::default();
         let fw = v1::FrameworkInfo {
             id: "f".into(),
@@ -793,9 +796,20 @@ mod tests {
             executor_id: "e".into(),
             ..Default::default()
         };
-        let (kill, _killed) = mpsc::unbounded_channel();
-        let key: ExecutorKey = ("f".into(), "e".into());
-        ex.start(fw, info, ("f".into(), "a".into()), "c1".into(), kill);
+        let (kill, killed) = mpsc::unbounded_channel();
+        ex.start(
+            fw,
+            info,
+            ("f".into(), container_task.into()),
+            "c1".into(),
+            kill,
+        );
+        (ex, ("f".into(), "e".into()), killed)
+    }
+
+    #[test]
+    fn a_task_group_reaches_its_executor_as_one_launch_group() {
+        let (ex, key, _killed) = started_executor("a");
         let task = |id: &str| v1::TaskInfo {
             task_id: id.into(),
             name: id.into(),
@@ -905,19 +919,7 @@ mod tests {
 
     #[test]
     fn queues_until_subscribed_then_streams_events() {
-        let ex = Executors::default();
-        let fw = v1::FrameworkInfo {
-            id: "f".into(),
-            role: "*".into(),
-            ..Default::default()
-        };
-        let info = v1::ExecutorInfo {
-            executor_id: "e".into(),
-            ..Default::default()
-        };
-        let (kill, mut killed) = mpsc::unbounded_channel();
-        let key: ExecutorKey = ("f".into(), "e".into());
-        ex.start(fw, info, ("f".into(), "t1".into()), "c1".into(), kill);
+        let (ex, key, mut killed) = started_executor("t1");
         assert!(ex.is_live(&key));
         for t in ["t1", "t2"] {
             let task = v1::TaskInfo {
