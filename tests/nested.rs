@@ -109,6 +109,25 @@ fn procs_in_cgroup(needle: &str) -> Vec<(i32, String)> {
 
 /// The directories a nested container's cgroup may have (pure v2, or hybrid's v1
 /// hierarchies and cgroup2).
+/// Waits (`within`) until no process is left in nested container `id` of `container`
+/// (under the agent's cgroup root `root`), then (10 s) until its cgroups are removed.
+fn wait_nested_gone(why: &str, within: Duration, (root, container, id): (&str, &str, &str)) {
+    let needle = format!("/{root}/{container}/nested/{id}");
+    wait_for(why, within, || {
+        procs_in_cgroup(&needle).is_empty().then_some(())
+    });
+    wait_for(
+        &format!("the cgroups of nested container {id} to be removed"),
+        Duration::from_secs(10),
+        || {
+            nested_dirs(root, container, id)
+                .iter()
+                .all(|d| !d.exists())
+                .then_some(())
+        },
+    );
+}
+
 fn nested_dirs(root: &str, container: &str, id: &str) -> Vec<PathBuf> {
     ["", "unified", "memory", "cpu,cpuacct", "cpu", "pids"]
         .iter()
@@ -455,20 +474,10 @@ async fn native_and_oci(c: &mut Cluster, agent_id: &str) {
     );
     c.start_agent(0, RES);
     c.wait_agents_active(1);
-    wait_for(
+    wait_nested_gone(
         "the restarted agent to kill the nested container",
         Duration::from_secs(20),
-        || procs_in_cgroup(&needle).is_empty().then_some(()),
-    );
-    wait_for(
-        "the restarted agent to remove the nested cgroups",
-        Duration::from_secs(10),
-        || {
-            nested_dirs(&root, &web_cid, "survivor")
-                .iter()
-                .all(|d| !d.exists())
-                .then_some(())
-        },
+        (&root, &web_cid, "survivor"),
     );
     let out = wait_for("exec after the restart", Duration::from_secs(20), || {
         let o = c.brim(&["task", "exec", "web", "--", "cat index.html"]);
@@ -516,20 +525,10 @@ async fn native_and_oci(c: &mut Cluster, agent_id: &str) {
     let out = c.brim(&["task", "exec", "web", "--", "touch stop"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     fw.wait_state("web", TaskState::TaskFinished).await;
-    wait_for(
+    wait_nested_gone(
         "the nested container to die with its task",
         Duration::from_secs(10),
-        || procs_in_cgroup(&needle).is_empty().then_some(()),
-    );
-    wait_for(
-        "the nested cgroups to be removed",
-        Duration::from_secs(10),
-        || {
-            nested_dirs(&root, &web_cid, "orphan")
-                .iter()
-                .all(|d| !d.exists())
-                .then_some(())
-        },
+        (&root, &web_cid, "orphan"),
     );
     // Parent not running (finished): the CLI and the API say so.
     let out = c.brim(&["task", "exec", "web", "--", "true"]);
